@@ -1,0 +1,1 @@
+"""Vigil engine: protection, reconcile, risk. Never imports bot/ or aiogram."""

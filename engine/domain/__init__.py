@@ -1,0 +1,1 @@
+"""Domain values, ids, events and states. Imports nothing of ours outside this package."""

@@ -1,0 +1,266 @@
+"""The closed set of engine events. Each is journaled (hash-chained) and may become an alert."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import Enum, IntEnum, StrEnum
+from typing import Any, ClassVar
+
+
+class Severity(IntEnum):
+    DEBUG = 0  # journaled only
+    INFO = 1  # silent alert
+    WARNING = 2
+    CRITICAL = 3  # loud alert
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    kind: ClassVar[str] = "event"
+    severity: ClassVar[Severity] = Severity.DEBUG
+    account: str
+    at: datetime = field(default_factory=utcnow)
+
+    def payload(self) -> dict[str, Any]:
+        return {f.name: _encode(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+@dataclass(frozen=True, kw_only=True)
+class SymbolEvent(Event):
+    symbol: str
+
+
+# --- engine and account state ---------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EngineStarted(Event):
+    kind = "engine_started"
+    severity = Severity.INFO
+    mode: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EngineStopped(Event):
+    kind = "engine_stopped"
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldSet(Event):
+    kind = "hold_set"
+    severity = Severity.WARNING
+    reason: str
+    by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class HoldReleased(Event):
+    kind = "hold_released"
+    severity = Severity.WARNING
+    by: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class AccountHalted(Event):
+    kind = "account_halted"
+    severity = Severity.CRITICAL
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class VenueFailure(Event):
+    kind = "venue_failure"
+    severity = Severity.WARNING
+    operation: str
+    error: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StreamChanged(Event):
+    kind = "stream_changed"
+    severity = Severity.INFO
+    up: bool
+    reason: str = ""
+
+
+# --- positions ---------------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class PositionAdopted(SymbolEvent):
+    """A position the journal did not know (opened by hand, or before we started)."""
+
+    kind = "position_adopted"
+    severity = Severity.WARNING
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    generation: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionResized(SymbolEvent):
+    kind = "position_resized"
+    severity = Severity.INFO
+    old_qty: Decimal
+    new_qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class PositionClosed(SymbolEvent):
+    kind = "position_closed"
+    severity = Severity.INFO
+    side: str
+    qty: Decimal
+    entry_price: Decimal
+    exit_price: Decimal | None
+    realized_pnl: Decimal | None
+    reason: str
+
+
+# --- protection ----------------------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class StopMissing(SymbolEvent):
+    kind = "stop_missing"
+    severity = Severity.WARNING
+    side: str
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopIntent(SymbolEvent):
+    """Written before the venue is called, with the client id the call will carry."""
+
+    kind = "stop_intent"
+    action: str  # place | amend | replace
+    client_id: str
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopPlaced(SymbolEvent):
+    kind = "stop_placed"
+    severity = Severity.INFO
+    order_id: str
+    client_id: str
+    trigger_price: Decimal
+    qty: Decimal
+    time_to_protect: Decimal | None  # seconds the position had no stop; None when replacing
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopAmended(SymbolEvent):
+    kind = "stop_amended"
+    order_id: str
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopCancelled(SymbolEvent):
+    kind = "stop_cancelled"
+    order_id: str
+    client_id: str | None
+    reason: str  # duplicate | replaced | position_closed
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopRejected(SymbolEvent):
+    kind = "stop_rejected"
+    severity = Severity.WARNING
+    client_id: str
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopCrossed(SymbolEvent):
+    """The stop we would place is already through the mark: close or tighten per policy."""
+
+    kind = "stop_crossed"
+    severity = Severity.CRITICAL
+    stop_price: Decimal
+    mark_price: Decimal
+    action: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseIntent(SymbolEvent):
+    kind = "close_intent"
+    client_id: str
+    qty: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseSubmitted(SymbolEvent):
+    kind = "close_submitted"
+    severity = Severity.INFO
+    order_id: str
+    qty: Decimal
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ZombieCancelled(SymbolEvent):
+    kind = "zombie_cancelled"
+    severity = Severity.WARNING
+    order_id: str
+    client_id: str | None
+    order_kind: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SlaBreached(SymbolEvent):
+    kind = "sla_breached"
+    severity = Severity.CRITICAL
+    unprotected_seconds: Decimal
+
+
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.kind: cls
+    for cls in (
+        EngineStarted, EngineStopped, HoldSet, HoldReleased, AccountHalted, VenueFailure,
+        StreamChanged, PositionAdopted, PositionResized, PositionClosed, StopMissing, StopIntent,
+        StopPlaced, StopAmended, StopCancelled, StopRejected, StopCrossed, CloseIntent,
+        CloseSubmitted, ZombieCancelled, SlaBreached,
+    )
+}
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.astimezone(UTC).isoformat()
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def _decode(hint: Any, raw: Any) -> Any:
+    if raw is None:
+        return None
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        concrete = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _decode(concrete[0], raw)
+    if hint is Decimal:
+        return Decimal(raw)
+    if hint is datetime:
+        return datetime.fromisoformat(raw)
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        return hint(raw)
+    return raw
+
+
+def event_from_payload(kind: str, payload: dict[str, Any]) -> Event:
+    cls = EVENT_TYPES[kind]
+    hints = typing.get_type_hints(cls)
+    return cls(**{name: _decode(hints[name], value) for name, value in payload.items()})

@@ -1,0 +1,152 @@
+"""What a venue tells us, in our own types (ccxt dicts never get past engine/venues/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from engine.domain.values import OrderSide, PositionSide
+
+
+@dataclass(frozen=True, slots=True)
+class MarketInfo:
+    symbol: str
+    tick: Decimal
+    lot: Decimal
+    min_qty: Decimal
+
+
+class OrderKind(StrEnum):
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    MARKET = "market"
+    LIMIT = "limit"
+    OTHER_TRIGGER = "other_trigger"
+
+
+class OrderStatus(StrEnum):
+    OPEN = "open"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    TRIGGERED = "triggered"
+    REJECTED = "rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class OrderReport:
+    order_id: str
+    client_id: str | None
+    symbol: str
+    kind: OrderKind
+    side: OrderSide
+    qty: Decimal | None  # None: closes the whole position (Binance closePosition, Bitget pos_loss)
+    trigger_price: Decimal | None
+    reduce_only: bool
+    status: OrderStatus
+    updated_at: datetime
+
+    @property
+    def is_resting(self) -> bool:
+        return self.status is OrderStatus.OPEN
+
+    def is_stop_for(self, side: PositionSide) -> bool:
+        return self.kind is OrderKind.STOP_LOSS and self.side is side.close_side
+
+    def covers(self, qty: Decimal) -> bool:
+        return self.qty is None or self.qty == qty
+
+
+@dataclass(frozen=True, slots=True)
+class PositionReport:
+    symbol: str
+    side: PositionSide
+    qty: Decimal
+    entry_price: Decimal
+    mark_price: Decimal
+    unrealized_pnl: Decimal
+    opened_at: datetime | None
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    order_id: str
+    client_id: str | None
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    realized_pnl: Decimal
+    reduce_only: bool
+    at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class VenueSnapshot:
+    """Everything protection needs, taken with a constant number of venue calls."""
+
+    positions: tuple[PositionReport, ...]
+    orders: tuple[OrderReport, ...]
+    taken_at: datetime
+    calls: int = 0
+
+    def position(self, symbol: str) -> PositionReport | None:
+        return next((p for p in self.positions if p.symbol == symbol), None)
+
+    def orders_for(self, symbol: str) -> tuple[OrderReport, ...]:
+        return tuple(o for o in self.orders if o.symbol == symbol and o.is_resting)
+
+
+@dataclass(frozen=True, slots=True)
+class StopRequest:
+    symbol: str
+    position_side: PositionSide
+    qty: Decimal
+    trigger_price: Decimal
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class MarketOrderRequest:
+    symbol: str
+    side: OrderSide
+    qty: Decimal
+    reduce_only: bool
+    client_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class VenueCapabilities:
+    amend_stop_in_place: bool
+    streams: bool
+    hedge_mode: bool = False
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+# Stream events: what a venue's websocket says happened.
+@dataclass(frozen=True, slots=True)
+class PositionUpdate:
+    position: PositionReport | None  # None: flat
+    symbol: str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderUpdate:
+    order: OrderReport
+
+
+@dataclass(frozen=True, slots=True)
+class FillUpdate:
+    fill: Fill
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    up: bool
+    reason: str = ""
+
+
+VenueEvent = PositionUpdate | OrderUpdate | FillUpdate | StreamStatus

@@ -1,0 +1,64 @@
+"""The Venue port: what the engine needs from an exchange. Implemented by engine/sim (paper mode,
+tests) and engine/venues (ccxt). Every method raises only engine.errors types."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from typing import Protocol, runtime_checkable
+
+from engine.domain.reports import (
+    MarketInfo,
+    MarketOrderRequest,
+    OrderReport,
+    StopRequest,
+    VenueCapabilities,
+    VenueEvent,
+    VenueSnapshot,
+)
+
+
+@runtime_checkable
+class Venue(Protocol):
+    name: str  # e.g. "sim", "binanceusdm"
+
+    @property
+    def capabilities(self) -> VenueCapabilities: ...
+
+    async def start(self) -> None:
+        """Load markets and check the account can be read; raises OperatorError if not."""
+
+    async def close(self) -> None: ...
+
+    def market(self, symbol: str) -> MarketInfo:
+        """Tick and lot of a loaded market; raises Rejected(BAD_SYMBOL) for an unknown one."""
+        ...
+
+    def resolve_symbol(self, text: str) -> str:
+        """`BTCUSDT`, `BTC/USDT`, `BTC/USDT:USDT` -> the venue's perpetual symbol."""
+        ...
+
+    # --- snapshots: a constant number of calls, whatever the number of positions -------------
+    async def snapshot(self) -> VenueSnapshot: ...
+
+    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
+        """Look an order up by our client id (open or recently closed)."""
+        ...
+
+    # --- commands ------------------------------------------------------------------------
+    async def place_stop(self, request: StopRequest) -> OrderReport: ...
+
+    async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
+                         qty: Decimal) -> OrderReport:
+        """Only when capabilities.amend_stop_in_place; the order keeps its id."""
+        ...
+
+    async def cancel_order(self, order: OrderReport) -> None:
+        """Cancel a resting order; an order already gone raises Rejected(ORDER_NOT_FOUND)."""
+
+    async def market_order(self, request: MarketOrderRequest) -> OrderReport: ...
+
+    # --- stream --------------------------------------------------------------------------
+    def events(self) -> AsyncIterator[VenueEvent]:
+        """Position/order/fill updates as they happen; ends when the venue closes."""
+        ...

@@ -1,0 +1,304 @@
+"""The simulated exchange's matching core: marks, one-way positions, market and trigger orders.
+
+Synchronous and deterministic for a seed; `SimVenue` puts the async Venue port (latency, faults,
+call counting) in front of it, and `HandApi` acts as a person in the exchange's own app would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import random
+from dataclasses import dataclass, field, replace
+from decimal import Decimal
+
+from engine.clock import Clock
+from engine.domain.reports import (
+    Fill,
+    FillUpdate,
+    MarketInfo,
+    OrderKind,
+    OrderReport,
+    OrderStatus,
+    OrderUpdate,
+    PositionReport,
+    PositionUpdate,
+    VenueEvent,
+)
+from engine.domain.values import ZERO, OrderSide, PositionSide, floor_to_step, round_to_step
+from engine.errors import Rejected, RejectReason
+
+DEFAULT_MARKETS: dict[str, tuple[str, str, str, str]] = {
+    # symbol: (start mark, tick, lot, min qty)
+    "BTC/USDT:USDT": ("65000", "0.1", "0.001", "0.001"),
+    "ETH/USDT:USDT": ("3200", "0.01", "0.01", "0.01"),
+    "SOL/USDT:USDT": ("150", "0.01", "0.1", "0.1"),
+    "XRP/USDT:USDT": ("0.55", "0.0001", "1", "1"),
+    "DOGE/USDT:USDT": ("0.12", "0.00001", "1", "1"),
+}
+
+
+@dataclass(slots=True)
+class SimPosition:
+    symbol: str
+    side: PositionSide
+    qty: Decimal
+    entry_price: Decimal
+    opened_at: object  # datetime; kept loose to stay slot-friendly
+    realized_pnl: Decimal = ZERO
+
+
+@dataclass(slots=True)
+class SimOrder:
+    report: OrderReport
+    seq: int = field(default=0)
+
+
+class SimExchange:
+    def __init__(self, clock: Clock, *, seed: int = 1, fee_rate: Decimal = Decimal("0.0005"),
+                 slippage_bps: Decimal = Decimal("2"),
+                 markets: dict[str, tuple[str, str, str, str]] | None = None) -> None:
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.fee_rate = fee_rate
+        self.slippage = slippage_bps / Decimal(10_000)
+        self.markets: dict[str, MarketInfo] = {}
+        self.marks: dict[str, Decimal] = {}
+        for symbol, (mark, tick, lot, min_qty) in (markets or DEFAULT_MARKETS).items():
+            self.markets[symbol] = MarketInfo(symbol, Decimal(tick), Decimal(lot), Decimal(min_qty))
+            self.marks[symbol] = Decimal(mark)
+        self.positions: dict[str, SimPosition] = {}
+        self.orders: dict[str, OrderReport] = {}  # every order ever, by id
+        self.fills: list[Fill] = []
+        self.realized_pnl = ZERO
+        self.fees_paid = ZERO
+        self._ids = itertools.count(1)
+        self._subscribers: list[asyncio.Queue[VenueEvent]] = []
+
+    # --- streams ---------------------------------------------------------------------------
+    def subscribe(self) -> asyncio.Queue[VenueEvent]:
+        queue: asyncio.Queue[VenueEvent] = asyncio.Queue()
+        self._subscribers.append(queue)
+        return queue
+
+    def unsubscribe(self, queue: asyncio.Queue[VenueEvent]) -> None:
+        if queue in self._subscribers:
+            self._subscribers.remove(queue)
+
+    def _emit(self, event: VenueEvent) -> None:
+        for queue in self._subscribers:
+            queue.put_nowait(event)
+
+    # --- reading -----------------------------------------------------------------------------
+    def market(self, symbol: str) -> MarketInfo:
+        try:
+            return self.markets[symbol]
+        except KeyError:
+            raise Rejected(RejectReason.BAD_SYMBOL, f"unknown market {symbol}") from None
+
+    def position_report(self, symbol: str) -> PositionReport | None:
+        pos = self.positions.get(symbol)
+        if pos is None:
+            return None
+        mark = self.marks[symbol]
+        return PositionReport(
+            symbol=symbol, side=pos.side, qty=pos.qty, entry_price=pos.entry_price,
+            mark_price=mark, unrealized_pnl=(mark - pos.entry_price) * pos.qty * pos.side.sign,
+            opened_at=pos.opened_at, updated_at=self.clock.now())  # type: ignore[arg-type]
+
+    def open_orders(self) -> list[OrderReport]:
+        return [o for o in self.orders.values() if o.is_resting]
+
+    def find_by_client_id(self, client_id: str) -> OrderReport | None:
+        return next((o for o in self.orders.values() if o.client_id == client_id), None)
+
+    # --- prices ------------------------------------------------------------------------------
+    def set_mark(self, symbol: str, price: Decimal) -> None:
+        info = self.market(symbol)
+        self.marks[symbol] = max(round_to_step(price, info.tick), info.tick)
+        self._check_triggers(symbol)
+
+    def random_walk(self, volatility: Decimal = Decimal("0.0008")) -> None:
+        """One step of a seeded random walk on every market (paper mode's price feed)."""
+        for symbol in sorted(self.marks):
+            move = Decimal(str(round(self.rng.gauss(0, 1), 6))) * volatility
+            self.set_mark(symbol, self.marks[symbol] * (1 + move))
+
+    # --- orders ------------------------------------------------------------------------------
+    def place_trigger(self, *, symbol: str, side: OrderSide, qty: Decimal, trigger_price: Decimal,
+                      kind: OrderKind, client_id: str | None, reduce_only: bool = True
+                      ) -> OrderReport:
+        info = self.market(symbol)
+        self._check_client_id(client_id)
+        self._check_steps(info, qty, trigger_price)
+        mark = self.marks[symbol]
+        fires_below = (kind is OrderKind.STOP_LOSS) == (side is OrderSide.SELL)
+        if (fires_below and trigger_price >= mark) or (not fires_below and trigger_price <= mark):
+            raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
+                           f"trigger {trigger_price} vs mark {mark}")
+        order = OrderReport(
+            order_id=str(next(self._ids)), client_id=client_id, symbol=symbol, kind=kind,
+            side=side, qty=qty, trigger_price=trigger_price, reduce_only=reduce_only,
+            status=OrderStatus.OPEN, updated_at=self.clock.now())
+        self.orders[order.order_id] = order
+        self._emit(OrderUpdate(order))
+        return order
+
+    def amend_trigger(self, order_id: str, trigger_price: Decimal, qty: Decimal) -> OrderReport:
+        order = self._resting(order_id)
+        info = self.market(order.symbol)
+        self._check_steps(info, qty, trigger_price)
+        mark = self.marks[order.symbol]
+        fires_below = (order.kind is OrderKind.STOP_LOSS) == (order.side is OrderSide.SELL)
+        if (fires_below and trigger_price >= mark) or (not fires_below and trigger_price <= mark):
+            raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
+                           f"trigger {trigger_price} vs mark {mark}")
+        amended = replace(order, trigger_price=trigger_price, qty=qty, updated_at=self.clock.now())
+        self.orders[order_id] = amended
+        self._emit(OrderUpdate(amended))
+        return amended
+
+    def cancel(self, order_id: str) -> OrderReport:
+        order = self._resting(order_id)
+        cancelled = replace(order, status=OrderStatus.CANCELLED, updated_at=self.clock.now())
+        self.orders[order_id] = cancelled
+        self._emit(OrderUpdate(cancelled))
+        return cancelled
+
+    def market_order(self, *, symbol: str, side: OrderSide, qty: Decimal, reduce_only: bool,
+                     client_id: str | None) -> OrderReport:
+        info = self.market(symbol)
+        self._check_client_id(client_id)
+        self._check_steps(info, qty, None)
+        pos = self.positions.get(symbol)
+        if reduce_only:
+            if pos is None or pos.side.close_side is not side:
+                raise Rejected(RejectReason.REDUCE_ONLY_REJECTED,
+                               "reduce-only order would open or increase a position")
+            qty = min(qty, pos.qty)
+        order = OrderReport(
+            order_id=str(next(self._ids)), client_id=client_id, symbol=symbol,
+            kind=OrderKind.MARKET, side=side, qty=qty, trigger_price=None,
+            reduce_only=reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now())
+        self.orders[order.order_id] = order
+        self._fill(order, qty)
+        self._emit(OrderUpdate(order))
+        return order
+
+    # --- internals ---------------------------------------------------------------------------
+    def _check_client_id(self, client_id: str | None) -> None:
+        if client_id is not None and self.find_by_client_id(client_id) is not None:
+            raise Rejected(RejectReason.DUPLICATE_CLIENT_ID, f"client id {client_id} already used")
+
+    @staticmethod
+    def _check_steps(info: MarketInfo, qty: Decimal, price: Decimal | None) -> None:
+        if qty < info.min_qty or qty % info.lot != 0:
+            raise Rejected(RejectReason.INVALID_ORDER, f"qty {qty} not on lot {info.lot}")
+        if price is not None and (price <= 0 or price % info.tick != 0):
+            raise Rejected(RejectReason.INVALID_ORDER, f"price {price} not on tick {info.tick}")
+
+    def _resting(self, order_id: str) -> OrderReport:
+        order = self.orders.get(order_id)
+        if order is None or not order.is_resting:
+            raise Rejected(RejectReason.ORDER_NOT_FOUND, f"order {order_id} is not open")
+        return order
+
+    def _fill(self, order: OrderReport, qty: Decimal) -> None:
+        """Fill at mark with slippage against the taker; update the one-way position."""
+        symbol, side = order.symbol, order.side
+        info = self.markets[symbol]
+        mark = self.marks[symbol]
+        slip = mark * self.slippage
+        price = round_to_step(mark + slip if side is OrderSide.BUY else mark - slip, info.tick)
+        fee = (price * qty * self.fee_rate).quantize(Decimal("0.00000001"))
+        pos = self.positions.get(symbol)
+        realized = ZERO
+        remaining = qty
+        if pos is not None and pos.side.close_side is side:
+            closing = min(qty, pos.qty)
+            realized = (price - pos.entry_price) * closing * pos.side.sign
+            pos.qty -= closing
+            remaining -= closing
+            if pos.qty == 0:
+                del self.positions[symbol]
+                pos = None
+        if remaining > 0:
+            new_side = PositionSide.LONG if side is OrderSide.BUY else PositionSide.SHORT
+            if pos is None:
+                pos = SimPosition(symbol, new_side, remaining, price, self.clock.now())
+                self.positions[symbol] = pos
+            else:
+                total = pos.qty + remaining
+                pos.entry_price = round_to_step(
+                    (pos.entry_price * pos.qty + price * remaining) / total, info.tick / 100)
+                pos.qty = total
+        self.realized_pnl += realized
+        self.fees_paid += fee
+        fill = Fill(order_id=order.order_id, client_id=order.client_id, symbol=symbol, side=side,
+                    qty=qty, price=price, fee=fee, realized_pnl=realized,
+                    reduce_only=order.reduce_only, at=self.clock.now())
+        self.fills.append(fill)
+        self._emit(FillUpdate(fill))
+        self._emit(PositionUpdate(self.position_report(symbol), symbol))
+        # Resting stops are NOT cancelled when the position goes flat: plain conditional orders
+        # outlive their position on real venues too (zombies), and the guard must clean them up.
+
+    def _check_triggers(self, symbol: str) -> None:
+        mark = self.marks[symbol]
+        for order in sorted(self.open_orders(), key=lambda o: int(o.order_id)):
+            if order.symbol != symbol or order.trigger_price is None:
+                continue
+            fires_below = (order.kind is OrderKind.STOP_LOSS) == (order.side is OrderSide.SELL)
+            hit = mark <= order.trigger_price if fires_below else mark >= order.trigger_price
+            if not hit:
+                continue
+            self._trigger(order)
+
+    def _trigger(self, order: OrderReport) -> None:
+        triggered = replace(order, status=OrderStatus.TRIGGERED, updated_at=self.clock.now())
+        self.orders[order.order_id] = triggered
+        self._emit(OrderUpdate(triggered))
+        pos = self.positions.get(order.symbol)
+        if order.reduce_only and (pos is None or pos.side.close_side is not order.side):
+            return  # reduce-only never opens or flips: the trigger fires into nothing
+        qty = order.qty if order.qty is not None else (pos.qty if pos else ZERO)
+        if order.reduce_only and pos is not None:
+            qty = min(qty, pos.qty)
+        if qty <= 0:
+            return
+        child = OrderReport(
+            order_id=str(next(self._ids)), client_id=None, symbol=order.symbol,
+            kind=OrderKind.MARKET, side=order.side, qty=qty, trigger_price=None,
+            reduce_only=order.reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now())
+        self.orders[child.order_id] = child
+        self._fill(child, qty)
+
+
+class HandApi:
+    """What a person does in the exchange's app: opens, closes, cancels, outside of Vigil."""
+
+    def __init__(self, exchange: SimExchange) -> None:
+        self.exchange = exchange
+
+    def open(self, symbol: str, side: PositionSide, qty: Decimal) -> OrderReport:
+        info = self.exchange.market(symbol)
+        return self.exchange.market_order(symbol=symbol, side=side.entry_side,
+                                          qty=floor_to_step(qty, info.lot), reduce_only=False,
+                                          client_id=None)
+
+    def close(self, symbol: str, qty: Decimal | None = None) -> OrderReport | None:
+        pos = self.exchange.positions.get(symbol)
+        if pos is None:
+            return None
+        return self.exchange.market_order(symbol=symbol, side=pos.side.close_side,
+                                          qty=qty or pos.qty, reduce_only=True, client_id=None)
+
+    def place_stop(self, symbol: str, trigger_price: Decimal, qty: Decimal | None = None
+                   ) -> OrderReport:
+        pos = self.exchange.positions[symbol]
+        return self.exchange.place_trigger(
+            symbol=symbol, side=pos.side.close_side, qty=qty or pos.qty,
+            trigger_price=trigger_price, kind=OrderKind.STOP_LOSS, client_id=None)
+
+    def cancel(self, order_id: str) -> OrderReport:
+        return self.exchange.cancel(order_id)

@@ -1,0 +1,183 @@
+"""The Venue port over the simulated exchange, with latency, call counting and injected faults."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from decimal import Decimal
+from typing import TypeVar
+
+from engine.clock import Clock
+from engine.domain.reports import (
+    MarketInfo,
+    MarketOrderRequest,
+    OrderKind,
+    OrderReport,
+    StopRequest,
+    VenueCapabilities,
+    VenueEvent,
+    VenueSnapshot,
+)
+from engine.domain.values import Symbol
+from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
+from engine.sim.exchange import SimExchange
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    """Probabilities per venue command, drawn from a seeded RNG (deterministic for a seed)."""
+
+    seed: int = 0
+    transient: float = 0.0  # fails before reaching the venue
+    timeout_before: float = 0.0  # times out, request never executed
+    lost_response: float = 0.0  # executed, but the caller only sees a timeout
+    reject: float = 0.0  # rejected as invalid
+    late_positions_seconds: float = 0.0  # snapshots miss positions younger than this
+
+    @property
+    def any(self) -> bool:
+        return any((self.transient, self.timeout_before, self.lost_response, self.reject,
+                    self.late_positions_seconds))
+
+
+class SimVenue:
+    name = "sim"
+
+    def __init__(self, exchange: SimExchange, clock: Clock, *, latency: float = 0.0,
+                 streaming: bool = True, amend_in_place: bool = True,
+                 faults: FaultPlan | None = None) -> None:
+        self.exchange = exchange
+        self.clock = clock
+        self.latency = latency
+        self.streaming = streaming
+        self.faults = faults or FaultPlan()
+        self._rng = random.Random(self.faults.seed)
+        self._capabilities = VenueCapabilities(amend_stop_in_place=amend_in_place,
+                                               streams=streaming)
+        self.calls = 0
+        self.calls_by_method: dict[str, int] = {}
+        self._closed = False
+
+    @property
+    def capabilities(self) -> VenueCapabilities:
+        return self._capabilities
+
+    async def start(self) -> None:
+        await self._rest("load_markets")
+
+    async def close(self) -> None:
+        self._closed = True
+
+    def market(self, symbol: str) -> MarketInfo:
+        return self.exchange.market(symbol)
+
+    def resolve_symbol(self, text: str) -> str:
+        try:
+            symbol = str(Symbol.parse(text))
+        except ValueError as exc:
+            raise Rejected(RejectReason.BAD_SYMBOL, str(exc)) from None
+        self.exchange.market(symbol)
+        return symbol
+
+    # --- snapshots ---------------------------------------------------------------------------
+    async def snapshot(self) -> VenueSnapshot:
+        await self._rest("fetch_positions", can_fail=True)
+        now = self.clock.now()
+        hide_after = now - timedelta(seconds=self.faults.late_positions_seconds)
+        positions = tuple(
+            report for symbol in sorted(self.exchange.positions)
+            if (report := self.exchange.position_report(symbol)) is not None
+            and not (self.faults.late_positions_seconds and report.opened_at
+                     and report.opened_at > hide_after))
+        await self._rest("fetch_open_orders", can_fail=True)
+        orders = tuple(self.exchange.open_orders())
+        return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=2)
+
+    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
+        await self._rest("fetch_order", can_fail=True)
+        return self.exchange.find_by_client_id(client_id)
+
+    # --- commands ----------------------------------------------------------------------------
+    async def place_stop(self, request: StopRequest) -> OrderReport:
+        return await self._command("place_stop", lambda: self.exchange.place_trigger(
+            symbol=request.symbol, side=request.position_side.close_side, qty=request.qty,
+            trigger_price=request.trigger_price, kind=OrderKind.STOP_LOSS,
+            client_id=request.client_id))
+
+    async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
+                         qty: Decimal) -> OrderReport:
+        if not self._capabilities.amend_stop_in_place:
+            raise Rejected(RejectReason.INVALID_ORDER, "amend in place not supported")
+        return await self._command("amend_stop", lambda: self.exchange.amend_trigger(
+            order.order_id, trigger_price, qty))
+
+    async def cancel_order(self, order: OrderReport) -> None:
+        await self._command("cancel_order", lambda: self.exchange.cancel(order.order_id))
+
+    async def market_order(self, request: MarketOrderRequest) -> OrderReport:
+        return await self._command("market_order", lambda: self.exchange.market_order(
+            symbol=request.symbol, side=request.side, qty=request.qty,
+            reduce_only=request.reduce_only, client_id=request.client_id))
+
+    # --- stream ------------------------------------------------------------------------------
+    async def events(self) -> AsyncIterator[VenueEvent]:
+        if not self.streaming:
+            return
+        queue = self.exchange.subscribe()
+        try:
+            while not self._closed:
+                event = await queue.get()
+                if self.latency:
+                    await self.clock.sleep(self.latency / 2)
+                yield event
+        finally:
+            self.exchange.unsubscribe(queue)
+
+    # --- plumbing ----------------------------------------------------------------------------
+    def _count(self, method: str) -> None:
+        self.calls += 1
+        self.calls_by_method[method] = self.calls_by_method.get(method, 0) + 1
+
+    async def _rest(self, method: str, *, can_fail: bool = False) -> None:
+        self._count(method)
+        if self.latency:
+            await self.clock.sleep(self.latency)
+        if can_fail and self.faults.transient and self._rng.random() < self.faults.transient:
+            raise Transient(f"simulated network error in {method}")
+
+    async def _command(self, method: str, execute: Callable[[], T]) -> T:
+        self._count(method)
+        f = self.faults
+        if self.latency:
+            await self.clock.sleep(self.latency / 2)
+        roll = self._rng.random()
+        if roll < f.transient:
+            raise Transient(f"simulated network error in {method}")
+        roll -= f.transient
+        if roll < f.timeout_before:
+            raise OutcomeUnknown(f"simulated timeout in {method} (not executed)")
+        roll -= f.timeout_before
+        if roll < f.reject:
+            raise Rejected(RejectReason.OTHER, f"simulated rejection of {method}")
+        roll -= f.reject
+        result = execute()
+        if self.latency:
+            await self.clock.sleep(self.latency / 2)
+        if roll < f.lost_response:
+            raise OutcomeUnknown(f"simulated timeout in {method} (executed)")
+        return result
+
+
+async def run_price_feed(exchange: SimExchange, clock: Clock, interval: float,
+                         stop: Callable[[], bool] | None = None,
+                         on_step: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Paper mode's market: a seeded random walk, one step per interval."""
+    while not (stop and stop()):
+        await clock.sleep(interval)
+        exchange.random_walk()
+        if on_step is not None:
+            await on_step()

@@ -1,0 +1,1 @@
+"""SQLite persistence: migrations, the hash-chained journal, repositories, outbox, secrets."""

@@ -1,0 +1,73 @@
+"""One aiosqlite connection in WAL mode, with numbered SQL migrations applied in order."""
+
+from __future__ import annotations
+
+import re
+from importlib import resources
+from pathlib import Path
+
+import aiosqlite
+
+_MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+
+
+def bundled_migrations() -> list[tuple[int, str, str]]:
+    """(version, name, sql) for every migration shipped in storage/migrations, in order."""
+    found = []
+    for entry in resources.files("storage.migrations").iterdir():
+        match = _MIGRATION_RE.match(entry.name)
+        if match:
+            found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
+    found.sort()
+    versions = [v for v, _, _ in found]
+    if versions != list(range(1, len(versions) + 1)):
+        raise RuntimeError(f"migrations must be numbered 001, 002, ... without gaps: {versions}")
+    return found
+
+
+class Database:
+    def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
+        self.conn = conn
+        self.path = path
+
+    @classmethod
+    async def open(cls, path: Path,
+                   migrations: list[tuple[int, str, str]] | None = None) -> Database:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = await aiosqlite.connect(path)
+        conn.row_factory = aiosqlite.Row
+        await conn.execute("PRAGMA journal_mode=WAL")
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        await conn.execute("PRAGMA foreign_keys=ON")
+        db = cls(conn, path)
+        await db.migrate(bundled_migrations() if migrations is None else migrations)
+        return db
+
+    async def migrate(self, migrations: list[tuple[int, str, str]]) -> list[int]:
+        """Apply the migrations newer than the recorded version, each in its own transaction."""
+        await self.conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations ("
+            " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")
+        await self.conn.commit()
+        current = await self.schema_version()
+        applied = []
+        for version, name, sql in migrations:
+            if version <= current:
+                continue
+            try:
+                await self.conn.executescript(
+                    "BEGIN;\n" + sql + "\nINSERT INTO schema_migrations VALUES "
+                    f"({version}, '{name}', strftime('%Y-%m-%dT%H:%M:%fZ','now'));\nCOMMIT;")
+            except Exception:
+                await self.conn.rollback()
+                raise
+            applied.append(version)
+        return applied
+
+    async def schema_version(self) -> int:
+        async with self.conn.execute("SELECT MAX(version) FROM schema_migrations") as cur:
+            row = await cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    async def close(self) -> None:
+        await self.conn.close()

@@ -1,0 +1,1 @@
+"""Vigil: keeps every futures position under exactly one stop-loss, driven from Telegram."""
