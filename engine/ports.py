@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from decimal import Decimal
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from engine.domain.position import GuardedPosition
 from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
@@ -62,3 +63,21 @@ class Venue(Protocol):
     def events(self) -> AsyncIterator[VenueEvent]:
         """Position/order/fill updates as they happen; ends when the venue closes."""
         ...
+
+
+class PositionStore(Protocol):
+    """Where guarded positions persist (SQLite now; PostgreSQL with leases later)."""
+
+    async def save(self, position: GuardedPosition) -> None: ...
+
+    async def delete(self, account: str, symbol: str) -> None: ...
+
+    async def load(self, account: str) -> list[GuardedPosition]: ...
+
+
+class StateStore(Protocol):
+    async def get(self, scope: str, key: str, default: Any = None) -> Any: ...
+
+    async def put(self, scope: str, key: str, value: Any) -> None: ...
+
+    async def incr(self, scope: str, key: str) -> int: ...

@@ -44,6 +44,17 @@ class StateRepo:
             (scope, key, json.dumps(value), datetime.now(UTC).isoformat()))
         await self.db.conn.commit()
 
+    async def incr(self, scope: str, key: str) -> int:
+        """Atomically add one to a persisted counter and return the new value."""
+        async with self.db.conn.execute(
+                "INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, '1', ?)"
+                " ON CONFLICT (scope, key) DO UPDATE SET value = CAST(value AS INTEGER) + 1,"
+                " updated_at = excluded.updated_at RETURNING value",
+                (scope, key, datetime.now(UTC).isoformat())) as cur:
+            row = await cur.fetchone()
+        await self.db.conn.commit()
+        return int(row[0]) if row else 1
+
 
 class PositionRepo:
     def __init__(self, db: Database) -> None:
@@ -87,11 +98,3 @@ class PositionRepo:
                 unprotected_since=_dt(r["unprotected_since"]),
                 last_time_to_protect=_dec(r["last_time_to_protect"])))
         return result
-
-    async def next_generation(self, account: str, symbol: str) -> int:
-        """Generations make client ids unique across successive positions on one symbol."""
-        async with self.db.conn.execute(
-                "SELECT COUNT(*) FROM journal WHERE account = ? AND kind = 'position_adopted'"
-                " AND json_extract(payload, '$.symbol') = ?", (account, symbol)) as cur:
-            row = await cur.fetchone()
-        return int(row[0]) + 1 if row else 1

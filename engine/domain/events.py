@@ -156,6 +156,17 @@ class StopPlaced(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StopAdopted(SymbolEvent):
+    """A stop already resting on the venue (placed by hand or before a restart) is now ours."""
+
+    kind = "stop_adopted"
+    order_id: str
+    client_id: str | None
+    trigger_price: Decimal | None
+    qty: Decimal | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class StopAmended(SymbolEvent):
     kind = "stop_amended"
     order_id: str
@@ -229,7 +240,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         EngineStarted, EngineStopped, HoldSet, HoldReleased, AccountHalted, VenueFailure,
         StreamChanged, PositionAdopted, PositionResized, PositionClosed, StopMissing, StopIntent,
-        StopPlaced, StopAmended, StopCancelled, StopRejected, StopCrossed, CloseIntent,
+        StopPlaced, StopAdopted, StopAmended, StopCancelled, StopRejected, StopCrossed, CloseIntent,
         CloseSubmitted, ZombieCancelled, SlaBreached,
     )
 }

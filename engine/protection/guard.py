@@ -1,0 +1,275 @@
+"""AccountGuard: one per account. Keeps the view fresh (snapshots + stream), runs reconcile,
+routes work to the position supervisors, cancels zombies and watches the SLA."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from loguru import logger
+
+from engine.bus import EventBus
+from engine.clock import Clock
+from engine.domain import events as ev
+from engine.domain.reports import (
+    Fill,
+    FillUpdate,
+    OrderUpdate,
+    PositionUpdate,
+    StreamStatus,
+)
+from engine.domain.values import ZERO
+from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason, VenueError
+from engine.metrics import Metrics
+from engine.ports import PositionStore, StateStore, Venue
+from engine.protection.policy import ProtectionPolicy
+from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
+from engine.protection.supervisor import PositionSupervisor
+from engine.protection.view import AccountView
+from engine.retry import retry_transient
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileReport:
+    account: str
+    positions: int
+    unprotected_before: tuple[str, ...]
+    unprotected_after: tuple[str, ...]
+    events: tuple[ev.Event, ...]
+    venue_calls: int
+
+
+@dataclass(slots=True)
+class _Stream:
+    up: bool = False
+    reason: str = "not started"
+    fills: dict[str, list[Fill]] = field(default_factory=dict)
+
+
+class AccountGuard:
+    def __init__(self, account: str, venue: Venue, *, bus: EventBus, store: PositionStore,
+                 state: StateStore, policy: ProtectionPolicy, metrics: Metrics, clock: Clock,
+                 interval_seconds: float, seed: int | None = None) -> None:
+        self.account = account
+        self.venue = venue
+        self.bus = bus
+        self.store = store
+        self.state = state
+        self.policy = policy
+        self.metrics = metrics
+        self.clock = clock
+        self.interval = interval_seconds
+        self.rng = random.Random(seed)
+        self.view = AccountView()
+        self.zombies = ZombieClock()
+        self.stream = _Stream()
+        self.started_at: datetime = clock.now()
+        self.halted: str | None = None
+        self.last_reconcile: datetime | None = None
+        self.last_error: str | None = None
+        self.supervisors: dict[str, PositionSupervisor] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._reconcile_lock = asyncio.Lock()
+        self._stopping = False
+
+    # --- lifecycle -------------------------------------------------------------------------
+    async def load(self) -> None:
+        """Start-up: the journal's positions first, then the venue's view decides."""
+        self.started_at = self.clock.now()
+        self.halted = await self.state.get("halt", self.account)
+        for known in await self.store.load(self.account):
+            self.supervisors[known.symbol] = PositionSupervisor(self, known.symbol, known)
+
+    async def run(self) -> None:
+        """Reconcile loop, stream consumer and SLA watchdog until `stop()`."""
+        self.spawn(self._stream_loop(), "stream")
+        self.spawn(self._sla_loop(), "sla")
+        while not self._stopping:
+            try:
+                await self.reconcile_now()
+            except OperatorError as exc:
+                await self.halt(str(exc))
+            except VenueError as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                await self.bus.publish(ev.VenueFailure(
+                    account=self.account, operation="snapshot", error=type(exc).__name__,
+                    message=str(exc)))
+            await self.clock.sleep(self.interval)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        task = asyncio.create_task(coro, name=f"{self.account}: {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("task {} failed", task.get_name())
+
+    # --- reconcile -------------------------------------------------------------------------
+    async def reconcile_now(self, symbol: str | None = None) -> ReconcileReport:
+        """Snapshot (constant venue calls), pure reconcile, then let supervisors act."""
+        async with self._reconcile_lock:
+            marker = self.view.mark()
+            snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
+            self.metrics.venue_calls.labels(self.account, "snapshot").inc(snapshot.calls)
+            self.view.apply_snapshot(snapshot, marker)
+            self.last_reconcile = self.clock.now()
+            self.last_error = None
+            result = self._plan()
+            self.zombies.update(result.zombie_candidates, self.clock.now())
+            symbols = result.symbols()
+            if symbol is not None:
+                symbols &= {symbol}
+            work = []
+            zombie_events: list[ev.Event] = []
+            for sym in sorted(symbols):
+                zombies = [a for a in result.for_symbol(sym) if isinstance(a, CancelZombie)]
+                if zombies:
+                    zombie_events.extend(await self._cancel_zombies(zombies))
+                else:
+                    work.append(self.supervisor(sym).ensure())
+            done = await asyncio.gather(*work)
+            after = self._plan()
+            self._update_gauge()
+            events = tuple(zombie_events) + tuple(e for batch in done for e in batch)
+            return ReconcileReport(
+                account=self.account, positions=len(self.view.positions()),
+                unprotected_before=result.unprotected, unprotected_after=after.unprotected,
+                events=events, venue_calls=snapshot.calls)
+
+    def _plan(self):
+        positions = self.view.positions()
+        orders = self.view.orders()
+        known = {s: sup.known for s, sup in self.supervisors.items() if sup.known is not None}
+        symbols = set(positions) | set(known) | {o.symbol for o in orders}
+        markets = {s: self.venue.market(s) for s in symbols}
+        return reconcile(known, positions, orders, markets, self.clock.now(), self.policy,
+                         self.zombies.first_seen)
+
+    async def _cancel_zombies(self, actions: list[CancelZombie]) -> list[ev.Event]:
+        events: list[ev.Event] = []
+        if self.halted:
+            return events
+        for action in actions:
+            order = action.order
+            if self.view.position(order.symbol) is not None or order.symbol in self.supervisors:
+                continue  # a position appeared meanwhile: it is not a zombie any more
+            try:
+                await retry_transient(lambda o=order: self.venue.cancel_order(o), self.clock,
+                                      rng=self.rng)
+            except Rejected as exc:
+                if exc.reason is not RejectReason.ORDER_NOT_FOUND:
+                    raise
+            except OutcomeUnknown:
+                continue
+            self.view.drop_order(order.order_id)
+            self.metrics.zombies_cancelled.labels(self.account).inc()
+            event = ev.ZombieCancelled(account=self.account, symbol=order.symbol,
+                                       order_id=order.order_id, client_id=order.client_id,
+                                       order_kind=order.kind.value)
+            events.append(event)
+            await self.bus.publish(event)
+        return events
+
+    # --- supervisors -------------------------------------------------------------------------
+    def supervisor(self, symbol: str) -> PositionSupervisor:
+        sup = self.supervisors.get(symbol)
+        if sup is None:
+            sup = self.supervisors[symbol] = PositionSupervisor(self, symbol)
+        return sup
+
+    def retire(self, sup: PositionSupervisor) -> None:
+        if self.supervisors.get(sup.symbol) is sup:
+            del self.supervisors[sup.symbol]
+
+    def _attend(self, symbol: str) -> None:
+        """A stream event touched this symbol: its supervisor looks at once."""
+        if self._stopping:
+            return
+        if symbol in self.supervisors or self.view.position(symbol) is not None:
+            self.supervisor(symbol).wake()
+
+    # --- stream ------------------------------------------------------------------------------
+    async def _stream_loop(self) -> None:
+        if not self.venue.capabilities.streams:
+            self.stream = _Stream(up=False, reason="streams off: REST snapshots only")
+            return
+        self.stream.up, self.stream.reason = True, ""
+        async for event in self.venue.events():
+            match event:
+                case PositionUpdate(position=report, symbol=symbol):
+                    self.view.set_position(symbol, report)
+                    self._attend(symbol)
+                case OrderUpdate(order=order):
+                    self.view.set_order(order)
+                    self._attend(order.symbol)
+                case FillUpdate(fill=fill):
+                    self.stream.fills.setdefault(fill.symbol, []).append(fill)
+                case StreamStatus(up=up, reason=reason):
+                    self.stream.up, self.stream.reason = up, reason
+                    await self.bus.publish(ev.StreamChanged(account=self.account, up=up,
+                                                            reason=reason))
+                    if up:  # we may have missed events while it was down
+                        self.spawn(self.reconcile_now(), "reconcile after reconnect")
+
+    def realized_since(self, symbol: str, since: datetime | None
+                       ) -> tuple[Decimal | None, Decimal | None]:
+        """Realized PnL (net of fees) and last exit price of a symbol from streamed fills."""
+        fills = [f for f in self.stream.fills.pop(symbol, [])
+                 if since is None or f.at >= since]
+        closing = [f for f in fills if f.realized_pnl != 0 or f.reduce_only]
+        if not closing:
+            return None, None
+        realized = sum((f.realized_pnl - f.fee for f in fills), ZERO)
+        return realized, closing[-1].price
+
+    # --- SLA -------------------------------------------------------------------------------
+    async def _sla_loop(self) -> None:
+        period = max(min(self.policy.sla_seconds / 4, 1.0), 0.05)
+        while not self._stopping:
+            await self.clock.sleep(period)
+            await self.check_sla()
+
+    async def check_sla(self) -> None:
+        now = self.clock.now()
+        for sup in list(self.supervisors.values()):
+            known = sup.known
+            if known is None or known.sla_alerted:
+                continue
+            waited = sup.unprotected_for(now)
+            if waited > self.policy.sla_seconds:
+                known.sla_alerted = True
+                await self.bus.publish(ev.SlaBreached(
+                    account=self.account, symbol=sup.symbol,
+                    unprotected_seconds=Decimal(str(round(waited, 1)))))
+        self._update_gauge()
+
+    def _update_gauge(self) -> None:
+        count = sum(1 for s in self.supervisors.values() if s.known and not s.protected)
+        self.metrics.positions_unprotected.labels(self.account).set(count)
+
+    # --- HALT ----------------------------------------------------------------------------------
+    async def halt(self, reason: str) -> None:
+        if self.halted:
+            return
+        self.halted = reason
+        await self.state.put("halt", self.account, reason)
+        await self.bus.publish(ev.AccountHalted(account=self.account, reason=reason))
+
+    async def unhalt(self) -> None:
+        self.halted = None
+        await self.state.put("halt", self.account, None)

@@ -1,0 +1,214 @@
+"""reconcile(journal state, venue snapshot, now) -> actions: a pure function, no I/O.
+
+The guard runs it over a whole account to find what needs attention; each supervisor runs the
+per-position part (`plan_position`) again on the freshest view right before acting, so a stale
+plan can never make it act twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from engine.domain.position import GuardedPosition, StopRef
+from engine.domain.reports import MarketInfo, OrderKind, OrderReport, PositionReport
+from engine.domain.values import PositionSide, conservative_stop
+from engine.protection.policy import CrossedPolicy, ProtectionPolicy
+
+
+# --- actions ----------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class AdoptPosition:
+    position: PositionReport
+
+
+@dataclass(frozen=True, slots=True)
+class RecordClose:
+    symbol: str
+    leftovers: tuple[OrderReport, ...]  # our symbol's resting stops/reduce-only, to cancel
+
+
+@dataclass(frozen=True, slots=True)
+class Resized:
+    symbol: str
+    old_qty: Decimal
+    new_qty: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class PlaceStop:
+    symbol: str
+    trigger_price: Decimal
+    qty: Decimal
+    crossed_from: Decimal | None = None  # set when tightened because the wanted stop was crossed
+
+
+@dataclass(frozen=True, slots=True)
+class AdoptStop:
+    symbol: str
+    order: OrderReport
+
+
+@dataclass(frozen=True, slots=True)
+class ResizeStop:
+    symbol: str
+    order: OrderReport
+    qty: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CancelStop:
+    symbol: str
+    order: OrderReport
+    reason: str  # duplicate
+
+
+@dataclass(frozen=True, slots=True)
+class ClosePosition:
+    symbol: str
+    qty: Decimal
+    reason: str
+    stop_price: Decimal | None = None
+    mark_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelZombie:
+    order: OrderReport
+
+
+Action = (AdoptPosition | RecordClose | Resized | PlaceStop | AdoptStop | ResizeStop | CancelStop
+          | ClosePosition | CancelZombie)
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcileResult:
+    actions: tuple[Action, ...]
+    zombie_candidates: frozenset[str]  # order ids seen on flat symbols (grace clock runs)
+    unprotected: tuple[str, ...]
+
+    def symbols(self) -> set[str]:
+        return {_symbol_of(a) for a in self.actions}
+
+    def for_symbol(self, symbol: str) -> tuple[Action, ...]:
+        return tuple(a for a in self.actions if _symbol_of(a) == symbol)
+
+
+def _symbol_of(action: Action) -> str:
+    if isinstance(action, AdoptPosition):
+        return action.position.symbol
+    if isinstance(action, CancelZombie):
+        return action.order.symbol
+    return action.symbol
+
+
+# --- the pure functions -----------------------------------------------------------------------
+def pick_stop(stops: list[OrderReport], known: StopRef | None,
+              side: PositionSide) -> OrderReport:
+    """Keep ours (by order id, then client id); otherwise the most protective one."""
+    if known is not None:
+        for order in stops:
+            if order.order_id == known.order_id:
+                return order
+        for order in stops:
+            if known.client_id and order.client_id == known.client_id:
+                return order
+    # Most protective: highest stop for a long, lowest for a short; ties by order id for
+    # determinism.
+    return max(stops, key=lambda o: ((o.trigger_price or 0) * side.sign, o.order_id))
+
+
+def is_protective_order(order: OrderReport) -> bool:
+    return order.kind is OrderKind.STOP_LOSS or order.reduce_only
+
+
+def plan_position(known: GuardedPosition | None, report: PositionReport | None,
+                  orders: list[OrderReport], market: MarketInfo,
+                  policy: ProtectionPolicy) -> list[Action]:
+    """Actions for one symbol. `orders` are the resting orders on that symbol."""
+    if report is None:
+        if known is None:
+            return []
+        leftovers = tuple(o for o in orders if is_protective_order(o))
+        return [RecordClose(known.symbol, leftovers)]
+
+    actions: list[Action] = []
+    if known is not None and known.side is not report.side:
+        # Flipped through zero between two looks: the old position closed, a new one opened.
+        actions.append(RecordClose(known.symbol, ()))
+        known = None
+    if known is None:
+        actions.append(AdoptPosition(report))
+    elif known.qty != report.qty:
+        actions.append(Resized(report.symbol, known.qty, report.qty))
+
+    stops = [o for o in orders if o.is_stop_for(report.side)]
+    known_stop = known.stop if known is not None else None
+    if not stops:
+        last = known_stop.trigger_price if known_stop is not None else None
+        wanted = conservative_stop(policy.pricer.desired_stop(report, last), report.side,
+                                   market.tick)
+        if policy.is_crossed(report.side, wanted, report.mark_price):
+            if policy.crossed is CrossedPolicy.CLOSE:
+                actions.append(ClosePosition(report.symbol, report.qty, "stop_crossed",
+                                             wanted, report.mark_price))
+            else:
+                actions.append(PlaceStop(
+                    report.symbol, policy.tightened(report.side, report.mark_price, market),
+                    report.qty, crossed_from=wanted))
+        else:
+            actions.append(PlaceStop(report.symbol, wanted, report.qty))
+        return actions
+
+    keep = pick_stop(stops, known_stop, report.side)
+    actions.extend(CancelStop(report.symbol, o, "duplicate") for o in stops if o is not keep)
+    if known_stop is None or keep.order_id != known_stop.order_id:
+        actions.append(AdoptStop(report.symbol, keep))
+    if not keep.covers(report.qty):
+        actions.append(ResizeStop(report.symbol, keep, report.qty))
+    return actions
+
+
+def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, PositionReport],
+              orders: list[OrderReport], markets: Mapping[str, MarketInfo], now: datetime,
+              policy: ProtectionPolicy,
+              zombie_first_seen: Mapping[str, datetime] | None = None) -> ReconcileResult:
+    """Whole-account reconcile over one consistent view. Pure: the caller does all I/O."""
+    zombie_first_seen = zombie_first_seen or {}
+    by_symbol: dict[str, list[OrderReport]] = {}
+    for order in orders:
+        if order.is_resting:
+            by_symbol.setdefault(order.symbol, []).append(order)
+
+    actions: list[Action] = []
+    unprotected: list[str] = []
+    candidates: set[str] = set()
+    grace = timedelta(seconds=policy.zombie_grace_seconds)
+    for symbol in sorted(set(known) | set(positions) | set(by_symbol)):
+        report = positions.get(symbol)
+        symbol_orders = by_symbol.get(symbol, [])
+        if report is None and symbol not in known:
+            for order in symbol_orders:
+                if not is_protective_order(order):
+                    continue
+                candidates.add(order.order_id)
+                if now - zombie_first_seen.get(order.order_id, now) >= grace:
+                    actions.append(CancelZombie(order))
+            continue
+        planned = plan_position(known.get(symbol), report, symbol_orders, markets[symbol], policy)
+        if any(isinstance(a, PlaceStop | ClosePosition) for a in planned):
+            unprotected.append(symbol)
+        actions.extend(planned)
+    return ReconcileResult(tuple(actions), frozenset(candidates), tuple(unprotected))
+
+
+@dataclass(slots=True)
+class ZombieClock:
+    """Remembers when each candidate zombie was first seen; forgets ones no longer candidates."""
+
+    first_seen: dict[str, datetime] = field(default_factory=dict)
+
+    def update(self, candidates: frozenset[str], now: datetime) -> None:
+        self.first_seen = {oid: self.first_seen.get(oid, now) for oid in candidates}

@@ -1,0 +1,72 @@
+"""The account as the venue last told us, merged from REST snapshots and the stream.
+
+A snapshot is taken over some latency; anything the stream or our own commands changed after it
+started is newer than the snapshot and must survive the merge, or we would "forget" a stop we
+just placed and place a second one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+from engine.domain.reports import OrderReport, PositionReport, VenueSnapshot
+
+T = TypeVar("T")
+
+
+@dataclass(slots=True)
+class _Entry(Generic[T]):
+    value: T | None  # None: a tombstone (closed position / order gone)
+    version: int
+
+
+@dataclass(slots=True)
+class AccountView:
+    _positions: dict[str, _Entry[PositionReport]] = field(default_factory=dict)
+    _orders: dict[str, _Entry[OrderReport]] = field(default_factory=dict)
+    version: int = 0
+    snapshots: int = 0
+
+    def mark(self) -> int:
+        """Call before starting a snapshot; pass the result to `apply_snapshot`."""
+        return self.version
+
+    def apply_snapshot(self, snapshot: VenueSnapshot, started_at: int) -> None:
+        self.snapshots += 1
+        positions = {p.symbol: p for p in snapshot.positions}
+        orders = {o.order_id: o for o in snapshot.orders if o.is_resting}
+        self._positions = self._merge(self._positions, positions, started_at)
+        self._orders = self._merge(self._orders, orders, started_at)
+
+    @staticmethod
+    def _merge(current: dict[str, _Entry[T]], fresh: dict[str, T],
+                  started_at: int) -> dict[str, _Entry[T]]:
+        merged = {k: _Entry(v, started_at) for k, v in fresh.items()}
+        for key, entry in current.items():
+            if entry.version > started_at:  # changed after the snapshot began: ours is newer
+                merged[key] = entry
+        return merged
+
+    def set_position(self, symbol: str, report: PositionReport | None) -> None:
+        self.version += 1
+        self._positions[symbol] = _Entry(report, self.version)
+
+    def set_order(self, order: OrderReport) -> None:
+        self.version += 1
+        self._orders[order.order_id] = _Entry(order if order.is_resting else None, self.version)
+
+    def drop_order(self, order_id: str) -> None:
+        self.version += 1
+        self._orders[order_id] = _Entry(None, self.version)
+
+    def positions(self) -> dict[str, PositionReport]:
+        return {k: e.value for k, e in self._positions.items() if e.value is not None}
+
+    def position(self, symbol: str) -> PositionReport | None:
+        entry = self._positions.get(symbol)
+        return entry.value if entry else None
+
+    def orders(self, symbol: str | None = None) -> list[OrderReport]:
+        return [e.value for e in self._orders.values()
+                if e.value is not None and (symbol is None or e.value.symbol == symbol)]

@@ -1,0 +1,311 @@
+"""`CcxtVenue`: the Venue port on ccxt (REST via ccxt.async_support, streams via ccxt.pro).
+
+Everything venue-specific is delegated to a Dialect; this class owns precision (quantities floored
+on the lot, stop prices rounded away from the market), call counting and the report types."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import random
+from collections.abc import AsyncIterator, Awaitable
+from decimal import Decimal
+from typing import Any
+
+from engine.clock import Clock, SystemClock
+from engine.domain.reports import (
+    MarketInfo,
+    MarketOrderRequest,
+    OrderKind,
+    OrderReport,
+    OrderStatus,
+    OrderUpdate,
+    PositionReport,
+    PositionUpdate,
+    StopRequest,
+    VenueCapabilities,
+    VenueEvent,
+    VenueSnapshot,
+)
+from engine.domain.values import (
+    OrderSide,
+    PositionSide,
+    Symbol,
+    conservative_stop,
+    floor_to_step,
+)
+from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
+from engine.venues.convert import dec, fmt, order_report, position_report
+from engine.venues.dialects.base import Dialect, Subscription
+from engine.venues.errors import translate
+from engine.venues.rest import Raw, Rest
+from engine.venues.streams import Backoff, ExchangeWatcher, StreamMux, Watcher
+
+
+class CcxtVenue:
+    """One exchange account. Build it with `make_venue`; call `start()` before anything else."""
+
+    def __init__(self, exchange: Any, dialect: Dialect, *, account: str,
+                 secrets: tuple[str | None, ...] = (), clock: Clock | None = None,
+                 watcher: Watcher | None = None, backoff: Backoff | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.name: str = exchange.id
+        self.account = account
+        self._exchange = exchange
+        self._dialect = dialect
+        self._clock: Clock = clock or SystemClock()
+        self._rest = Rest(exchange, venue=f"{self.name}[{account}]", codes=dialect.codes,
+                          secrets=secrets)
+        self._streams = StreamMux(
+            dialect.subscriptions(), watcher or ExchangeWatcher(exchange), self._stream_events,
+            self._describe_stream_error, sleep=self._clock.sleep,
+            backoff=backoff or Backoff(), rng=rng or random.Random())
+
+    # --- extras beyond the port ------------------------------------------------------------
+    @property
+    def dialect(self) -> Dialect:
+        return self._dialect
+
+    @property
+    def exchange(self) -> Any:
+        """The ccxt exchange (pro class): for wiring and tests, never for engine logic."""
+        return self._exchange
+
+    def symbols(self) -> tuple[str, ...]:
+        """Every loaded perpetual this venue guards, e.g. ("BTC/USDT:USDT", ...)."""
+        markets = self._exchange.markets or {}
+        return tuple(sorted(s for s, m in markets.items() if self._is_perpetual(m)))
+
+    # --- lifecycle -------------------------------------------------------------------------
+    @property
+    def capabilities(self) -> VenueCapabilities:
+        return self._dialect.capabilities
+
+    async def start(self) -> None:
+        rest = self._rest.fresh()
+        await rest("load_markets", self._exchange.load_markets())
+        await self._dialect.prepare(rest)
+        if await self._dialect.is_hedged(rest):
+            raise self._hedge_mode()
+
+    async def close(self) -> None:
+        self._streams.close()
+        with contextlib.suppress(Exception):  # closing sockets must not mask the caller's error
+            await self._exchange.close()
+
+    # --- markets ---------------------------------------------------------------------------
+    def market(self, symbol: str) -> MarketInfo:
+        market = self._perpetual(symbol)
+        precision = market.get("precision") or {}
+        tick, lot = dec(precision.get("price")), dec(precision.get("amount"))
+        if not tick or not lot:
+            raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no tick/lot")
+        minimum = dec(((market.get("limits") or {}).get("amount") or {}).get("min"))
+        return MarketInfo(symbol=symbol, tick=tick, lot=lot, min_qty=minimum or lot)
+
+    def resolve_symbol(self, text: str) -> str:
+        cleaned = text.strip()
+        markets = self._exchange.markets or {}
+        if self._is_perpetual(markets.get(cleaned)):
+            return cleaned
+        try:
+            parsed = Symbol.parse(cleaned)
+        except ValueError:
+            raise Rejected(RejectReason.BAD_SYMBOL,
+                           f"{text!r} is not a symbol: write it like BTCUSDT or BTC/USDT") from None
+        candidate = str(parsed)
+        if self._is_perpetual(markets.get(candidate)):
+            return candidate
+        raise Rejected(RejectReason.BAD_SYMBOL,
+                       f"{text!r}: {self.name} has no {self._dialect.settle}-margined perpetual "
+                       f"{candidate}" + ("" if markets else " (markets not loaded: start() first)"))
+
+    # --- snapshots ---------------------------------------------------------------------------
+    async def snapshot(self) -> VenueSnapshot:
+        """Positions (with marks) and resting stops of every symbol: two calls on every venue."""
+        rest = self._rest.fresh()
+        positions_call = rest("fetch_positions", self._exchange.fetch_positions(
+            None, self._dialect.positions_params()))
+        raw_positions, raw_orders = await _both(positions_call,
+                                                self._dialect.list_stops(rest, None))
+        now = self._clock.now()
+        positions: list[PositionReport] = []
+        for raw in raw_positions:
+            if raw.get("hedged") is True:  # a mode switch while running: positions show it
+                raise self._hedge_mode()
+            if not self._is_perpetual_symbol(raw.get("symbol")):
+                continue
+            self._dialect.observe_position(raw)
+            report = position_report(raw, self._dialect, now)
+            if report is not None:
+                positions.append(report)
+        orders = tuple(self._orders(raw_orders))
+        return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls)
+
+    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
+        self._perpetual(symbol)
+        rest = self._rest.fresh()
+        resting = await self._dialect.list_stops(rest, symbol)
+        match = next((o for o in self._orders(resting) if o.client_id == client_id), None)
+        if match is not None:
+            return match
+        raw = await self._dialect.find_closed(rest, symbol, client_id)
+        return next(iter(self._orders([raw])), None) if raw else None
+
+    # --- commands ----------------------------------------------------------------------------
+    async def place_stop(self, request: StopRequest) -> OrderReport:
+        market = self.market(request.symbol)
+        qty = self._qty(market, request.qty)
+        trigger = self._stop_price(market, request.trigger_price, request.position_side)
+        side = request.position_side.close_side
+        params = self._dialect.stop_params(request, fmt(trigger))
+        raw = await self._rest.fresh()("create_order(stop)", self._exchange.create_order(
+            request.symbol, "market", side.value, fmt(qty), None, params))
+        return OrderReport(
+            order_id=_order_id(raw, request.client_id),
+            client_id=raw.get("clientOrderId") or request.client_id,
+            symbol=request.symbol,
+            kind=OrderKind.STOP_LOSS,
+            side=side,
+            qty=qty,
+            trigger_price=trigger,
+            reduce_only=True,
+            status=OrderStatus.OPEN,
+            updated_at=self._clock.now(),
+        )
+
+    async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
+                         qty: Decimal) -> OrderReport:
+        if not self.capabilities.amend_stop_in_place:
+            raise Rejected(RejectReason.OTHER, f"{self.name} cannot amend a stop in place: "
+                                               "place the new one, then cancel the old one")
+        if order.kind is not OrderKind.STOP_LOSS:
+            raise Rejected(RejectReason.INVALID_ORDER,
+                           f"only stop-loss orders are amended, not {order.kind.value}")
+        market = self.market(order.symbol)
+        held = PositionSide.LONG if order.side is OrderSide.SELL else PositionSide.SHORT
+        new_qty = self._qty(market, qty)
+        trigger = self._stop_price(market, trigger_price, held)
+        raw = await self._dialect.amend_stop(self._rest.fresh(), order, fmt(trigger),
+                                             fmt(new_qty))
+        return dataclasses.replace(order, order_id=str(raw.get("id") or order.order_id),
+                                   qty=None if order.qty is None else new_qty,
+                                   trigger_price=trigger,
+                                   status=OrderStatus.OPEN, updated_at=self._clock.now())
+
+    async def cancel_order(self, order: OrderReport) -> None:
+        raw = await self._rest.fresh()("cancel_order", self._exchange.cancel_order(
+            order.order_id, order.symbol, self._dialect.cancel_params(order)))
+        self._dialect.check_cancelled(raw or {}, order)
+
+    async def market_order(self, request: MarketOrderRequest) -> OrderReport:
+        market = self.market(request.symbol)
+        qty = self._qty(market, request.qty)
+        raw = await self._rest.fresh()("create_order(market)", self._exchange.create_order(
+            request.symbol, "market", request.side.value, fmt(qty), None,
+            self._dialect.market_order_params(request)))
+        status = (self._dialect.order_status(raw, OrderKind.MARKET) if raw.get("status")
+                  else OrderStatus.OPEN)
+        return OrderReport(
+            order_id=_order_id(raw, request.client_id),
+            client_id=raw.get("clientOrderId") or request.client_id,
+            symbol=request.symbol,
+            kind=OrderKind.MARKET,
+            side=request.side,
+            qty=qty,
+            trigger_price=None,
+            reduce_only=request.reduce_only,
+            status=status,
+            updated_at=self._clock.now(),
+        )
+
+    # --- stream ------------------------------------------------------------------------------
+    def events(self) -> AsyncIterator[VenueEvent]:
+        return self._streams.events()
+
+    def _stream_events(self, sub: Subscription, raws: list[Raw]) -> list[VenueEvent]:
+        now = self._clock.now()
+        events: list[VenueEvent] = []
+        if sub.channel == "positions":
+            for raw in raws:
+                symbol = raw.get("symbol")
+                if self._is_perpetual_symbol(symbol):
+                    self._dialect.observe_position(raw)
+                    events.append(PositionUpdate(position_report(raw, self._dialect, now),
+                                                 str(symbol)))
+            return events
+        events.extend(OrderUpdate(order) for order in self._orders(raws))
+        return events
+
+    def _describe_stream_error(self, sub: Subscription, exc: Exception) -> str:
+        error = translate(exc, venue=self._rest.venue, action=f"watch {sub.name}",
+                          codes=self._dialect.codes, secrets=self._rest.secrets)
+        return f"{sub.name} stream down: {type(error).__name__}: {error}"
+
+    # --- helpers -----------------------------------------------------------------------------
+    def _hedge_mode(self) -> OperatorError:
+        return OperatorError(
+            f"hedge mode is not supported: switch account {self.account} to one-way mode")
+
+    def _orders(self, raws: list[Raw]) -> list[OrderReport]:
+        now = self._clock.now()
+        reports: list[OrderReport] = []
+        for raw in raws:
+            if not self._is_perpetual_symbol(raw.get("symbol")):
+                continue
+            self._dialect.observe_order(raw)
+            report = order_report(raw, self._dialect, now)
+            if report is not None:
+                reports.append(report)
+        return reports
+
+    def _perpetual(self, symbol: str) -> dict[str, Any]:
+        market = (self._exchange.markets or {}).get(symbol)
+        if not self._is_perpetual(market):
+            raise Rejected(RejectReason.BAD_SYMBOL,
+                           f"{symbol!r} is not a {self._dialect.settle}-margined perpetual "
+                           f"on {self.name}; resolve it with resolve_symbol()")
+        return market  # type: ignore[return-value]
+
+    def _is_perpetual(self, market: object) -> bool:
+        return (isinstance(market, dict) and market.get("swap") is True
+                and market.get("linear") is True and market.get("settle") == self._dialect.settle)
+
+    def _is_perpetual_symbol(self, symbol: object) -> bool:
+        return isinstance(symbol, str) and self._is_perpetual(
+            (self._exchange.markets or {}).get(symbol))
+
+    @staticmethod
+    def _qty(market: MarketInfo, qty: Decimal) -> Decimal:
+        floored = floor_to_step(qty, market.lot)
+        if floored <= 0 or floored < market.min_qty:
+            raise Rejected(RejectReason.INVALID_ORDER,
+                           f"{market.symbol}: quantity {qty} is below the minimum "
+                           f"{market.min_qty} (lot {market.lot})")
+        return floored
+
+    @staticmethod
+    def _stop_price(market: MarketInfo, price: Decimal, side: PositionSide) -> Decimal:
+        rounded = conservative_stop(price, side, market.tick)
+        if rounded <= 0:
+            raise Rejected(RejectReason.INVALID_ORDER, f"{market.symbol}: stop price {price}")
+        return rounded
+
+
+def _order_id(raw: Raw, client_id: str) -> str:
+    order_id = raw.get("id")
+    if not order_id:
+        # Accepted but unidentified: only a lookup by client id can tell what happened.
+        raise OutcomeUnknown(f"venue answered without an order id; look up {client_id}")
+    return str(order_id)
+
+
+async def _both(first: Awaitable[list[Raw]],
+                second: Awaitable[list[Raw]]) -> tuple[list[Raw], list[Raw]]:
+    """Run two calls concurrently; raise the first failure only after both have finished."""
+    results = await asyncio.gather(first, second, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results[0], results[1]  # type: ignore[return-value]

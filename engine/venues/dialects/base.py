@@ -1,0 +1,170 @@
+"""What every venue shares; a dialect subclass overrides only what its exchange does differently.
+
+Dialects speak ccxt: they build params, read raw ccxt dicts, and make the venue-specific calls
+through a `Rest` gate (so calls are counted and errors translated). Nothing here leaves
+engine/venues/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, ClassVar, Literal
+
+from engine.domain.reports import (
+    MarketOrderRequest,
+    OrderKind,
+    OrderReport,
+    OrderStatus,
+    StopRequest,
+    VenueCapabilities,
+)
+from engine.domain.values import OrderSide, PositionSide
+from engine.errors import Rejected, RejectReason
+from engine.venues.convert import dec, positive
+from engine.venues.errors import VenueCodes
+from engine.venues.rest import Raw, Rest
+
+TRIGGER_KINDS = frozenset({OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT, OrderKind.OTHER_TRIGGER})
+
+_UNIFIED_STATUS: dict[str, OrderStatus] = {
+    "open": OrderStatus.OPEN,
+    "closed": OrderStatus.FILLED,
+    "canceled": OrderStatus.CANCELLED,
+    "canceling": OrderStatus.OPEN,
+    "expired": OrderStatus.CANCELLED,
+    "rejected": OrderStatus.REJECTED,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    """One websocket subscription: `channel` picks the ccxt watch method, `params` go with it."""
+
+    name: str
+    channel: Literal["positions", "orders"]
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+class Dialect:
+    name: ClassVar[str]  # our venue name: "binance", "bybit", "bitget"
+    ccxt_id: ClassVar[str]  # ccxt exchange id: "binanceusdm", ...
+    settle: ClassVar[str] = "USDT"
+    capabilities: ClassVar[VenueCapabilities]
+    codes: ClassVar[VenueCodes] = VenueCodes()
+    needs_password: ClassVar[bool] = False
+
+    # --- setup ---------------------------------------------------------------------------
+    def configure(self, exchange: Any, *, testnet: bool) -> None:
+        """Options that keep ccxt on linear USDT perpetuals; testnet switch."""
+        exchange.options["defaultType"] = "swap"
+        exchange.options["defaultSubType"] = "linear"
+        # Currencies are a wallet concern (and a private call on some venues): not loaded.
+        exchange.has["fetchCurrencies"] = False
+        if testnet:
+            exchange.set_sandbox_mode(True)
+
+    async def prepare(self, rest: Rest) -> None:
+        """After load_markets: warm what ccxt would otherwise fetch lazily inside a snapshot."""
+
+    async def is_hedged(self, rest: Rest) -> bool:
+        """True when the account is in hedge (two-way) mode; also proves the keys can read."""
+        positions = await rest("fetch_positions", rest.exchange.fetch_positions(
+            None, self.positions_params()))
+        return any(p.get("hedged") is True for p in positions)
+
+    # --- reading -------------------------------------------------------------------------
+    def positions_params(self) -> dict[str, Any]:
+        return {}
+
+    def list_stops_params(self) -> dict[str, Any]:
+        """Params for fetch_open_orders so that ONE call returns the resting stops."""
+        return {"trigger": True}
+
+    async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
+        """Resting trigger orders, all symbols when `symbol` is None."""
+        return await rest("fetch_open_orders", rest.exchange.fetch_open_orders(
+            symbol, None, None, self.list_stops_params()))
+
+    async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
+        """An order that is no longer resting, by our client id; None where it cannot be found."""
+        return None
+
+    def observe_position(self, raw: Raw) -> None:
+        """Hook: dialects that need per-symbol facts (Bitget margin mode) remember them here."""
+
+    def observe_order(self, raw: Raw) -> None:
+        """Hook: dialects that need per-order facts (Bitget planType) remember them here."""
+
+    # --- commands ------------------------------------------------------------------------
+    def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def cancel_params(self, order: OrderReport) -> dict[str, Any]:
+        return {"trigger": True} if order.kind in TRIGGER_KINDS else {}
+
+    def check_cancelled(self, raw: Raw, order: OrderReport) -> None:
+        """Raise when the venue answered the cancel without cancelling."""
+
+    async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
+                         qty: str) -> Raw:
+        raise Rejected(RejectReason.OTHER,
+                       f"{self.name} cannot amend a stop in place: place the new one, then cancel")
+
+    def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
+        return {"reduceOnly": request.reduce_only, "clientOrderId": request.client_id}
+
+    # --- streams -------------------------------------------------------------------------
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return (Subscription("positions", "positions"), Subscription("orders", "orders"))
+
+    # --- raw fields ------------------------------------------------------------------------
+    def position_side(self, raw: Raw) -> PositionSide | None:
+        side = raw.get("side")
+        return PositionSide(side) if side in ("long", "short") else None
+
+    def order_kind(self, raw: Raw) -> OrderKind:
+        if positive(raw.get("stopLossPrice")) is not None:
+            return OrderKind.STOP_LOSS
+        if positive(raw.get("takeProfitPrice")) is not None:
+            return OrderKind.TAKE_PROFIT
+        if positive(raw.get("triggerPrice")) is not None:
+            return OrderKind.OTHER_TRIGGER
+        return OrderKind.LIMIT if raw.get("type") == "limit" else OrderKind.MARKET
+
+    def order_side(self, raw: Raw, kind: OrderKind) -> OrderSide | None:
+        side = raw.get("side")
+        return OrderSide(side) if side in ("buy", "sell") else None
+
+    def order_qty(self, raw: Raw, kind: OrderKind) -> Decimal | None:
+        qty = positive(raw.get("amount"))
+        if qty is None and kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
+            return None  # a whole-position stop
+        return qty if qty is not None else dec(raw.get("amount"))
+
+    def order_trigger(self, raw: Raw) -> Decimal | None:
+        for key in ("triggerPrice", "stopLossPrice", "takeProfitPrice"):
+            price = positive(raw.get(key))
+            if price is not None:
+                return price
+        return None
+
+    def order_reduce_only(self, raw: Raw, kind: OrderKind) -> bool:
+        return raw.get("reduceOnly") is True
+
+    def order_status(self, raw: Raw, kind: OrderKind) -> OrderStatus:
+        status = _UNIFIED_STATUS.get(str(raw.get("status")), OrderStatus.OPEN)
+        if status is OrderStatus.FILLED and kind in TRIGGER_KINDS:
+            return OrderStatus.TRIGGERED
+        return status
+
+
+def flag(raw_info: Raw, *keys: str) -> bool:
+    """A venue boolean that may arrive as bool or as "true"/"false" text."""
+    for key in keys:
+        value = raw_info.get(key)
+        if isinstance(value, bool):
+            if value:
+                return True
+        elif isinstance(value, str) and value.lower() in ("true", "yes", "1"):
+            return True
+    return False

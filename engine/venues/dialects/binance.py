@@ -1,0 +1,121 @@
+"""Binance USD-M futures (ccxt `binanceusdm`).
+
+Conditional orders live on the Algo API since 2025-12 (POST/DELETE /fapi/v1/algoOrder,
+GET /fapi/v1/openAlgoOrders): ccxt routes there when `stopLossPrice` (create) or
+`trigger: True` (list, cancel, fetch) is given. An algo stop has its own algoId and clientAlgoId;
+there is no amend, so a stop is replaced by placing the new one and cancelling the old."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.domain.reports import OrderKind, StopRequest, VenueCapabilities
+from engine.domain.values import PositionSide
+from engine.errors import Rejected, RejectReason
+from engine.venues.convert import dec, info, positive
+from engine.venues.dialects.base import Dialect, flag
+from engine.venues.errors import VenueCodes
+from engine.venues.rest import Raw, Rest
+
+_STOP_TYPES = frozenset({"STOP_MARKET", "STOP"})
+_TAKE_PROFIT_TYPES = frozenset({"TAKE_PROFIT_MARKET", "TAKE_PROFIT"})
+
+
+class BinanceDialect(Dialect):
+    name = "binance"
+    ccxt_id = "binanceusdm"
+    capabilities = VenueCapabilities(
+        amend_stop_in_place=False,
+        streams=True,
+        notes=("stops are algo orders: replace = place the new stop, then cancel the old one",),
+    )
+    codes = VenueCodes(
+        would_trigger=frozenset({"-2021"}),
+        duplicate_client_id=frozenset({"-4116", "-20132"}),
+        # -20124: "Invalid algo id or it has been completed" is what a gone algo stop answers.
+        order_not_found=frozenset({"-2011", "-2013", "-20124"}),
+        reduce_only=frozenset({"-2022", "-4118"}),
+        transient=frozenset({"-1001", "-1008"}),
+        outcome_unknown=frozenset({"-1006", "-1007"}),
+    )
+
+    def configure(self, exchange: Any, *, testnet: bool) -> None:
+        super().configure(exchange, testnet=False)
+        if testnet:
+            # ccxt 4.5 refuses the futures testnet for private calls; demo trading replaced it.
+            exchange.enable_demo_trading(True)  # demo-fapi.binance.com
+        open_orders = exchange.options.setdefault("fetchOpenOrders", {})
+        open_orders["warnWithoutSymbol"] = False  # all-symbol listing is the point (weight 40)
+
+    async def prepare(self, rest: Rest) -> None:
+        # fetch_positions loads leverage brackets lazily: do it now so a snapshot is 2 calls.
+        await rest("load_leverage_brackets", rest.exchange.load_leverage_brackets())
+
+    async def is_hedged(self, rest: Rest) -> bool:
+        mode = await rest("fetch_position_mode", rest.exchange.fetch_position_mode())
+        return mode.get("hedged") is True
+
+    def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        return {
+            "stopLossPrice": trigger,
+            "reduceOnly": True,
+            "workingType": "MARK_PRICE",
+            "clientOrderId": request.client_id,  # ccxt sends it as clientAlgoId
+        }
+
+    async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
+        fetch = rest.exchange.fetch_order
+        lookups: tuple[dict[str, Any], ...] = (
+            {"trigger": True, "clientAlgoId": client_id},  # GET /fapi/v1/algoOrder
+            {"origClientOrderId": client_id},  # GET /fapi/v1/order (market orders)
+        )
+        for params in lookups:
+            try:
+                return await rest("fetch_order", fetch(None, symbol, params))
+            except Rejected as exc:
+                if exc.reason is not RejectReason.ORDER_NOT_FOUND:
+                    raise
+        return None
+
+    def position_side(self, raw: Raw) -> PositionSide | None:
+        # One-way mode: the sign of positionAmt (REST) / pa (websocket) is the side; ccxt infers
+        # it from notional on REST, which is zero when the mark is missing.
+        raw_info = info(raw)
+        amount = dec(raw_info.get("positionAmt", raw_info.get("pa")))
+        if amount:
+            return PositionSide.LONG if amount > 0 else PositionSide.SHORT
+        return super().position_side(raw)
+
+    # --- raw orders: REST algo orders, REST regular orders and websocket updates differ ------
+    def order_kind(self, raw: Raw) -> OrderKind:
+        raw_info = info(raw)
+        ws_type = raw_info.get("o") if isinstance(raw_info.get("o"), str) else None
+        order_type = str(raw_info.get("orderType") or raw_info.get("type") or ws_type or "")
+        order_type = order_type.upper()
+        if order_type in _STOP_TYPES:
+            # A STOP_MARKET that does not reduce is a stop-entry, not a protective stop.
+            closing = self._reduces(raw)
+            return OrderKind.STOP_LOSS if closing else OrderKind.OTHER_TRIGGER
+        if order_type in _TAKE_PROFIT_TYPES:
+            return OrderKind.TAKE_PROFIT
+        if order_type == "MARKET":
+            return OrderKind.MARKET
+        if order_type == "LIMIT":
+            return OrderKind.LIMIT
+        if positive(raw.get("triggerPrice")) is not None or order_type:
+            return OrderKind.OTHER_TRIGGER
+        return super().order_kind(raw)
+
+    def order_qty(self, raw: Raw, kind: OrderKind) -> Decimal | None:
+        if flag(info(raw), "closePosition", "cp"):
+            return None
+        return super().order_qty(raw, kind)
+
+    def order_reduce_only(self, raw: Raw, kind: OrderKind) -> bool:
+        return self._reduces(raw)
+
+    @staticmethod
+    def _reduces(raw: Raw) -> bool:
+        return raw.get("reduceOnly") is True or flag(info(raw), "reduceOnly", "R",
+                                                     "closePosition", "cp")

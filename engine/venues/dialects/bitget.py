@@ -1,0 +1,232 @@
+"""Bitget USDT-M futures, classic v2 mix API (ccxt `bitget`).
+
+Our stop is a sized `loss_plan` (POST /api/v2/mix/order/place-tpsl-order, triggerType=mark_price):
+unlike `pos_loss` (whole position) it can be resized with the position. Resting TP/SL orders are
+listed with planType=profit_loss; every cancel must name the order's planType or Bitget answers
+"success" without cancelling anything. Demo trading is the live host plus a PAPTRADING header."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from engine.domain.reports import (
+    MarketOrderRequest,
+    OrderKind,
+    OrderReport,
+    StopRequest,
+    VenueCapabilities,
+)
+from engine.domain.values import OrderSide
+from engine.errors import Rejected, RejectReason
+from engine.venues.convert import info
+from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
+from engine.venues.errors import VenueCodes
+from engine.venues.rest import Raw, Rest
+
+PRODUCT_TYPE = "USDT-FUTURES"
+PAGE = 100  # orders-plan-pending maximum page size
+# The orders-algo websocket channel abbreviates the planType of the REST API.
+_WS_PLAN_TYPES = {"sl": "loss_plan", "psl": "pos_loss", "tp": "profit_plan",
+                  "ptp": "pos_profit", "pl": "normal_plan", "track": "track_plan"}
+_SL_PLANS = frozenset({"pos_loss", "loss_plan"})
+_TP_PLANS = frozenset({"pos_profit", "profit_plan"})
+_WHOLE_POSITION_PLANS = frozenset({"pos_loss", "pos_profit"})
+_REMEMBERED = 4096  # bound on the planType / margin-mode caches
+
+
+class BitgetDialect(Dialect):
+    name = "bitget"
+    ccxt_id = "bitget"
+    needs_password = True
+    capabilities = VenueCapabilities(
+        amend_stop_in_place=True,
+        streams=True,
+        notes=("classic (non-UTA) accounts only: the adapter speaks the v2 mix API",),
+    )
+    codes = VenueCodes(
+        would_trigger=frozenset({"40917", "45122"}),
+        duplicate_client_id=frozenset({"40786"}),  # not in ccxt's table: a bare ExchangeError
+        order_not_found=frozenset({"40109", "40768", "43001", "43020", "43025"}),
+        reduce_only=frozenset({"22002"}),  # "No position to close"
+    )
+
+    def __init__(self) -> None:
+        self._plan_types: dict[str, str] = {}
+        self._margin_modes: dict[str, str] = {}
+
+    def configure(self, exchange: Any, *, testnet: bool) -> None:
+        super().configure(exchange, testnet=False)
+        # Without this ccxt asks /api/v3/account/settings before many calls to find out.
+        exchange.options["uta"] = False
+        exchange.options["fetchMarkets"] = {"types": ["swap"]}
+        if testnet:
+            exchange.enable_demo_trading(True)  # PAPTRADING: 1 on every request
+
+    def positions_params(self) -> dict[str, Any]:
+        return {"productType": PRODUCT_TYPE}
+
+    def list_stops_params(self) -> dict[str, Any]:
+        # planType=profit_loss lists pos_loss/loss_plan/pos_profit/profit_plan, all symbols;
+        # {'trigger': True} alone would list normal_plan orders and miss every stop.
+        return {"planType": "profit_loss", "productType": PRODUCT_TYPE, "type": "swap"}
+
+    async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
+        fetch = rest.exchange.fetch_open_orders
+        params = self.list_stops_params()
+        orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
+        page = orders
+        # More than a page of TP/SL orders is the only case where the listing takes more calls.
+        while len(page) >= PAGE and (oldest := _oldest_id(page)):
+            page = await rest("fetch_open_orders",
+                              fetch(symbol, None, PAGE, {**params, "idLessThan": oldest}))
+            orders = orders + page
+        return orders
+
+    async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
+        exchange = rest.exchange
+        history = await rest("fetch_canceled_and_closed_orders",
+                             exchange.fetch_canceled_and_closed_orders(
+                                 symbol, None, None,
+                                 {**self.list_stops_params(), "clientOid": client_id}))
+        found = next((o for o in history if o.get("clientOrderId") == client_id), None)
+        if found is not None:
+            return found
+        try:  # a plain (market) order: GET /api/v2/mix/order/detail
+            return await rest("fetch_order", exchange.fetch_order(
+                None, symbol, {"clientOid": client_id}))
+        except Rejected as exc:
+            if exc.reason is RejectReason.ORDER_NOT_FOUND:
+                return None
+            raise
+
+    def observe_order(self, raw: Raw) -> None:
+        plan_type = _plan_type(raw)
+        if raw.get("id") and plan_type:
+            _remember(self._plan_types, str(raw["id"]), str(plan_type))
+
+    def observe_position(self, raw: Raw) -> None:
+        mode = info(raw).get("marginMode")
+        if raw.get("symbol") and mode in ("crossed", "isolated"):
+            _remember(self._margin_modes, str(raw["symbol"]),
+                      "cross" if mode == "crossed" else "isolated")
+
+    def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        return {
+            "stopLossPrice": trigger,
+            "planType": "loss_plan",  # sized; ccxt's default pos_loss closes the whole position
+            "triggerType": "mark_price",
+            "clientOrderId": request.client_id,  # -> clientOid
+        }
+
+    def cancel_params(self, order: OrderReport) -> dict[str, Any]:
+        if order.kind not in TRIGGER_KINDS:
+            return {}
+        return {"trigger": True, "planType": self.plan_type(order)}
+
+    def plan_type(self, order: OrderReport) -> str:
+        """The planType Bitget needs to cancel this order: as listed, else from kind and size."""
+        remembered = self._plan_types.get(order.order_id)
+        if remembered:
+            return remembered
+        whole = order.qty is None
+        if order.kind is OrderKind.STOP_LOSS:
+            return "pos_loss" if whole else "loss_plan"
+        if order.kind is OrderKind.TAKE_PROFIT:
+            return "pos_profit" if whole else "profit_plan"
+        return "normal_plan"
+
+    def check_cancelled(self, raw: Raw, order: OrderReport) -> None:
+        # cancel-plan-order answers code 00000 with an empty successList when nothing matched.
+        if not raw.get("id"):
+            raise Rejected(RejectReason.ORDER_NOT_FOUND,
+                           f"bitget did not cancel {order.order_id} ({order.symbol}): "
+                           f"not in its successList")
+
+    async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
+                         qty: str) -> Raw:
+        # The implicit endpoint, not edit_order: ccxt drops triggerType from the modify body, and
+        # the trigger basis must stay the mark price.
+        exchange = rest.exchange
+        market = exchange.market(order.symbol)
+        body: dict[str, Any] = {
+            "orderId": order.order_id,
+            "symbol": market["id"],
+            "productType": PRODUCT_TYPE,
+            "marginCoin": market["settleId"],
+            "triggerPrice": trigger,
+            "triggerType": "mark_price",
+        }
+        if order.qty is not None:  # pos_loss covers the whole position and takes no size
+            body["size"] = qty
+        response = await rest("modify-tpsl-order",
+                              exchange.privateMixPostV2MixOrderModifyTpslOrder(body))
+        data = response.get("data") if isinstance(response, dict) else None
+        data = data if isinstance(data, dict) else {}
+        return {"id": data.get("orderId") or order.order_id, "clientOrderId": data.get("clientOid")}
+
+    def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
+        params = super().market_order_params(request)
+        margin_mode = self._margin_modes.get(request.symbol)
+        if margin_mode:  # place-order needs the position's margin mode; ccxt assumes cross
+            params["marginMode"] = margin_mode
+        return params
+
+    def subscriptions(self) -> tuple[Subscription, ...]:
+        return (
+            Subscription("positions", "positions"),  # ccxt defaults to USDT-FUTURES
+            Subscription("orders", "orders", {"type": "swap"}),
+            # trigger (plan and TP/SL) orders come on their own channel (orders-algo)
+            Subscription("trigger-orders", "orders", {"type": "swap", "trigger": True}),
+        )
+
+    # --- raw orders --------------------------------------------------------------------------
+    def order_kind(self, raw: Raw) -> OrderKind:
+        plan_type = _plan_type(raw)
+        if plan_type in _SL_PLANS:
+            return OrderKind.STOP_LOSS
+        if plan_type in _TP_PLANS:
+            return OrderKind.TAKE_PROFIT
+        if plan_type:
+            return OrderKind.OTHER_TRIGGER
+        return OrderKind.LIMIT if raw.get("type") == "limit" else OrderKind.MARKET
+
+    def order_side(self, raw: Raw, kind: OrderKind) -> OrderSide | None:
+        if kind not in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
+            return super().order_side(raw, kind)
+        # TP/SL orders name the position they protect; the order side is its opposite.
+        raw_info = info(raw)
+        held = raw_info.get("holdSide") or raw_info.get("posSide")
+        if held in ("long", "buy"):
+            return OrderSide.SELL
+        if held in ("short", "sell"):
+            return OrderSide.BUY
+        return super().order_side(raw, kind)  # one-way ("net"): side is the closing side
+
+    def order_qty(self, raw: Raw, kind: OrderKind) -> Decimal | None:
+        if _plan_type(raw) in _WHOLE_POSITION_PLANS:
+            return None
+        return super().order_qty(raw, kind)
+
+    def order_reduce_only(self, raw: Raw, kind: OrderKind) -> bool:
+        return kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT) or super().order_reduce_only(
+            raw, kind)
+
+
+def _plan_type(raw: Raw) -> str | None:
+    plan_type = info(raw).get("planType")
+    if not plan_type:
+        return None
+    return _WS_PLAN_TYPES.get(str(plan_type), str(plan_type))
+
+
+def _oldest_id(page: list[Raw]) -> str | None:
+    """Bitget ids grow with time; the smallest of a page is where the next page starts."""
+    ids = [int(str(o["id"])) for o in page if str(o.get("id") or "").isdigit()]
+    return str(min(ids)) if ids else None
+
+
+def _remember(cache: dict[str, str], key: str, value: str) -> None:
+    if len(cache) >= _REMEMBERED and key not in cache:
+        cache.pop(next(iter(cache)))
+    cache[key] = value

@@ -1,0 +1,156 @@
+"""Bybit v5 linear (ccxt `bybit`).
+
+Our stop is a qty-sized conditional market order (POST /v5/order/create with triggerPrice,
+triggerDirection, reduceOnly, closeOnTrigger, triggerBy=MarkPrice, orderLinkId=client id). It can be
+amended in place (/v5/order/amend); triggerBy must be sent again or Bybit resets it to LastPrice."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from engine.domain.reports import (
+    OrderKind,
+    OrderReport,
+    OrderStatus,
+    StopRequest,
+    VenueCapabilities,
+)
+from engine.venues.convert import info, positive
+from engine.venues.dialects.base import Dialect, flag
+from engine.venues.errors import VenueCodes
+from engine.venues.rest import Raw, Rest
+
+PAGE = 50  # /v5/order/realtime maximum page size
+_SL_TYPES = frozenset({"StopLoss", "PartialStopLoss"})
+_TP_TYPES = frozenset({"TakeProfit", "PartialTakeProfit"})
+_STATUS: dict[str, OrderStatus] = {
+    "Created": OrderStatus.OPEN,
+    "New": OrderStatus.OPEN,
+    "Untriggered": OrderStatus.OPEN,
+    "Active": OrderStatus.OPEN,
+    "PartiallyFilled": OrderStatus.OPEN,
+    "Triggered": OrderStatus.TRIGGERED,
+    "Filled": OrderStatus.FILLED,
+    "Cancelled": OrderStatus.CANCELLED,
+    "Deactivated": OrderStatus.CANCELLED,
+    "PartiallyFilledCanceled": OrderStatus.CANCELLED,
+    "Rejected": OrderStatus.REJECTED,
+}
+
+
+class BybitDialect(Dialect):
+    name = "bybit"
+    ccxt_id = "bybit"
+    capabilities = VenueCapabilities(amend_stop_in_place=True, streams=True)
+    codes = VenueCodes(
+        would_trigger=frozenset({"110092", "110093"}),
+        duplicate_client_id=frozenset({"110072"}),
+        order_not_found=frozenset({"110001", "110008", "110010", "170213"}),
+        reduce_only=frozenset({"110017"}),
+        transient=frozenset({"10016"}),  # "System error, please try again later"
+    )
+
+    def configure(self, exchange: Any, *, testnet: bool) -> None:
+        super().configure(exchange, testnet=testnet)
+        exchange.options["defaultSettle"] = self.settle
+        exchange.options["fetchMarkets"] = {"types": ["linear"]}
+
+    async def prepare(self, rest: Rest) -> None:
+        # create_order asks whether the account is unified (two calls) the first time: ask now.
+        exchange = rest.exchange
+        if exchange.options.get("enableUnifiedAccount") is None:
+            await rest("is_unified_enabled", exchange.is_unified_enabled())
+
+    def positions_params(self) -> dict[str, Any]:
+        return {"settleCoin": self.settle}
+
+    def list_stops_params(self) -> dict[str, Any]:
+        # trigger -> orderFilter=StopOrder; settleCoin makes one call cover every symbol.
+        return {"trigger": True, "settleCoin": self.settle}
+
+    async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
+        fetch = rest.exchange.fetch_open_orders
+        params = self.list_stops_params()
+        orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
+        page = orders
+        # More than a page of stops is the only case where the listing takes more calls.
+        while len(page) >= PAGE and (cursor := _cursor(page)):
+            page = await rest("fetch_open_orders",
+                              fetch(symbol, None, PAGE, {**params, "cursor": cursor}))
+            orders = orders + page
+        return orders
+
+    async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
+        exchange = rest.exchange
+        # realtime by orderLinkId also answers recently closed orders on unified accounts.
+        found = await rest("fetch_open_orders", exchange.fetch_open_orders(
+            symbol, None, None, {"orderLinkId": client_id}))
+        if not found:
+            found = await rest("fetch_canceled_and_closed_orders",
+                               exchange.fetch_canceled_and_closed_orders(
+                                   symbol, None, None, {"orderLinkId": client_id}))
+        return next((o for o in found if o.get("clientOrderId") == client_id), None)
+
+    def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        return {
+            "stopLossPrice": trigger,
+            "triggerBy": "MarkPrice",
+            "reduceOnly": True,
+            "closeOnTrigger": True,
+            "positionIdx": 0,  # one-way mode
+            "clientOrderId": request.client_id,  # -> orderLinkId
+        }
+
+    def cancel_params(self, order: OrderReport) -> dict[str, Any]:
+        return {}  # one endpoint for every kind of linear order
+
+    async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
+                         qty: str) -> Raw:
+        # triggerPrice, not stopLossPrice: ccxt copies the raw params into the amend body, so
+        # this string (already rounded away from the market) is exactly what Bybit receives.
+        params = {"triggerPrice": trigger, "triggerBy": "MarkPrice"}
+        return await rest("edit_order", rest.exchange.edit_order(
+            order.order_id, order.symbol, "market", order.side.value, qty, None, params))
+
+    # --- raw orders --------------------------------------------------------------------------
+    def order_kind(self, raw: Raw) -> OrderKind:
+        raw_info = info(raw)
+        stop_type = str(raw_info.get("stopOrderType") or "")
+        if stop_type in _SL_TYPES:
+            return OrderKind.STOP_LOSS
+        if stop_type in _TP_TYPES:
+            return OrderKind.TAKE_PROFIT
+        if stop_type == "TrailingStop":
+            return OrderKind.OTHER_TRIGGER
+        if stop_type or positive(raw_info.get("triggerPrice")) is not None:
+            return self._conditional_kind(raw)
+        return OrderKind.LIMIT if raw.get("type") == "limit" else OrderKind.MARKET
+
+    def _conditional_kind(self, raw: Raw) -> OrderKind:
+        """A conditional order protects when it reduces and fires moving against the position:
+        a sell that triggers on a fall (direction 2) or a buy that triggers on a rise (1)."""
+        if not self.order_reduce_only(raw, OrderKind.OTHER_TRIGGER):
+            return OrderKind.OTHER_TRIGGER
+        direction = str(info(raw).get("triggerDirection"))
+        side = raw.get("side")
+        if (side, direction) in (("sell", "2"), ("buy", "1")):
+            return OrderKind.STOP_LOSS
+        if (side, direction) in (("sell", "1"), ("buy", "2")):
+            return OrderKind.TAKE_PROFIT
+        return OrderKind.OTHER_TRIGGER
+
+    def order_reduce_only(self, raw: Raw, kind: OrderKind) -> bool:
+        return raw.get("reduceOnly") is True or flag(info(raw), "reduceOnly", "closeOnTrigger")
+
+    def order_status(self, raw: Raw, kind: OrderKind) -> OrderStatus:
+        status = _STATUS.get(str(info(raw).get("orderStatus")))
+        return status if status is not None else super().order_status(raw, kind)
+
+
+def _cursor(page: list[Raw]) -> str | None:
+    """ccxt pins Bybit's nextPageCursor on the first raw order of the page."""
+    for order in page:
+        cursor = info(order).get("nextPageCursor")
+        if cursor:
+            return str(cursor)
+    return None
