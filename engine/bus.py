@@ -23,7 +23,7 @@ class EventBus:
     async def publish(self, event: Event) -> None:
         await self._append(event)
         logger.bind(account=event.account).log(
-            "WARNING" if event.severity >= 2 else "INFO" if event.severity else "DEBUG",
+            "WARNING" if event.severity >= 3 else "INFO" if event.severity else "DEBUG",
             "{} {}", event.kind, {k: v for k, v in event.payload().items() if k != "at"})
         for subscriber in list(self._subscribers):
             try:

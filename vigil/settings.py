@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -120,15 +120,18 @@ class Settings(BaseSettings):
     reports: ReportSettings = ReportSettings()
     approvals: ApprovalSettings = ApprovalSettings()
 
-    @model_validator(mode="after")
-    def _unique_accounts(self) -> Settings:
-        names = [a.name for a in self.accounts]
+    @field_validator("accounts")
+    @classmethod
+    def _unique_accounts(cls, accounts: tuple[AccountSettings, ...]
+                         ) -> tuple[AccountSettings, ...]:
+        # A field validator, so the error line names `accounts`, not the whole settings.
+        names = [a.name for a in accounts]
         if not names:
-            raise ValueError("accounts: at least one account is required")
+            raise ValueError("at least one account is required")
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
-            raise ValueError(f"accounts: duplicate account names {dupes}")
-        return self
+            raise ValueError(f"duplicate account names {dupes}")
+        return accounts
 
     @property
     def db_path(self) -> Path:

@@ -1,0 +1,1 @@
+"""Telegram (and console) front end: aiogram routers over engine.control.ControlService."""

@@ -1,0 +1,37 @@
+"""The command list: name, minimum role and help text. /help and the Telegram menu read it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from aiogram.utils.i18n import lazy_gettext as __
+
+from bot.roles import Role
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    name: str
+    role: Role
+    usage: str
+    help: object  # a lazy translated string
+
+
+COMMANDS: tuple[CommandSpec, ...] = (
+    CommandSpec("start", Role.VIEWER, "/start", __("who you are here")),
+    CommandSpec("help", Role.VIEWER, "/help", __("the commands you may run")),
+    CommandSpec("status", Role.VIEWER, "/status", __("engine, accounts, venues, protection")),
+    CommandSpec("positions", Role.VIEWER, "/positions", __("open positions and their stops")),
+    CommandSpec("fix_sl", Role.TRADER, "/fix_sl [symbol]",
+                __("check every position now and place missing stops")),
+    CommandSpec("hold", Role.ADMIN, "/hold [reason]",
+                __("block new entries (stops stay and protection goes on)")),
+    CommandSpec("resume", Role.ADMIN, "/resume", __("lift HOLD")),
+)
+
+BY_NAME = {c.name: c for c in COMMANDS}
+
+
+def role_flag(name: str) -> dict[str, Role]:
+    """Handler flags for a command: `@router.message(Command(name), flags=role_flag(name))`."""
+    return {"role": BY_NAME[name].role}

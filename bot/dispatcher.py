@@ -1,0 +1,29 @@
+"""Build the Dispatcher: access first, then language, then one router per feature."""
+
+from __future__ import annotations
+
+from aiogram import Dispatcher, Router
+from aiogram.utils.i18n import I18n
+
+from bot.access import AccessMiddleware, RoleGate, StrangerHook
+from bot.i18n import UserLocaleMiddleware
+from bot.roles import RoleBook
+from bot.routers import core, hold, monitor, protection
+from engine.control import ControlService
+from engine.ports import StateStore
+
+
+def build_dispatcher(*, control: ControlService, roles: RoleBook, i18n: I18n,
+                     state: StateStore, on_stranger: StrangerHook | None = None) -> Dispatcher:
+    dp = Dispatcher(name="vigil")
+    dp["control"] = control
+    dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
+    UserLocaleMiddleware(i18n, state).setup(dp)
+    routers: list[Router] = [core.build_router(), monitor.build_router(),
+                             protection.build_router(), hold.build_router(),
+                             core.build_fallback_router()]
+    for router in routers:
+        router.message.middleware(RoleGate())
+        router.callback_query.middleware(RoleGate())
+        dp.include_router(router)
+    return dp

@@ -1,0 +1,61 @@
+"""Translations: gettext catalogs under locales/<lang>/LC_MESSAGES/messages.po, compiled with
+Babel when the bot starts (no build step to forget), served through aiogram's I18n."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from aiogram.types import TelegramObject, User
+from aiogram.utils.i18n import I18n, I18nMiddleware
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+
+from engine.ports import StateStore
+
+LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
+DOMAIN = "messages"
+SUPPORTED = ("en", "ru")
+
+
+def compile_catalogs(source: Path = LOCALES_DIR, target: Path | None = None) -> Path:
+    """Compile every .po under `source` into .mo files under `target` (a fresh temp dir)."""
+    target = target or Path(tempfile.mkdtemp(prefix="vigil-locales-"))
+    for po_path in source.glob(f"*/LC_MESSAGES/{DOMAIN}.po"):
+        lang = po_path.parent.parent.name
+        with po_path.open("rb") as fh:
+            catalog = read_po(fh, locale=lang)
+        out = target / lang / "LC_MESSAGES" / f"{DOMAIN}.mo"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with out.open("wb") as fh:
+            write_mo(fh, catalog)
+    return target
+
+
+def build_i18n(default_locale: str = "en") -> I18n:
+    return I18n(path=compile_catalogs(), default_locale=default_locale, domain=DOMAIN)
+
+
+class UserLocaleMiddleware(I18nMiddleware):
+    """The language a user chose with /lang, else their Telegram language, else the default."""
+
+    def __init__(self, i18n: I18n, state: StateStore) -> None:
+        super().__init__(i18n)
+        self.state = state
+
+    async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
+        user: User | None = data.get("event_from_user")
+        if user is None:
+            return self.i18n.default_locale
+        return await user_locale(self.state, user.id, user.language_code,
+                                 self.i18n.default_locale)
+
+
+async def user_locale(state: StateStore, user_id: int, telegram_language: str | None,
+                      default: str) -> str:
+    chosen = await state.get("lang", str(user_id))
+    if chosen in SUPPORTED:
+        return str(chosen)
+    code = (telegram_language or "").split("-")[0].lower()
+    return code if code in SUPPORTED else default

@@ -1,0 +1,160 @@
+"""Plain-text renderings of engine results and events, every word through gettext."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from decimal import Decimal
+
+from aiogram.utils.i18n import gettext as _
+
+from engine.control import EngineStatus, PositionView
+from engine.domain import events as ev
+from engine.protection.guard import ReconcileReport
+
+
+def num(value: Decimal | None) -> str:
+    if value is None:
+        return "—"
+    text = format(value.normalize(), "f")
+    return text
+
+
+def signed(value: Decimal) -> str:
+    return ("+" if value > 0 else "") + num(value.quantize(Decimal("0.01")))
+
+
+def hhmmss(value: datetime | None) -> str:
+    return value.strftime("%H:%M:%S UTC") if value else "—"
+
+
+def status(s: EngineStatus) -> str:
+    mode = _("paper") if s.mode == "paper" else _("live")
+    lines = [_("Vigil · {mode} mode").format(mode=mode)]
+    if s.hold:
+        lines.append(_("⏸ HOLD: {reason} (by {by})").format(reason=s.hold.reason, by=s.hold.by))
+    else:
+        lines.append(_("▶️ Trading allowed (no HOLD)"))
+    lines.append(_("Positions: {n} · unprotected: {u}").format(n=s.positions, u=s.unprotected))
+    for a in s.accounts:
+        venue = a.venue + (" testnet" if a.testnet and a.venue != "sim" else "")
+        lines.append("")
+        lines.append(_("Account {name} ({venue})").format(name=a.name, venue=venue))
+        if a.halted:
+            lines.append(_("  ⛔ HALTED: {reason}").format(reason=a.halted))
+        stream = _("stream up") if a.stream_up else _("stream down: {why}").format(
+            why=a.stream_note or "—")
+        amend = _("amend in place") if a.amend_in_place else _("replace (new before old)")
+        lines.append(f"  {stream} · {amend}")
+        lines.append(_("  positions {n} · unprotected {u} · last time-to-protect {ttp}").format(
+            n=a.positions, u=a.unprotected,
+            ttp=_("{s} s").format(s=num(a.last_time_to_protect))
+            if a.last_time_to_protect is not None else "—"))
+        lines.append(_("  last check {at}").format(at=hhmmss(a.last_reconcile)))
+        if a.last_error:
+            lines.append(_("  ⚠️ venue error: {error}").format(error=a.last_error))
+    return "\n".join(lines)
+
+
+def positions(views: Sequence[PositionView]) -> str:
+    if not views:
+        return _("No open positions.")
+    lines = []
+    for p in views:
+        lines.append(f"{p.account} · {p.symbol} · {p.side.value.upper()} {num(p.qty)} "
+                     f"@ {num(p.entry_price)}")
+        if p.stop_price is not None:
+            stop = _("stop {price}").format(price=num(p.stop_price))
+        else:
+            stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
+        lines.append(_("  mark {mark} · PnL {pnl} · {stop}").format(
+            mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop))
+    return "\n".join(lines)
+
+
+def fix_report(reports: Sequence[ReconcileReport]) -> str:
+    lines = []
+    for r in reports:
+        lines.append(_("Account {name}: {n} positions checked, {u} without a stop").format(
+            name=r.account, n=r.positions, u=len(r.unprotected_before)))
+        done = [text for e in r.events if (text := event(e, brief=True))]
+        lines.extend(f"  • {text}" for text in done)
+        if not done:
+            lines.append(_("  • nothing to fix"))
+        if r.unprotected_after:
+            lines.append(_("  ⚠️ still without a stop: {symbols}").format(
+                symbols=", ".join(r.unprotected_after)))
+    return "\n".join(lines) if lines else _("No accounts matched.")
+
+
+def event(e: ev.Event, *, brief: bool = False) -> str | None:
+    """The alert text for an event, or None when the event is journal-only."""
+    head = "" if brief else f"[{e.account}] "
+    match e:
+        case ev.StopPlaced(time_to_protect=ttp) if ttp is not None:
+            return head + _("🛡 {symbol}: had no stop; placed at {price} for {qty} "
+                            "in {ttp} s").format(symbol=e.symbol, price=num(e.trigger_price),
+                                                 qty=num(e.qty), ttp=num(ttp))
+        case ev.StopPlaced():
+            return head + _("🔁 {symbol}: stop replaced at {price} for {qty}").format(
+                symbol=e.symbol, price=num(e.trigger_price), qty=num(e.qty)) if brief else None
+        case ev.StopAmended():
+            return head + _("🔁 {symbol}: stop resized to {qty}").format(
+                symbol=e.symbol, qty=num(e.qty)) if brief else None
+        case ev.StopCancelled(reason="duplicate"):
+            return head + _("🧹 {symbol}: extra stop {order} cancelled").format(
+                symbol=e.symbol, order=e.order_id)
+        case ev.StopCancelled():
+            return None
+        case ev.PositionAdopted():
+            return head + _("👀 {symbol}: {side} {qty} @ {entry} found on the venue; "
+                            "now guarded").format(symbol=e.symbol, side=e.side.upper(),
+                                                  qty=num(e.qty), entry=num(e.entry_price))
+        case ev.PositionResized():
+            return head + _("↕️ {symbol}: size {old} → {new}").format(
+                symbol=e.symbol, old=num(e.old_qty), new=num(e.new_qty))
+        case ev.PositionClosed():
+            return head + _("✅ {symbol}: {side} {qty} closed at {price}, PnL {pnl}").format(
+                symbol=e.symbol, side=e.side.upper(), qty=num(e.qty),
+                price=num(e.exit_price), pnl=signed(e.realized_pnl)
+                if e.realized_pnl is not None else "—")
+        case ev.StopCrossed(action="close"):
+            return head + _("🚨 {symbol}: stop {stop} is already through the mark {mark}; "
+                            "closing the position").format(symbol=e.symbol,
+                                                           stop=num(e.stop_price),
+                                                           mark=num(e.mark_price))
+        case ev.StopCrossed():
+            return head + _("🚨 {symbol}: stop {stop} is already through the mark {mark}; "
+                            "tightened next to the mark").format(symbol=e.symbol,
+                                                                 stop=num(e.stop_price),
+                                                                 mark=num(e.mark_price))
+        case ev.CloseSubmitted():
+            return head + _("📤 {symbol}: reduce-only close for {qty} sent").format(
+                symbol=e.symbol, qty=num(e.qty))
+        case ev.ZombieCancelled():
+            return head + _("🧟 {symbol}: orphaned {kind} order {order} cancelled "
+                            "(no position)").format(symbol=e.symbol, kind=e.order_kind,
+                                                   order=e.order_id)
+        case ev.SlaBreached():
+            return head + _("🚨 {symbol}: NO STOP for {s} s (over the SLA)").format(
+                symbol=e.symbol, s=num(e.unprotected_seconds))
+        case ev.StopRejected():
+            return head + _("⚠️ {symbol}: venue rejected the stop: {reason} {message}").format(
+                symbol=e.symbol, reason=e.reason, message=e.message)
+        case ev.AccountHalted():
+            return head + _("⛔ account HALTED: {reason}. A person must act; /resume after "
+                            "fixing it.").format(reason=e.reason)
+        case ev.VenueFailure():
+            return head + _("⚠️ venue error in {op}: {error} {message}").format(
+                op=e.operation, error=e.error, message=e.message)
+        case ev.HoldSet():
+            return head + _("⏸ HOLD by {by}: {reason}. Protection goes on.").format(
+                by=e.by, reason=e.reason)
+        case ev.HoldReleased():
+            return head + _("▶️ HOLD lifted by {by}").format(by=e.by)
+        case ev.StreamChanged(up=False):
+            return head + _("📡 stream down ({reason}); REST checks carry protection").format(
+                reason=e.reason or "—")
+        case ev.EngineStarted():
+            return head + _("Vigil started ({mode} mode)").format(mode=e.mode)
+    return None

@@ -1,0 +1,1 @@
+"""One router per feature, each built by a function (a Router can have only one parent)."""

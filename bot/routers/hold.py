@@ -1,0 +1,46 @@
+"""/hold [reason] and /resume (admins): block and allow new entries; protection never stops."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import Message
+from aiogram.utils.i18n import gettext as _
+
+from bot.commands import role_flag
+from engine.control import ControlService
+
+MAX_REASON = 200
+
+
+def build_router() -> Router:
+    router = Router(name="hold")
+
+    @router.message(Command("hold"), flags=role_flag("hold"))
+    async def hold(message: Message, command: CommandObject, control: ControlService,
+                   actor: str) -> None:
+        reason = (command.args or "").strip() or _("manual hold")
+        if len(reason) > MAX_REASON:
+            await message.answer(_("Usage: /hold [reason] (at most {n} characters)").format(
+                n=MAX_REASON))
+            return
+        result = await control.hold(reason, actor)
+        if result.changed:
+            await message.answer(_("⏸ HOLD is on: {reason}. New entries are blocked; stops "
+                                   "stay and protection goes on.").format(reason=reason))
+        else:
+            assert result.hold is not None
+            await message.answer(_("Already on HOLD since {since}: {reason}").format(
+                since=result.hold.since[:19].replace("T", " "), reason=result.hold.reason))
+
+    @router.message(Command("resume"), flags=role_flag("resume"))
+    async def resume(message: Message, command: CommandObject, control: ControlService,
+                     actor: str) -> None:
+        if command.args:
+            await message.answer(_("Usage: /resume"))
+            return
+        result = await control.resume(actor)
+        await message.answer(_("▶️ HOLD lifted: new entries are allowed.") if result.changed
+                             else _("Not on HOLD; nothing to resume."))
+
+    return router

@@ -1,0 +1,26 @@
+"""/status and /positions: read-only views for everyone on the list."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command
+from aiogram.types import Message
+
+from bot import render
+from bot.commands import role_flag
+from bot.routers.replies import answer_long
+from engine.control import ControlService
+
+
+def build_router() -> Router:
+    router = Router(name="monitor")
+
+    @router.message(Command("status"), flags=role_flag("status"))
+    async def status(message: Message, control: ControlService) -> None:
+        await answer_long(message, render.status(control.status()))
+
+    @router.message(Command("positions"), flags=role_flag("positions"))
+    async def positions(message: Message, control: ControlService) -> None:
+        await answer_long(message, render.positions(control.positions()))
+
+    return router

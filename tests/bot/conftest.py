@@ -1,0 +1,52 @@
+"""A running Vigil (paper mode, real aiogram polling) against the fake Bot API server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fakes import FakeBotAPI
+from vigil.runtime import Runtime
+from vigil.settings import Settings, load_settings
+
+ADMIN, TRADER, VIEWER, STRANGER = 100, 200, 300, 999
+
+
+@dataclass
+class Running:
+    api: FakeBotAPI
+    runtime: Runtime
+    settings: Settings
+
+    @property
+    def control(self):  # noqa: ANN201 - ControlService
+        assert self.runtime.engine is not None
+        return self.runtime.engine.control
+
+
+def telegram_settings(api: FakeBotAPI, data_dir: Path, **extra: object) -> Settings:
+    return load_settings(None, data_dir=data_dir, telegram={
+        "token": api.token, "api_url": api.base_url, "admins": [ADMIN], "traders": [TRADER],
+        "viewers": [VIEWER], "alert_chats": [ADMIN]}, **extra)
+
+
+@pytest.fixture
+async def api() -> AsyncIterator[FakeBotAPI]:
+    async with FakeBotAPI() as server:
+        yield server
+
+
+@pytest.fixture
+async def vigil(api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> AsyncIterator[Running]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    settings = telegram_settings(api, tmp_path / "data")
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        yield Running(api, runtime, settings)
+    finally:
+        await runtime.stop()

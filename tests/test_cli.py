@@ -1,0 +1,107 @@
+"""`vigil` as a user runs it: real processes, real files, the fake Bot API on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+from tests.fakes import FakeBotAPI
+
+ADMIN = 4242
+
+
+def _env(tmp_path: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def _vigil(tmp_path: Path, *args: str, stdin: bytes | None = None,
+                 timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vigil.cli", *args, cwd=tmp_path, env=_env(tmp_path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(stdin), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_bad_config_names_the_field_and_exits_2(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text('[guard]\nsla_seconds = "soon"\n[telegram]\nadmins = [1]\ncolour = 1\n')
+    code, _, err = await _vigil(tmp_path, "--config", str(config), "check")
+    assert code == 2
+    assert "guard.sla_seconds" in err and "telegram.colour" in err
+
+
+async def test_missing_config_file_exits_2(tmp_path: Path) -> None:
+    code, _, err = await _vigil(tmp_path, "--config", str(tmp_path / "nope.toml"), "run")
+    assert code == 2 and "file not found" in err
+
+
+async def test_check_protects_and_journal_verify_detects_tampering(tmp_path: Path) -> None:
+    config = tmp_path / "vigil.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "check")
+    assert code == 0, out
+    assert "OK: every position is protected" in out
+    assert "ETH/USDT:USDT: had no stop; placed at" in out
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "journal", "verify")
+    assert code == 0 and "hash chain intact" in out
+    with sqlite3.connect(tmp_path / "data" / "vigil.sqlite3") as conn:
+        changed = conn.execute("UPDATE journal SET payload = replace(payload, '\"paper\"',"
+                               " '\"other\"') WHERE id = 2").rowcount
+    assert changed == 1
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "journal", "verify")
+    assert code == 1 and "BROKEN at row 2" in out
+
+
+async def test_console_chat_lists_the_demo_positions(tmp_path: Path) -> None:
+    """`make run`'s path: no token, commands typed on stdin, replies on stdout; stdin closing
+    does not stop the engine, SIGINT does, with exit code 0."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vigil.cli", "run", cwd=tmp_path, env=_env(tmp_path),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"/positions\n")
+    await proc.stdin.drain()
+    proc.stdin.close()
+    seen = ""
+    while "ETH/USDT:USDT · SHORT" not in seen or "had no stop; placed at" not in seen:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert line, f"vigil exited early: {seen}"
+        seen += line.decode()
+    assert "BTC/USDT:USDT · LONG 0.05" in seen
+    assert proc.returncode is None  # still running with stdin closed
+    proc.send_signal(signal.SIGINT)
+    assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_run_with_config_against_a_bot_api_server(tmp_path: Path) -> None:
+    async with FakeBotAPI() as api:
+        config = tmp_path / "vigil.toml"
+        config.write_text(
+            f'data_dir = "{tmp_path / "data"}"\n[telegram]\ntoken = "{api.token}"\n'
+            f'api_url = "{api.base_url}"\nadmins = [{ADMIN}]\nalert_chats = [{ADMIN}]\n')
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vigil.cli", "--config", str(config), "run", cwd=tmp_path,
+            env=_env(tmp_path), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        try:
+            await api.wait_for("getUpdates", timeout=60)
+            api.push_message(ADMIN, "/positions")
+            [reply] = await api.wait_for(
+                "sendMessage", lambda c: c.chat_id == ADMIN and "· SHORT 1.5 @" in (c.text or ""),
+                timeout=30)
+            assert "BTC/USDT:USDT" in reply.text
+            menu = api.sent("setMyCommands")
+            assert menu and "fix_sl" in str(menu[0].params["commands"])
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(proc.wait(), 30)
+        assert code == 0
