@@ -12,6 +12,7 @@ from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.types import BotCommand
+from aiogram.utils.i18n import I18n
 from loguru import logger
 
 from bot.commands import COMMANDS
@@ -166,12 +167,13 @@ class Runtime:
         self.bot: Bot | None = None
         self.dp: Dispatcher | None = None
         self.notifier: Notifier | None = None
+        self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
     async def start(self) -> None:
         t = self.settings.telegram
         self.engine = engine = await Engine.build(self.settings, self.clock)
-        i18n = build_i18n(t.default_language)
+        self.i18n = i18n = build_i18n(t.default_language)
         admins = (*t.admins, CONSOLE_USER_ID) if self.console else t.admins
         roles = RoleBook(admins=admins, traders=t.traders, viewers=t.viewers)
         if self.console:
@@ -200,10 +202,15 @@ class Runtime:
                 name="polling"))
 
     async def _set_menu(self) -> None:
-        assert self.bot is not None
+        """The Telegram command menu, in each language we speak (all commands: Telegram cannot
+        show a per-user menu without per-chat scopes; /help is per role)."""
+        assert self.bot is not None and self.i18n is not None
         try:
-            await self.bot.set_my_commands([BotCommand(command=c.name, description=str(c.help))
-                                            for c in COMMANDS])
+            for lang in (None, *self.i18n.available_locales):
+                with self.i18n.context(), self.i18n.use_locale(lang or self.i18n.default_locale):
+                    menu = [BotCommand(command=c.name, description=str(c.help))
+                            for c in COMMANDS]
+                await self.bot.set_my_commands(menu, language_code=lang)
         except Exception as exc:  # a menu is a nicety; never fail start-up over it
             logger.warning("could not set the bot's command menu: {}", exc)
 
