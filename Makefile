@@ -3,10 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-PO := $(wildcard locales/*/LC_MESSAGES/messages.po)
-MO := $(PO:.po=.mo)
 
-.PHONY: run test lint install check bench clean
+.PHONY: run test lint install bench locales clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,17 +14,10 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-locales/%/LC_MESSAGES/messages.mo: locales/%/LC_MESSAGES/messages.po $(STAMP)
-	$(BIN)/pybabel compile --use-fuzzy -i $< -o $@ >/dev/null
-
-install: $(STAMP) $(MO)
+install: $(STAMP)
 
 run: install
-	$(BIN)/vigil run $(ARGS)
-
-lint: install
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/vigil $(ARGS) run
 
 test: install
 	$(BIN)/ruff check .
@@ -35,5 +26,10 @@ test: install
 bench: install
 	$(BIN)/python bench/time_to_protect.py
 
+# Refresh the message catalogs after changing user-facing text (Babel, already installed).
+locales: install
+	$(BIN)/pybabel extract -k _ -k __ -o locales/messages.pot bot engine vigil
+	$(BIN)/pybabel update -i locales/messages.pot -d locales -D messages --no-fuzzy-matching
+
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache $(MO)
+	rm -rf $(VENV) .pytest_cache .ruff_cache
