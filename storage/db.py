@@ -19,10 +19,14 @@ def bundled_migrations() -> list[tuple[int, str, str]]:
         if match:
             found.append((int(match.group(1)), entry.name, entry.read_text(encoding="utf-8")))
     found.sort()
-    versions = [v for v, _, _ in found]
+    _check_numbering(found)
+    return found
+
+
+def _check_numbering(migrations: list[tuple[int, str, str]]) -> None:
+    versions = [v for v, _, _ in migrations]
     if versions != list(range(1, len(versions) + 1)):
         raise RuntimeError(f"migrations must be numbered 001, 002, ... without gaps: {versions}")
-    return found
 
 
 class Database:
@@ -36,15 +40,20 @@ class Database:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = await aiosqlite.connect(path)
         conn.row_factory = aiosqlite.Row
-        await conn.execute("PRAGMA journal_mode=WAL")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-        await conn.execute("PRAGMA foreign_keys=ON")
         db = cls(conn, path)
-        await db.migrate(bundled_migrations() if migrations is None else migrations)
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            await conn.execute("PRAGMA synchronous=NORMAL")
+            await conn.execute("PRAGMA foreign_keys=ON")
+            await db.migrate(bundled_migrations() if migrations is None else migrations)
+        except BaseException:
+            await conn.close()  # or aiosqlite's thread outlives the failed open
+            raise
         return db
 
     async def migrate(self, migrations: list[tuple[int, str, str]]) -> list[int]:
         """Apply the migrations newer than the recorded version, each in its own transaction."""
+        _check_numbering(migrations)
         await self.conn.execute(
             "CREATE TABLE IF NOT EXISTS schema_migrations ("
             " version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at TEXT NOT NULL)")

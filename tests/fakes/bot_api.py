@@ -244,7 +244,7 @@ class FakeBotAPI:
         method: str,
         predicate: Callable[[SentCall], bool] | None = None,
         *,
-        timeout: float = 5.0,  # noqa: ASYNC109 - part of the test-facing interface
+        timeout: float = 5.0,
         count: int = 1,
     ) -> list[SentCall]:
         """Wait until ``count`` calls of ``method`` matching ``predicate`` were received.
