@@ -15,8 +15,16 @@ from typing import Any, TextIO
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.base import BaseSession
-from aiogram.methods import EditMessageText, SendMessage, TelegramMethod
-from aiogram.types import Chat, Message, MessageEntity, Update, User
+from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage, TelegramMethod
+from aiogram.types import (
+    CallbackQuery,
+    Chat,
+    InlineKeyboardMarkup,
+    Message,
+    MessageEntity,
+    Update,
+    User,
+)
 
 CONSOLE_USER_ID = 1
 CONSOLE_TOKEN = "1:console"
@@ -32,10 +40,17 @@ class ConsoleSession(BaseSession):
                            timeout: int | None = None) -> Any:
         if isinstance(method, SendMessage | EditMessageText):
             print(method.text, file=self.out, flush=True)
+            markup = method.reply_markup
+            if isinstance(markup, InlineKeyboardMarkup):  # buttons become commands to type
+                for row in markup.inline_keyboard:
+                    print("   ".join(f"[{b.text}: /tap {b.callback_data}]" for b in row),
+                          file=self.out, flush=True)
             print(file=self.out, flush=True)
             chat_id = int(method.chat_id) if method.chat_id is not None else CONSOLE_USER_ID
             return Message(message_id=next(self._ids), date=datetime.now(UTC),
                            chat=Chat(id=chat_id, type="private"), text=method.text)
+        if isinstance(method, AnswerCallbackQuery) and method.text:
+            print(f"» {method.text}\n", file=self.out, flush=True)
         if method.__returning__ is bool:
             return True
         if isinstance(method, TelegramMethod) and method.__api_method__ == "getMe":
@@ -53,11 +68,15 @@ class ConsoleSession(BaseSession):
 
 
 def console_update(update_id: int, text: str, user_id: int = CONSOLE_USER_ID) -> Update:
+    user = User(id=user_id, is_bot=False, first_name="Console", language_code="en")
+    if text.startswith("/tap "):  # a button press typed at the console
+        return Update(update_id=update_id, callback_query=CallbackQuery(
+            id=str(update_id), from_user=user, chat_instance="console",
+            data=text.removeprefix("/tap ").strip()))
     entities = None
     if text.startswith("/"):
         command = text.split()[0]
         entities = [MessageEntity(type="bot_command", offset=0, length=len(command))]
-    user = User(id=user_id, is_bot=False, first_name="Console", language_code="en")
     message = Message(message_id=update_id, date=datetime.now(UTC),
                       chat=Chat(id=user_id, type="private"), from_user=user, text=text,
                       entities=entities)

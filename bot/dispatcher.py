@@ -6,21 +6,25 @@ from aiogram import Dispatcher, Router
 from aiogram.utils.i18n import I18n
 
 from bot.access import AccessMiddleware, RoleGate, StrangerHook
+from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, monitor, protection
+from bot.routers import core, hold, language, monitor, protection, trading
 from engine.control import ControlService
 from engine.ports import StateStore
 
 
-def build_dispatcher(*, control: ControlService, roles: RoleBook, i18n: I18n,
-                     state: StateStore, on_stranger: StrangerHook | None = None) -> Dispatcher:
+def build_dispatcher(*, control: ControlService, approvals: ApprovalService, roles: RoleBook,
+                     i18n: I18n, state: StateStore,
+                     on_stranger: StrangerHook | None = None) -> Dispatcher:
     dp = Dispatcher(name="vigil")
     dp["control"] = control
+    dp["approvals"] = approvals
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(),
-                             protection.build_router(), hold.build_router(),
+                             protection.build_router(), trading.build_router(),
+                             hold.build_router(), language.build_router(state),
                              core.build_fallback_router()]
     for router in routers:
         router.message.middleware(RoleGate())

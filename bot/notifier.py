@@ -1,22 +1,39 @@
-"""Alerts: engine events rendered per chat language and sent to the alert chats.
+"""Alerts: engine events rendered per chat language, written to the durable outbox, and sent.
 
-Queued alerts for one chat are joined into one message (less noise when many things happen at
-once), split at 4096 characters, critical ones with sound and the rest silent. A 429 waits for
-`retry_after`; a chat that blocked the bot is dropped. (The durable SQLite outbox replaces the
-in-memory queue with the control-plane issue.)
+`on_event` renders and awaits the SQLite write, so an alert exists before anyone tries to send
+it; the sender (`run`) delivers due rows oldest first:
+- alerts for one chat that are due together go as one message (one per line; an alert raised
+  several times while waiting is one line with a count), split at 4096 characters between
+  alerts (inside an alert only when it is longer than a message by itself, on line boundaries);
+- pacing: at least 1 s between messages to one chat (3 s to a group: Telegram allows a group
+  about 20 a minute) and at most 25 messages in any second overall;
+- critical alerts ring (disable_notification=False), the rest arrive silently;
+- a 429 holds the chat for `retry_after`; network errors, 5xx and anything unexpected hold it
+  for an exponential backoff with jitter, keeping the alert. Holds live in the outbox (rows
+  rescheduled; a chat's alerts never overtake each other), so a restart honours them;
+- a 400 drops the alert (logged); a chat that blocked the bot is dropped from the alert list
+  with its pending alerts, and the admins are told;
+- anything still pending at shutdown is delivered after the next start.
+Delivery is at least once: a crash between Telegram's answer and the outbox write repeats a
+message.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import math
+import random
+from collections import deque
 from dataclasses import dataclass
+from datetime import timedelta
 
 from aiogram import Bot
 from aiogram.exceptions import (
+    TelegramBadRequest,
     TelegramForbiddenError,
-    TelegramNetworkError,
+    TelegramMigrateToChat,
     TelegramRetryAfter,
-    TelegramServerError,
 )
 from aiogram.types import User
 from aiogram.utils.i18n import I18n
@@ -26,45 +43,92 @@ from loguru import logger
 from bot import render
 from bot.i18n import SUPPORTED
 from bot.roles import RoleBook
-from bot.split import split_message
+from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
 from engine.ports import StateStore
+from storage.outbox import OutboxRepo, OutboxRow
 
-MAX_ATTEMPTS = 5
+PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
+GROUP_INTERVAL = 3.0  # ... to a group (negative chat id)
+GLOBAL_RATE = 25  # messages in any one second, all chats together
+BACKOFF_BASE = 1.0  # first retry after a network error or 5xx, doubled per attempt
+BACKOFF_MAX = 300.0
+KEEP_DAYS = 30  # delivered and dropped alerts are kept this long for the record
+DUE_BATCH = 500  # rows read per pass
+EPSILON = 1e-6  # seconds: float and microsecond rounding; a time this close counts as "now"
 
 
 @dataclass(frozen=True, slots=True)
-class Alert:
-    chat_id: int
-    text: str
-    loud: bool
+class _Pass:
+    """What one sender pass did: sent something (go again at once), or else when (clock
+    monotonic time) the next send may happen (None: nothing pending), and when the next send
+    of an alert that is due and waits only for pacing may happen (None: there is none; what is
+    pending is held by a 429 or a backoff)."""
+
+    sent: bool
+    wake_at: float | None = None
+    paced_at: float | None = None
+
+
+def dedupe_key(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _is_closed(exc: BaseException) -> bool:
+    """aiosqlite's answer once the database was closed (the engine stopped)."""
+    return isinstance(exc, ValueError) and ("closed" in str(exc) or "no active" in str(exc))
 
 
 class Notifier:
     def __init__(self, bot: Bot, *, chats: tuple[int, ...], roles: RoleBook, i18n: I18n,
-                 state: StateStore, clock: Clock) -> None:
+                 state: StateStore, clock: Clock, outbox: OutboxRepo,
+                 per_chat_interval: float = PER_CHAT_INTERVAL,
+                 group_interval: float = GROUP_INTERVAL, global_rate: int = GLOBAL_RATE,
+                 shutdown_timeout: float = 5.0, rng: random.Random | None = None) -> None:
         self.bot = bot
         self.chats = list(chats)
         self.roles = roles
         self.i18n = i18n
         self.state = state
         self.clock = clock
-        self.queue: asyncio.Queue[Alert] = asyncio.Queue()
+        self.outbox = outbox
+        self.per_chat_interval = per_chat_interval
+        self.group_interval = group_interval
+        self.global_rate = global_rate
+        self.shutdown_timeout = shutdown_timeout
+        self.rng = rng or random.Random()
         self._strangers_reported: set[int] = set()
+        self._blocked: set[int] = set()
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()  # one pass at a time (the sender and a flush)
+        self._paced_until: dict[int, float] = {}  # chat -> monotonic time of its next message
+        self._recent: deque[float] = deque()  # monotonic times of the last sends, all chats
+        self._parts_sent: dict[int, int] = {}  # row id -> pieces of a giant alert delivered
+
+    # ------------------------------------------------------------------ enqueueing
 
     async def _locale(self, chat_id: int) -> str:
         chosen = await self.state.get("lang", str(chat_id))
         return chosen if chosen in SUPPORTED else self.i18n.default_locale
 
+    async def enqueue(self, chat_id: int, text: str, *, loud: bool = False) -> None:
+        """Write an alert to the outbox (coalescing with an identical pending one), then wake
+        the sender."""
+        if chat_id in self._blocked:
+            return
+        await self.outbox.enqueue(chat_id, text, loud=loud, dedupe_key=dedupe_key(text),
+                                  now=self.clock.now())
+        self._wake.set()
+
     async def on_event(self, event: Event) -> None:
         if event.severity < Severity.INFO:
             return
-        for chat_id in self.chats:
+        for chat_id in list(self.chats):
             with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
                 text = render.event(event)
             if text:
-                self.queue.put_nowait(Alert(chat_id, text, event.severity >= Severity.CRITICAL))
+                await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL)
 
     async def on_stranger(self, user: User) -> None:
         """Admins hear once about each stranger, with the id they need to add them."""
@@ -76,52 +140,193 @@ class Notifier:
                 text = _("🔒 {name} (id {id}) wrote to the bot and was ignored. To let them in, "
                          "add the id to telegram.viewers, traders or admins.").format(
                     name=user.full_name, id=user.id)
-            self.queue.put_nowait(Alert(admin, text, False))
+            await self.enqueue(admin, text)
+
+    # ------------------------------------------------------------------ the sender
 
     async def run(self) -> None:
+        """Deliver due alerts until cancelled (or until the database is closed)."""
+        try:
+            pruned = await self.outbox.prune(self.clock.now() - timedelta(days=KEEP_DAYS))
+            if pruned:
+                logger.debug("outbox: {} old alerts pruned", pruned)
+        except Exception as exc:
+            if _is_closed(exc):
+                return
+            logger.exception("outbox: pruning failed")
         while True:
-            first = await self.queue.get()
-            batch = [first]
-            while not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            await self._send_batch(batch)
+            self._wake.clear()
+            try:
+                result = await self._pass()
+            except Exception as exc:
+                if _is_closed(exc):
+                    logger.debug("outbox closed; the alert sender stops")
+                    return
+                logger.exception("alert sender failed; retrying")
+                result = _Pass(False, self.clock.monotonic() + BACKOFF_BASE)
+            if result.sent:
+                continue
+            await self._sleep_or_wake(result.wake_at)
+
+    async def _sleep_until(self, deadline: float) -> None:
+        # The remaining time is read when the sleep starts, not when it was decided on, so a
+        # clock that moved in between (a test's ManualClock) does not stretch the wait.
+        await self.clock.sleep(deadline - self.clock.monotonic())
+
+    async def _sleep_or_wake(self, deadline: float | None) -> None:
+        waiter = asyncio.ensure_future(self._wake.wait())
+        if deadline is None:
+            await waiter
+            return
+        sleeper = asyncio.ensure_future(self._sleep_until(deadline))
+        try:
+            await asyncio.wait((waiter, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+            sleeper.cancel()
 
     async def flush(self, timeout: float = 5.0) -> None:
-        """Send what is queued (used at shutdown)."""
-        batch = []
-        while not self.queue.empty():
-            batch.append(self.queue.get_nowait())
-        if batch:
-            try:
-                await asyncio.wait_for(self._send_batch(batch), timeout)
-            except TimeoutError:
-                logger.warning("shutdown: {} alerts not delivered in time", len(batch))
+        """Send what can go now, waiting for pacing but not for a 429 or backoff hold (those
+        alerts are in the outbox and go out after the next start); used at shutdown."""
+        deadline = self.clock.monotonic() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    result = await self._pass()
+                    if result.sent:
+                        continue
+                    if result.paced_at is None or result.paced_at > deadline:
+                        break
+                    await self._sleep_until(result.paced_at)
+            left = await self.outbox.pending_count()
+        except TimeoutError:
+            left = await self.outbox.pending_count()
+        except Exception as exc:
+            if not _is_closed(exc):
+                raise
+            logger.debug("flush: the outbox is closed")
+            return
+        if left:
+            logger.warning("shutdown: {} alerts stay in the outbox; they are sent after the "
+                           "next start", left)
 
-    async def _send_batch(self, batch: list[Alert]) -> None:
-        by_chat: dict[int, list[Alert]] = {}
-        for alert in batch:
-            by_chat.setdefault(alert.chat_id, []).append(alert)
-        for chat_id, alerts in by_chat.items():
-            loud = any(a.loud for a in alerts)
-            for chunk in split_message("\n".join(a.text for a in alerts)):
-                await self._send(chat_id, chunk, loud)
+    async def _pass(self) -> _Pass:
+        """One message at most per chat that may be sent to now."""
+        async with self._lock:
+            now, mono = self.clock.now(), self.clock.monotonic()  # the same instant
+            rows = await self.outbox.due(now + timedelta(seconds=EPSILON), DUE_BATCH)
+            by_chat: dict[int, list[OutboxRow]] = {}
+            for row in rows:
+                by_chat.setdefault(row.chat_id, []).append(row)
+            wakes: list[float] = []
+            paced: list[float] = []
+            sent = False
+            for chat_id, chat_rows in by_chat.items():
+                current = self.clock.monotonic()
+                ready = max(self._paced_until.get(chat_id, -math.inf), self._global_ready(current))
+                if ready > current + EPSILON:
+                    wakes.append(ready)
+                    paced.append(ready)
+                    continue
+                await self._send_next(chat_id, chat_rows)
+                sent = True
+            if sent:
+                return _Pass(True)
+            upcoming = await self.outbox.next_due_at()
+            if upcoming is not None and upcoming > now:
+                wakes.append(mono + (upcoming - now).total_seconds())
+            return _Pass(False, min(wakes, default=None), min(paced, default=None))
 
-    async def _send(self, chat_id: int, text: str, loud: bool) -> None:
-        for attempt in range(MAX_ATTEMPTS):
-            try:
-                await self.bot.send_message(chat_id, text, disable_notification=not loud)
-                return
-            except TelegramRetryAfter as exc:
-                await self.clock.sleep(exc.retry_after)
-            except TelegramForbiddenError:
-                logger.warning("chat {} blocked the bot; no more alerts go there", chat_id)
-                if chat_id in self.chats:
-                    self.chats.remove(chat_id)
-                return
-            except (TelegramNetworkError, TelegramServerError) as exc:
-                logger.warning("alert to {} failed ({}); retrying", chat_id, exc)
-                await self.clock.sleep(min(2 ** attempt, 30))
-            except Exception:
-                logger.exception("alert to {} dropped", chat_id)
-                return
-        logger.error("alert to {} dropped after {} attempts", chat_id, MAX_ATTEMPTS)
+    def _global_ready(self, mono: float) -> float:
+        """When the next message may go without more than `global_rate` in any second."""
+        while self._recent and self._recent[0] <= mono - 1.0 + EPSILON:
+            self._recent.popleft()
+        if len(self._recent) < self.global_rate:
+            return -math.inf
+        return self._recent[0] + 1.0
+
+    def _interval(self, chat_id: int) -> float:
+        return self.group_interval if chat_id < 0 else self.per_chat_interval
+
+    async def _first_chunk(self, chat_id: int, rows: list[OutboxRow]) -> Chunk:
+        with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
+            texts = [_("{alert} (×{count})").format(alert=r.text, count=r.count)
+                     if r.count > 1 else r.text for r in rows]
+        pieces = []
+        for row, text in zip(rows, texts, strict=True):
+            parts = split_message(text)
+            done = min(self._parts_sent.get(row.id, 0), len(parts) - 1)  # never skip the end
+            pieces.append(parts[done:])
+        return pack(pieces)[0]
+
+    async def _send_next(self, chat_id: int, rows: list[OutboxRow]) -> None:
+        """Send the first message's worth of this chat's due alerts and record the outcome."""
+        chunk = await self._first_chunk(chat_id, rows)
+        in_chunk = [rows[i] for i in chunk.parts]
+        loud = any(r.loud for r in in_chunk)
+        mono = self.clock.monotonic()
+        self._recent.append(mono)
+        self._paced_until[chat_id] = mono + self._interval(chat_id)
+        try:
+            await self.bot.send_message(chat_id, chunk.text, disable_notification=not loud)
+        except TelegramRetryAfter as exc:
+            logger.warning("alerts to {}: 429, retrying in {} s", chat_id, exc.retry_after)
+            await self._hold(chat_id, in_chunk, exc.retry_after, f"429: {exc.message}")
+        except TelegramMigrateToChat as exc:
+            await self._migrated(chat_id, exc.migrate_to_chat_id)
+        except TelegramForbiddenError as exc:
+            await self._blocked_by(chat_id, exc.message)
+        except TelegramBadRequest as exc:
+            logger.error("alert to {} dropped, Telegram refused it: {} ({!r})", chat_id,
+                         exc.message, chunk.text[:200])
+            for row in in_chunk:
+                await self.outbox.drop(row.id, f"400: {exc.message}")
+                self._parts_sent.pop(row.id, None)
+        except Exception as exc:  # network, 5xx, 401, anything: keep the alert and back off
+            attempts = max(r.attempts for r in in_chunk)
+            delay = min(BACKOFF_BASE * 2 ** attempts, BACKOFF_MAX)
+            delay *= 0.5 + self.rng.random() / 2  # jitter: no thundering herd after an outage
+            logger.warning("alerts to {} failed ({}: {}); retry {} in {:.1f} s", chat_id,
+                           type(exc).__name__, exc, attempts + 1, delay)
+            await self._hold(chat_id, in_chunk, delay, f"{type(exc).__name__}: {exc}")
+        else:
+            now = self.clock.now()
+            for index, count in chunk.parts.items():
+                row = rows[index]
+                if index in chunk.done:
+                    self._parts_sent.pop(row.id, None)
+                    await self.outbox.mark_sent(row.id, now=now, count=row.count)
+                else:  # the first pieces of an alert longer than one message
+                    self._parts_sent[row.id] = self._parts_sent.get(row.id, 0) + count
+
+    async def _hold(self, chat_id: int, rows: list[OutboxRow], seconds: float,
+                    error: str) -> None:
+        """Retry these alerts in `seconds`, and send nothing else to the chat before then (held
+        in the outbox itself, so a restart honours it and the chat's order is kept)."""
+        at = self.clock.now() + timedelta(seconds=seconds)
+        for row in rows:
+            await self.outbox.reschedule(row.id, at, error)
+        await self.outbox.hold_chat(chat_id, at)
+
+    async def _migrated(self, chat_id: int, new_chat_id: int) -> None:
+        moved = await self.outbox.move_chat(chat_id, new_chat_id)
+        self.chats = [new_chat_id if c == chat_id else c for c in self.chats]
+        logger.warning("chat {} is now supergroup {}: {} alerts re-addressed; update "
+                       "telegram.alert_chats", chat_id, new_chat_id, moved)
+
+    async def _blocked_by(self, chat_id: int, message: str) -> None:
+        dropped = await self.outbox.drop_chat(chat_id, f"403: {message}")
+        self._blocked.add(chat_id)
+        if chat_id in self.chats:
+            self.chats.remove(chat_id)
+        admins = [a for a in self.roles.admins() if a not in self._blocked]
+        logger.warning("chat {} blocked the bot ({}); {} alerts dropped, no more go there",
+                       chat_id, message, dropped)
+        if not admins:
+            logger.error("no admin left to tell that chat {} blocked the bot", chat_id)
+        for admin in admins:
+            with self.i18n.context(), self.i18n.use_locale(await self._locale(admin)):
+                text = _("🚫 Chat {chat} blocked the bot or removed it: alerts no longer go "
+                         "there ({n} undelivered dropped). Unblock the bot and restart Vigil "
+                         "to send alerts there again.").format(chat=chat_id, n=dropped)
+            await self.enqueue(admin, text, loud=True)

@@ -8,7 +8,15 @@ from decimal import Decimal
 
 from aiogram.utils.i18n import gettext as _
 
-from engine.control import EngineStatus, PositionView
+from engine.control import (
+    CancelOutcome,
+    CloseOutcome,
+    CloseStatus,
+    CloseTarget,
+    EngineStatus,
+    OrderTarget,
+    PositionView,
+)
 from engine.domain import events as ev
 from engine.protection.guard import ReconcileReport
 
@@ -42,6 +50,8 @@ def status(s: EngineStatus) -> str:
         lines.append(_("Account {name} ({venue})").format(name=a.name, venue=venue))
         if a.halted:
             lines.append(_("  ⛔ HALTED: {reason}").format(reason=a.halted))
+        if a.hold:
+            lines.append(_("  ⏸ HOLD: {reason}").format(reason=a.hold.reason))
         stream = _("stream up") if a.stream_up else _("stream down: {why}").format(
             why=a.stream_note or "—")
         amend = _("amend in place") if a.amend_in_place else _("replace (new before old)")
@@ -141,6 +151,10 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.StopRejected():
             return head + _("⚠️ {symbol}: venue rejected the stop: {reason} {message}").format(
                 symbol=e.symbol, reason=e.reason, message=e.message)
+        case ev.LossLimitHit():
+            return head + _("🛑 daily loss limit {limit} reached (PnL today {pnl}): account on "
+                            "HOLD; stops stay. /resume asks for a confirmation.").format(
+                limit=num(e.limit), pnl=signed(e.pnl))
         case ev.AccountHalted():
             return head + _("⛔ account HALTED: {reason}. A person must act; /resume after "
                             "fixing it.").format(reason=e.reason)
@@ -158,3 +172,56 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.EngineStarted():
             return head + _("Vigil started ({mode} mode)").format(mode=e.mode)
     return None
+
+
+# --- approvals --------------------------------------------------------------------------------
+def close_summary(targets: Sequence[CloseTarget]) -> str:
+    lines = [_("Close with reduce-only market orders:")]
+    for t in targets:
+        lines.append(_("• {account} · {symbol} · {side} {qty} (mark {mark}, PnL {pnl})").format(
+            account=t.account, symbol=t.symbol, side=t.side.value.upper(), qty=num(t.qty),
+            mark=num(t.mark_price), pnl=signed(t.unrealized_pnl)))
+    lines.append(_("Each stop stays until its position is flat."))
+    return "\n".join(lines)
+
+
+def cancel_summary(targets: Sequence[OrderTarget]) -> str:
+    lines = [_("Cancel these orders (protective stops are kept):")]
+    for t in targets:
+        lines.append(_("• {account} · {symbol} · {kind} {side} {qty} @ {price} (id {id})").format(
+            account=t.account, symbol=t.symbol, kind=t.kind, side=t.side, qty=num(t.qty),
+            price=num(t.price), id=t.order_id))
+    return "\n".join(lines)
+
+
+def close_outcomes(outcomes: Sequence[CloseOutcome]) -> str:
+    lines = []
+    for o in outcomes:
+        where = f"{o.account} · {o.symbol}"
+        match o.status:
+            case CloseStatus.CLOSED:
+                lines.append(_("✅ {where}: closed {qty} at {price}, PnL {pnl}; stop cancelled "
+                               "after flat").format(
+                    where=where, qty=num(o.qty), price=num(o.exit_price),
+                    pnl=signed(o.realized_pnl) if o.realized_pnl is not None else "—"))
+            case CloseStatus.SUBMITTED:
+                lines.append(_("📤 {where}: close for {qty} sent; the stop stays until the venue "
+                               "shows it flat").format(where=where, qty=num(o.qty)))
+            case CloseStatus.ALREADY_FLAT:
+                lines.append(_("— {where}: already flat, nothing to do").format(where=where))
+            case CloseStatus.FAILED:
+                lines.append(_("❌ {where}: failed: {detail}").format(where=where,
+                                                                      detail=o.detail))
+    return "\n".join(lines)
+
+
+def cancel_outcomes(outcomes: Sequence[CancelOutcome]) -> str:
+    lines = []
+    for o in outcomes:
+        where = f"{o.target.account} · {o.target.symbol} · {o.target.order_id}"
+        if o.cancelled:
+            lines.append(_("✅ {where}: cancelled").format(where=where))
+        else:
+            lines.append(_("— {where}: not cancelled ({detail})").format(where=where,
+                                                                      detail=o.detail))
+    return "\n".join(lines)

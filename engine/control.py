@@ -3,17 +3,24 @@ Commands in, typed results out; nothing here knows about Telegram."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
-from engine.errors import Rejected, RejectReason
+from engine.errors import OutcomeUnknown, Rejected, RejectReason, VenueError
 from engine.ports import StateStore
 from engine.protection.guard import AccountGuard, ReconcileReport
+from engine.retry import retry_transient
+
+
+class HoldKind(StrEnum):
+    MANUAL = "manual"
+    LOSS_CAP = "loss_cap"
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +28,7 @@ class HoldState:
     reason: str
     by: str
     since: str
+    kind: str = HoldKind.MANUAL  # a loss-cap HOLD needs an approval to lift
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +37,7 @@ class AccountStatus:
     venue: str
     testnet: bool
     halted: str | None
+    hold: HoldState | None
     stream_up: bool
     stream_note: str
     amend_in_place: bool
@@ -70,6 +79,52 @@ class PositionView:
 
 
 @dataclass(frozen=True, slots=True)
+class CloseTarget:
+    account: str
+    symbol: str
+    side: PositionSide
+    qty: Decimal
+    mark_price: Decimal
+    unrealized_pnl: Decimal
+
+
+class CloseStatus(StrEnum):
+    CLOSED = "closed"  # flat now; its stops cancelled after flat
+    SUBMITTED = "submitted"  # close sent; the venue has not shown it flat yet
+    ALREADY_FLAT = "already_flat"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class CloseOutcome:
+    account: str
+    symbol: str
+    status: CloseStatus
+    qty: Decimal | None = None
+    exit_price: Decimal | None = None
+    realized_pnl: Decimal | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderTarget:
+    account: str
+    symbol: str
+    order_id: str
+    kind: str
+    side: str
+    qty: Decimal | None
+    price: Decimal | None
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    target: OrderTarget
+    cancelled: bool
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class HoldResult:
     changed: bool
     hold: HoldState | None
@@ -85,11 +140,13 @@ class ControlService:
         self.clock = clock
         self.mode = mode
         self.started_at = clock.now()
-        self._hold: HoldState | None = None
+        self._holds: dict[str, HoldState] = {}
 
     async def load(self) -> None:
-        raw = await self.state.get("engine", "hold")
-        self._hold = HoldState(**raw) if raw else None
+        for name in self.guards:
+            raw = await self.state.get("hold", name)
+            if raw:
+                self._holds[name] = HoldState(**raw)
 
     # --- reading ---------------------------------------------------------------------------
     def status(self) -> EngineStatus:
@@ -100,13 +157,14 @@ class ControlService:
                     if s.known and s.known.last_time_to_protect is not None]
             accounts.append(AccountStatus(
                 name=name, venue=guard.venue.name, testnet=self._testnet.get(name, False),
-                halted=guard.halted, stream_up=guard.stream.up, stream_note=guard.stream.reason,
+                halted=guard.halted, hold=self._holds.get(name), stream_up=guard.stream.up,
+                stream_note=guard.stream.reason,
                 amend_in_place=guard.venue.capabilities.amend_stop_in_place,
                 last_reconcile=guard.last_reconcile, last_error=guard.last_error,
                 positions=len(guard.view.positions()),
                 unprotected=sum(1 for s in sups if not s.protected),
                 last_time_to_protect=ttps[-1] if ttps else None))
-        return EngineStatus(self.mode, self.started_at, self._hold, tuple(accounts))
+        return EngineStatus(self.mode, self.started_at, self.hold_state, tuple(accounts))
 
     def positions(self) -> list[PositionView]:
         now = self.clock.now()
@@ -127,29 +185,49 @@ class ControlService:
 
     @property
     def hold_state(self) -> HoldState | None:
-        return self._hold
+        """The HOLD to show first: a loss-cap one if any account has it."""
+        holds = sorted(self._holds.values(), key=lambda h: h.kind != HoldKind.LOSS_CAP)
+        return holds[0] if holds else None
+
+    def hold_of(self, account: str) -> HoldState | None:
+        return self._holds.get(account)
+
+    def entries_allowed(self, account: str) -> bool:
+        """New entries wait while an account is on HOLD or HALTED; protection never does."""
+        return account not in self._holds and not self.guards[account].halted
+
+    @property
+    def resume_needs_approval(self) -> bool:
+        return any(h.kind == HoldKind.LOSS_CAP for h in self._holds.values())
 
     # --- commands --------------------------------------------------------------------------
-    async def hold(self, reason: str, by: str) -> HoldResult:
+    async def hold(self, reason: str, by: str, *, accounts: list[str] | None = None,
+                   kind: HoldKind = HoldKind.MANUAL) -> HoldResult:
         """Block new entries. Protection never stops and stops are never removed."""
-        if self._hold is not None:
-            return HoldResult(False, self._hold)
-        self._hold = HoldState(reason=reason, by=by, since=self.clock.now().isoformat())
-        await self.state.put("engine", "hold", {"reason": reason, "by": by,
-                                                "since": self._hold.since})
-        for name in self.guards:
+        changed = False
+        for name in accounts or list(self.guards):
+            if name in self._holds:
+                continue
+            hold = HoldState(reason=reason, by=by, since=self.clock.now().isoformat(),
+                             kind=kind)
+            self._holds[name] = hold
+            await self.state.put("hold", name, asdict(hold))
             await self.bus.publish(ev.HoldSet(account=name, reason=reason, by=by))
-        return HoldResult(True, self._hold)
+            changed = True
+        return HoldResult(changed, self.hold_state)
 
     async def resume(self, by: str) -> HoldResult:
-        changed = self._hold is not None or any(g.halted for g in self.guards.values())
-        self._hold = None
-        await self.state.put("engine", "hold", None)
+        """Lift every HOLD and HALT (a loss-cap HOLD only through an approval)."""
+        changed = False
         for name, guard in self.guards.items():
+            if name not in self._holds and not guard.halted:
+                continue
+            self._holds.pop(name, None)
+            await self.state.put("hold", name, None)
             if guard.halted:
                 await guard.unhalt()
-            if changed:
-                await self.bus.publish(ev.HoldReleased(account=name, by=by))
+            await self.bus.publish(ev.HoldReleased(account=name, by=by))
+            changed = True
         return HoldResult(changed, None)
 
     async def fix_sl(self, symbol_text: str | None = None) -> list[ReconcileReport]:
@@ -166,3 +244,102 @@ class ControlService:
                     raise
             reports.append(await guard.reconcile_now(symbol))
         return reports
+
+    # --- closing and cancelling (run after an approval) ------------------------------------
+    def resolve(self, symbol_text: str) -> list[tuple[str, str]]:
+        """(account, venue symbol) for every account that lists this market."""
+        found = []
+        for name, guard in self.guards.items():
+            try:
+                found.append((name, guard.venue.resolve_symbol(symbol_text)))
+            except Rejected:
+                continue
+        if not found:
+            raise Rejected(RejectReason.BAD_SYMBOL, f"no account trades {symbol_text}")
+        return found
+
+    def close_targets(self, symbol_text: str | None = None) -> list[CloseTarget]:
+        """What a close (one symbol, or all with None) would close right now."""
+        wanted = set(self.resolve(symbol_text)) if symbol_text is not None else None
+        targets = []
+        for name, guard in self.guards.items():
+            for symbol, p in sorted(guard.view.positions().items()):
+                if wanted is None or (name, symbol) in wanted:
+                    targets.append(CloseTarget(name, symbol, p.side, p.qty, p.mark_price,
+                                               p.unrealized_pnl))
+        return targets
+
+    async def close(self, targets: list[tuple[str, str]], by: str) -> list[CloseOutcome]:
+        """Reduce-only market closes through each position's supervisor. Its stop is cancelled
+        only once the venue shows the position flat. Closing a flat position is a no-op."""
+        outcomes = []
+        for account, symbol in targets:
+            guard = self.guards[account]
+            if guard.view.position(symbol) is None:
+                outcomes.append(CloseOutcome(account, symbol, CloseStatus.ALREADY_FLAT))
+                continue
+            try:
+                events = await guard.supervisor(symbol).close(f"manual close by {by}")
+            except VenueError as exc:
+                outcomes.append(CloseOutcome(account, symbol, CloseStatus.FAILED, detail=str(exc)))
+                continue
+            outcomes.append(_close_outcome(account, symbol, events))
+        return outcomes
+
+    def cancel_targets(self) -> list[OrderTarget]:
+        """Resting orders that are not the protective stop of an open position: entries,
+        take-profits, stray orders. Protective stops are never part of a cancel-all."""
+        targets = []
+        for name, guard in self.guards.items():
+            for order in guard.view.orders():
+                position = guard.view.position(order.symbol)
+                if position is not None and order.is_stop_for(position.side):
+                    continue
+                targets.append(OrderTarget(name, order.symbol, order.order_id, order.kind.value,
+                                           order.side.value, order.qty,
+                                           order.trigger_price))
+        return sorted(targets, key=lambda t: (t.account, t.symbol, t.order_id))
+
+    async def cancel(self, targets: list[OrderTarget]) -> list[CancelOutcome]:
+        outcomes = []
+        for target in targets:
+            guard = self.guards[target.account]
+            current = {o.order_id: o for o in guard.view.orders(target.symbol)}
+            order = current.get(target.order_id)
+            position = guard.view.position(target.symbol)
+            if order is None:
+                outcomes.append(CancelOutcome(target, False, "already gone"))
+                continue
+            if position is not None and order.is_stop_for(position.side):
+                outcomes.append(CancelOutcome(target, False, "now protects a position; kept"))
+                continue
+            try:
+                await retry_transient(lambda o=order, v=guard.venue: v.cancel_order(o), self.clock)
+            except Rejected as exc:
+                if exc.reason is RejectReason.ORDER_NOT_FOUND:
+                    guard.view.drop_order(order.order_id)
+                    outcomes.append(CancelOutcome(target, False, "already gone"))
+                else:
+                    outcomes.append(CancelOutcome(target, False, exc.message or str(exc)))
+                continue
+            except (OutcomeUnknown, VenueError) as exc:
+                outcomes.append(CancelOutcome(target, False, str(exc)))
+                continue
+            guard.view.drop_order(order.order_id)
+            outcomes.append(CancelOutcome(target, True))
+        return outcomes
+
+
+def _close_outcome(account: str, symbol: str, events: list[ev.Event]) -> CloseOutcome:
+    submitted = next((e for e in events if isinstance(e, ev.CloseSubmitted)), None)
+    closed = next((e for e in events if isinstance(e, ev.PositionClosed)), None)
+    rejected = next((e for e in events if isinstance(e, ev.StopRejected)), None)
+    if closed is not None:
+        return CloseOutcome(account, symbol, CloseStatus.CLOSED, closed.qty, closed.exit_price,
+                            closed.realized_pnl)
+    if submitted is not None:
+        return CloseOutcome(account, symbol, CloseStatus.SUBMITTED, submitted.qty)
+    if rejected is not None:
+        return CloseOutcome(account, symbol, CloseStatus.FAILED,
+                            detail=f"{rejected.reason} {rejected.message}".strip())
+    return CloseOutcome(account, symbol, CloseStatus.ALREADY_FLAT)

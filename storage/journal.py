@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from engine.domain.events import Event, event_from_payload
@@ -70,9 +71,13 @@ class Journal:
             return int(cur.lastrowid or 0)
 
     async def rows(self, *, account: str | None = None, kinds: tuple[str, ...] = (),
-                   since_id: int = 0, limit: int = 1000) -> list[JournalRow]:
+                   since_id: int = 0, since_at: datetime | None = None,
+                   limit: int = 1000) -> list[JournalRow]:
         sql = "SELECT id, at, account, kind, payload, hash FROM journal WHERE id > ?"
         args: list[Any] = [since_id]
+        if since_at is not None:  # `at` is ISO-8601 UTC text, so text order is time order
+            sql += " AND at >= ?"
+            args.append(since_at.astimezone(UTC).isoformat())
         if account is not None:
             sql += " AND account = ?"
             args.append(account)

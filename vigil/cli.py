@@ -107,6 +107,7 @@ async def _check(settings: Settings) -> int:
             ok = ok and not report.unprotected_after and not guard.halted
     finally:
         await engine.stop()
+        await engine.close()
     print("OK: every position is protected" if ok else "FAIL: not every position is protected")
     return EXIT_OK if ok else EXIT_FAIL
 

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, NoReturn, TextIO
+from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
@@ -15,26 +19,39 @@ from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n
 from loguru import logger
 
+from bot.approvals import ApprovalService
 from bot.commands import COMMANDS
 from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_console
 from bot.dispatcher import build_dispatcher
 from bot.i18n import build_i18n
-from bot.notifier import Notifier
+from bot.notifier import PER_CHAT_INTERVAL, Notifier
 from bot.roles import RoleBook
 from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
-from engine.errors import OperatorError, VenueError
+from engine.domain.reports import (
+    MarketInfo,
+    MarketOrderRequest,
+    OrderReport,
+    StopRequest,
+    VenueCapabilities,
+    VenueEvent,
+    VenueSnapshot,
+)
+from engine.errors import OperatorError, Rejected, RejectReason, VenueError
 from engine.metrics import Metrics
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import CrossedPolicy, FixedDistancePricer, ProtectionPolicy
+from engine.risk import DailyLossCap
 from engine.sim.demo import seed_demo
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue, run_price_feed
+from storage.approvals import ApprovalRepo
 from storage.db import Database
 from storage.journal import Journal
+from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.secrets import KeyStore
 from vigil.logs import REDACTOR
@@ -98,7 +115,22 @@ class Engine:
             interval = self.settings.sim.price_interval_seconds
             self.tasks.append(asyncio.create_task(
                 run_price_feed(exchange, self.clock, interval), name=f"prices {name}"))
+        limit = self.settings.risk.daily_loss_limit
+        if limit is not None:
+            cap = DailyLossCap(self.control, limit=limit,
+                               tz=ZoneInfo(self.settings.reports.timezone),
+                               realized_since=self.realized_since, state=self.state,
+                               bus=self.bus, clock=self.clock)
+            self.tasks.append(asyncio.create_task(
+                cap.run(self.settings.guard.interval_seconds), name="daily loss cap"))
         await self.bus.publish(ev.EngineStarted(account="engine", mode=self.control.mode))
+
+    async def realized_since(self, account: str, since: datetime) -> Decimal:
+        """Realized PnL (net of fees where the venue reports them) of positions closed since."""
+        rows = await self.journal.rows(account=account, kinds=("position_closed",),
+                                       since_at=since, limit=1_000_000)
+        return sum((Decimal(r.payload["realized_pnl"]) for r in rows
+                    if r.payload.get("realized_pnl") is not None), Decimal(0))
 
     async def _run_account(self, guard: AccountGuard) -> None:
         """Start-up self-check, retried with backoff; a failing account never stops the rest."""
@@ -108,12 +140,14 @@ class Engine:
                 await guard.venue.start()
                 break
             except VenueError as exc:
-                guard.last_error = f"start-up check failed: {exc}"
-                await self.bus.publish(ev.VenueFailure(
-                    account=guard.account, operation="start-up check",
-                    error=type(exc).__name__, message=str(exc)))
-                if isinstance(exc, OperatorError):
-                    await guard.halt(f"start-up check failed: {exc}")
+                error = f"start-up check failed: {exc}"
+                if error != guard.last_error:  # alert once per distinct failure, not per retry
+                    guard.last_error = error
+                    await self.bus.publish(ev.VenueFailure(
+                        account=guard.account, operation="start-up check",
+                        error=type(exc).__name__, message=str(exc)))
+                    if isinstance(exc, OperatorError):
+                        await guard.halt(error)
                 await self.clock.sleep(delay)
                 delay = min(delay * 2, START_RETRY_MAX)
         await guard.run()
@@ -125,6 +159,9 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.bus.publish(ev.EngineStopped(account="engine"))
+
+    async def close(self) -> None:
+        """After stop(), and after the chat delivered what it could: venues, then storage."""
         for guard in self.guards.values():
             with suppress(Exception):
                 await guard.venue.close()
@@ -141,16 +178,67 @@ async def _build_venue(account: AccountSettings, settings: Settings, clock: Cloc
         return SimVenue(exchange, clock, latency=settings.sim.latency_ms / 1000)
     from engine.venues.factory import make_venue
 
-    keys = KeyStore(db.conn, KeyStore.load_master_key(settings.data_dir, os.environ))
-    creds = await keys.get(account.name)
+    try:
+        keys = KeyStore(db.conn, KeyStore.load_master_key(settings.data_dir, os.environ))
+        creds = await keys.get(account.name)
+    except Exception as exc:  # unreadable key file, wrong master key: this account only
+        return UnavailableVenue(account.venue, f"keys cannot be read: {exc}")
     if creds is None:
-        raise OperatorError(f"account {account.name}: no API keys stored; run "
-                            f"`vigil keys add {account.name}`")
+        return UnavailableVenue(account.venue, "no API keys stored; run `vigil keys add "
+                                f"{account.name}` and restart")
     secrets = [creds.api_key.get_secret_value(), creds.secret.get_secret_value(),
                creds.password.get_secret_value() if creds.password else None]
     REDACTOR.add(secrets)
     return make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
                       password=secrets[2], testnet=account.testnet, clock=clock)
+
+
+class UnavailableVenue:
+    """Stands in for an account whose venue cannot even be built (no keys): its start-up check
+    fails with the reason, the account shows HALTED, and the other accounts run on."""
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason
+        self.capabilities = VenueCapabilities(amend_stop_in_place=False, streams=False)
+
+    def _fail(self) -> NoReturn:
+        raise OperatorError(self.reason)
+
+    async def start(self) -> None:
+        self._fail()
+
+    async def close(self) -> None:
+        return None
+
+    def market(self, symbol: str) -> MarketInfo:
+        self._fail()
+
+    def resolve_symbol(self, text: str) -> str:
+        raise Rejected(RejectReason.BAD_SYMBOL, self.reason)
+
+    async def snapshot(self) -> VenueSnapshot:
+        self._fail()
+
+    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
+        self._fail()
+
+    async def place_stop(self, request: StopRequest) -> OrderReport:
+        self._fail()
+
+    async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
+                         qty: Decimal) -> OrderReport:
+        self._fail()
+
+    async def cancel_order(self, order: OrderReport) -> None:
+        self._fail()
+
+    async def market_order(self, request: MarketOrderRequest) -> OrderReport:
+        self._fail()
+
+    async def events(self) -> AsyncIterator[VenueEvent]:
+        return
+        yield  # pragma: no cover - an empty async generator
 
 
 class Runtime:
@@ -185,11 +273,22 @@ class Runtime:
             session = AiohttpSession(api=TelegramAPIServer.from_base(t.api_url))
             self.bot = Bot(t.token.get_secret_value(), session=session)
             chats = t.alert_chats
+        # Telegram's rate limits and retry_after are real seconds, whatever the engine's clock.
         self.notifier = Notifier(self.bot, chats=chats, roles=roles, i18n=i18n,
-                                 state=engine.state, clock=self.clock)
+                                 state=engine.state, clock=SystemClock(),
+                                 outbox=OutboxRepo(engine.db),
+                                 # a terminal has no flood limits: no pacing at the console
+                                 per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
         engine.bus.subscribe(self.notifier.on_event)
-        self.dp = build_dispatcher(control=engine.control, roles=roles, i18n=i18n,
-                                   state=engine.state, on_stranger=self.notifier.on_stranger)
+        approvals = ApprovalService(
+            ApprovalRepo(engine.db), engine.control, clock=self.clock, i18n=i18n,
+            ttl_seconds=self.settings.approvals.ttl_seconds,
+            two_person=self.settings.approvals.two_person)
+        self.dp = build_dispatcher(control=engine.control, approvals=approvals, roles=roles,
+                                   i18n=i18n, state=engine.state,
+                                   on_stranger=self.notifier.on_stranger)
+        self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
+                                               name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         await engine.start()
         if self.console:
@@ -225,9 +324,11 @@ class Runtime:
         if self.engine is not None:
             await self.engine.stop()
         if self.notifier is not None:
-            await self.notifier.flush()
+            await self.notifier.flush()  # the outbox keeps the rest for the next start
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.engine is not None:
+            await self.engine.close()
         if self.bot is not None:
             await self.bot.session.close()

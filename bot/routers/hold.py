@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from aiogram import Router
 from aiogram.filters import Command, CommandObject
-from aiogram.types import Message
+from aiogram.types import Message, User
+from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
+from bot.approvals import ApprovalService
 from bot.commands import role_flag
 from engine.control import ControlService
 
@@ -35,9 +37,18 @@ def build_router() -> Router:
 
     @router.message(Command("resume"), flags=role_flag("resume"))
     async def resume(message: Message, command: CommandObject, control: ControlService,
-                     actor: str) -> None:
+                     approvals: ApprovalService, actor: str, event_from_user: User) -> None:
         if command.args:
             await message.answer(_("Usage: /resume"))
+            return
+        hold = control.hold_state
+        if control.resume_needs_approval and hold is not None:
+            # The daily loss limit stopped trading: lifting it is a risky action.
+            await approvals.request(
+                message.bot, chat_id=message.chat.id, user=event_from_user, action="resume",
+                args={"reason": hold.reason},
+                summary=_("Lift the HOLD set by the daily loss limit: {reason}").format(
+                    reason=hold.reason), lang=get_i18n().current_locale)
             return
         result = await control.resume(actor)
         await message.answer(_("▶️ HOLD lifted: new entries are allowed.") if result.changed

@@ -68,6 +68,14 @@ class HoldReleased(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LossLimitHit(Event):
+    kind = "loss_limit_hit"
+    severity = Severity.CRITICAL
+    pnl: Decimal
+    limit: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
 class AccountHalted(Event):
     kind = "account_halted"
     severity = Severity.CRITICAL
@@ -179,7 +187,7 @@ class StopCancelled(SymbolEvent):
     kind = "stop_cancelled"
     order_id: str
     client_id: str | None
-    reason: str  # duplicate | replaced | position_closed
+    reason: str  # duplicate | wrong_side | replaced | position_closed
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -238,10 +246,10 @@ class SlaBreached(SymbolEvent):
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
-        EngineStarted, EngineStopped, HoldSet, HoldReleased, AccountHalted, VenueFailure,
-        StreamChanged, PositionAdopted, PositionResized, PositionClosed, StopMissing, StopIntent,
-        StopPlaced, StopAdopted, StopAmended, StopCancelled, StopRejected, StopCrossed, CloseIntent,
-        CloseSubmitted, ZombieCancelled, SlaBreached,
+        EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
+        VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
+        StopMissing, StopIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
+        StopRejected, StopCrossed, CloseIntent, CloseSubmitted, ZombieCancelled, SlaBreached,
     )
 }
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from engine.clock import Clock
 from tests.fakes import FakeBotAPI
 from vigil.runtime import Runtime
 from vigil.settings import Settings, load_settings
@@ -22,7 +24,7 @@ class Running:
     settings: Settings
 
     @property
-    def control(self):  # noqa: ANN201 - ControlService
+    def control(self):
         assert self.runtime.engine is not None
         return self.runtime.engine.control
 
@@ -39,14 +41,21 @@ async def api() -> AsyncIterator[FakeBotAPI]:
         yield server
 
 
-@pytest.fixture
-async def vigil(api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-                ) -> AsyncIterator[Running]:
-    monkeypatch.chdir(tmp_path)  # no stray .env
-    settings = telegram_settings(api, tmp_path / "data")
-    runtime = Runtime(settings)
+@asynccontextmanager
+async def running(api: FakeBotAPI, data_dir: Path, clock: Clock | None = None,
+                  **extra: object) -> AsyncIterator[Running]:
+    settings = telegram_settings(api, data_dir, **extra)
+    runtime = Runtime(settings, clock=clock)
     await runtime.start()
     try:
         yield Running(api, runtime, settings)
     finally:
         await runtime.stop()
+
+
+@pytest.fixture
+async def vigil(api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                ) -> AsyncIterator[Running]:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    async with running(api, tmp_path / "data") as r:
+        yield r

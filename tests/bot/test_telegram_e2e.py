@@ -6,7 +6,7 @@ from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running
 from tests.fakes import SentCall
 
 
-def to(chat: int, contains: str = ""):  # noqa: ANN201 - predicate
+def to(chat: int, contains: str = ""):
     def match(call: SentCall) -> bool:
         return call.chat_id == chat and contains in (call.text or "") and not call.failed
     return match
@@ -48,7 +48,7 @@ async def test_hold_and_resume_by_admin_persist(vigil: Running) -> None:
     vigil.api.push_message(ADMIN, "/hold news at 14:00")
     await vigil.api.wait_for("sendMessage", to(ADMIN, "HOLD is on: news at 14:00"))
     assert vigil.control.hold_state is not None
-    assert await vigil.runtime.engine.state.get("engine", "hold") is not None
+    assert await vigil.runtime.engine.state.get("hold", "paper") is not None
     vigil.api.push_message(ADMIN, "/status")
     await vigil.api.wait_for("sendMessage", to(ADMIN, "HOLD: news at 14:00"))
     vigil.api.push_message(ADMIN, "/resume")

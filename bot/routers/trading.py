@@ -1,0 +1,96 @@
+"""/close SYMBOL, /close_all, /cancel_all: summarised, then done only after a Confirm tap."""
+
+from __future__ import annotations
+
+from aiogram import Router
+from aiogram.filters import Command, CommandObject
+from aiogram.types import CallbackQuery, Message, User
+from aiogram.utils.i18n import get_i18n
+from aiogram.utils.i18n import gettext as _
+
+from bot import render
+from bot.approvals import ApprovalCallback, ApprovalService, Decision, to_args
+from bot.commands import role_flag
+from bot.roles import Role
+from engine.control import ControlService
+from engine.errors import Rejected
+
+
+def decision_text(decision: str) -> str:
+    return {
+        Decision.DONE: _("Done."),
+        Decision.CANCELLED: _("Cancelled."),
+        Decision.NOT_ALLOWED: _("Only the requester or an admin can decide this."),
+        Decision.SECOND_ADMIN: _("A second admin must confirm this."),
+        Decision.ALREADY: _("Already handled."),
+        Decision.EXPIRED: _("Expired: nothing was done."),
+        Decision.UNKNOWN: _("Unknown request."),
+    }[decision]
+
+
+def build_router() -> Router:
+    router = Router(name="trading")
+
+    @router.message(Command("close"), flags=role_flag("close"))
+    async def close(message: Message, command: CommandObject, control: ControlService,
+                    approvals: ApprovalService, event_from_user: User) -> None:
+        args = (command.args or "").split()
+        if len(args) != 1:
+            await message.answer(_("Usage: /close SYMBOL, e.g. /close BTCUSDT"))
+            return
+        try:
+            targets = control.close_targets(args[0])
+        except Rejected as exc:
+            await message.answer(_("Unknown symbol {symbol}: {reason}").format(
+                symbol=args[0], reason=exc.message or exc.reason.value))
+            return
+        if not targets:
+            await message.answer(_("No open position on {symbol}; nothing to close.").format(
+                symbol=args[0].upper()))
+            return
+        await approvals.request(
+            message.bot, chat_id=message.chat.id, user=event_from_user, action="close",
+            args={"targets": [to_args(t) for t in targets]},
+            summary=render.close_summary(targets), lang=get_i18n().current_locale)
+
+    @router.message(Command("close_all"), flags=role_flag("close_all"))
+    async def close_all(message: Message, command: CommandObject, control: ControlService,
+                        approvals: ApprovalService, event_from_user: User) -> None:
+        if command.args:
+            await message.answer(_("Usage: /close_all"))
+            return
+        targets = control.close_targets(None)
+        if not targets:
+            await message.answer(_("No open positions; nothing to close."))
+            return
+        await approvals.request(
+            message.bot, chat_id=message.chat.id, user=event_from_user, action="close",
+            args={"targets": [to_args(t) for t in targets]},
+            summary=render.close_summary(targets), lang=get_i18n().current_locale)
+
+    @router.message(Command("cancel_all"), flags=role_flag("cancel_all"))
+    async def cancel_all(message: Message, command: CommandObject, control: ControlService,
+                         approvals: ApprovalService, event_from_user: User) -> None:
+        if command.args:
+            await message.answer(_("Usage: /cancel_all"))
+            return
+        targets = control.cancel_targets()
+        if not targets:
+            await message.answer(_("No orders to cancel (protective stops are never "
+                                   "cancelled)."))
+            return
+        await approvals.request(
+            message.bot, chat_id=message.chat.id, user=event_from_user, action="cancel_all",
+            args={"orders": [to_args(t) for t in targets]},
+            summary=render.cancel_summary(targets), lang=get_i18n().current_locale)
+
+    @router.callback_query(ApprovalCallback.filter())
+    async def decide(callback: CallbackQuery, callback_data: ApprovalCallback,
+                     approvals: ApprovalService, role: Role) -> None:
+        assert callback.bot is not None
+        decision = await approvals.decide(callback.bot, callback_data.id, yes=callback_data.yes,
+                                          user=callback.from_user, role=role)
+        await callback.answer(decision_text(decision),
+                              show_alert=decision not in (Decision.DONE, Decision.CANCELLED))
+
+    return router

@@ -1,0 +1,125 @@
+"""Approvals: risky actions waiting for a tap. State changes are single conditional UPDATEs, so a
+double tap, two admins at once or a restart can never run one twice."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from storage.db import Database
+
+
+class ApprovalStatus(StrEnum):
+    PENDING = "pending"
+    EXECUTING = "executing"
+    DONE = "done"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    id: str
+    action: str
+    args: dict[str, Any]
+    requested_by: int
+    requested_by_name: str
+    chat_id: int
+    message_id: int | None
+    lang: str
+    created_at: datetime
+    expires_at: datetime
+    status: ApprovalStatus
+    decided_by: int | None
+    outcome: str | None
+
+
+def _row(r: Any) -> Approval:
+    return Approval(
+        id=r["id"], action=r["action"], args=json.loads(r["args"]),
+        requested_by=r["requested_by"], requested_by_name=r["requested_by_name"],
+        chat_id=r["chat_id"], message_id=r["message_id"], lang=r["lang"],
+        created_at=datetime.fromisoformat(r["created_at"]),
+        expires_at=datetime.fromisoformat(r["expires_at"]), status=ApprovalStatus(r["status"]),
+        decided_by=r["decided_by"], outcome=r["outcome"])
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).isoformat()
+
+
+class ApprovalRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def create(self, *, action: str, args: dict[str, Any], requested_by: int,
+                     requested_by_name: str, chat_id: int, lang: str, now: datetime,
+                     expires_at: datetime) -> Approval:
+        approval_id = secrets.token_urlsafe(9)  # 12 chars: fits CallbackData's 64 bytes
+        await self.db.conn.execute(
+            "INSERT INTO approvals (id, action, args, requested_by, requested_by_name, chat_id,"
+            " lang, created_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (approval_id, action, json.dumps(args), requested_by, requested_by_name, chat_id,
+             lang, _iso(now), _iso(expires_at), ApprovalStatus.PENDING.value))
+        await self.db.conn.commit()
+        approval = await self.get(approval_id)
+        assert approval is not None
+        return approval
+
+    async def attach_message(self, approval_id: str, message_id: int) -> None:
+        await self.db.conn.execute("UPDATE approvals SET message_id = ? WHERE id = ?",
+                                   (message_id, approval_id))
+        await self.db.conn.commit()
+
+    async def get(self, approval_id: str) -> Approval | None:
+        async with self.db.conn.execute("SELECT * FROM approvals WHERE id = ?",
+                                        (approval_id,)) as cur:
+            row = await cur.fetchone()
+        return _row(row) if row else None
+
+    async def claim(self, approval_id: str, by: int, now: datetime) -> bool:
+        """pending -> executing, only if still pending and not expired. True for one caller."""
+        cur = await self.db.conn.execute(
+            "UPDATE approvals SET status = 'executing', decided_by = ?, decided_at = ?"
+            " WHERE id = ? AND status = 'pending' AND expires_at > ?",
+            (by, _iso(now), approval_id, _iso(now)))
+        await self.db.conn.commit()
+        return cur.rowcount == 1
+
+    async def cancel(self, approval_id: str, by: int, now: datetime) -> bool:
+        cur = await self.db.conn.execute(
+            "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?"
+            " WHERE id = ? AND status = 'pending'", (by, _iso(now), approval_id))
+        await self.db.conn.commit()
+        return cur.rowcount == 1
+
+    async def finish(self, approval_id: str, outcome: str) -> None:
+        await self.db.conn.execute(
+            "UPDATE approvals SET status = 'done', outcome = ? WHERE id = ?",
+            (outcome, approval_id))
+        await self.db.conn.commit()
+
+    async def expire_due(self, now: datetime) -> list[Approval]:
+        """Mark every pending approval past its expiry as expired and return them."""
+        async with self.db.conn.execute(
+                "UPDATE approvals SET status = 'expired', decided_at = ?"
+                " WHERE status = 'pending' AND expires_at <= ? RETURNING *",
+                (_iso(now), _iso(now))) as cur:
+            rows = await cur.fetchall()
+        await self.db.conn.commit()
+        return [_row(r) for r in rows]
+
+    async def pending(self) -> list[Approval]:
+        async with self.db.conn.execute(
+                "SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_at") as cur:
+            return [_row(r) for r in await cur.fetchall()]
+
+    async def interrupted(self) -> list[Approval]:
+        """Approvals claimed but not finished: a crash mid-execution. Reported, never re-run."""
+        async with self.db.conn.execute(
+                "SELECT * FROM approvals WHERE status = 'executing'") as cur:
+            return [_row(r) for r in await cur.fetchall()]

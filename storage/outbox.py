@@ -1,0 +1,186 @@
+"""The alert outbox: alerts are written here before they are sent, and stay until delivered.
+
+Times are stored as fixed-width UTC text (`2026-01-05T12:00:00.000000Z`), so comparing the text
+compares the times. Every write commits: an alert the caller awaited survives a crash. Every
+statement runs to completion in one call (`execute_fetchall`): the connection is shared with the
+journal, and a statement left open across an await (a half-read INSERT ... RETURNING) makes
+another task's COMMIT fail with "SQL statements in progress".
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from storage.db import Database
+
+PENDING, SENT, DROPPED = "pending", "sent", "dropped"
+_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
+
+
+def _ts(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("outbox times must be timezone-aware")
+    return value.astimezone(UTC).strftime(_FORMAT)
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC) if value else None
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    chat_id: int
+    text: str
+    loud: bool
+    dedupe_key: str | None
+    count: int
+    created_at: datetime
+    next_attempt_at: datetime
+    attempts: int
+    status: str
+    sent_at: datetime | None
+    last_error: str | None
+
+
+def _row(r: sqlite3.Row) -> OutboxRow:
+    created, due = _dt(r["created_at"]), _dt(r["next_attempt_at"])
+    assert created is not None and due is not None
+    return OutboxRow(id=r["id"], chat_id=r["chat_id"], text=r["text"], loud=bool(r["loud"]),
+                     dedupe_key=r["dedupe_key"], count=r["count"], created_at=created,
+                     next_attempt_at=due, attempts=r["attempts"], status=r["status"],
+                     sent_at=_dt(r["sent_at"]), last_error=r["last_error"])
+
+
+class OutboxRepo:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
+                      dedupe_key: str | None = None) -> int:
+        """Add an alert due at `now`, or later if an older alert for the chat waits (a chat's
+        alerts never overtake each other, so a 429 or backoff hold on a chat holds what comes
+        after it too, across restarts); return its row id.
+
+        With a `dedupe_key`, a pending alert for the same chat and key is not duplicated: its
+        `count` goes up (and it becomes loud if the repeat is), and its place in line is kept.
+        """
+        at = _ts(now)
+        rows = await self.db.conn.execute_fetchall(
+                "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
+                " next_attempt_at, status) VALUES (:chat, :text, :loud, :key, 1, :at,"
+                "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
+                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending')"
+                " ON CONFLICT (chat_id, dedupe_key)"
+                "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
+                " DO UPDATE SET count = count + 1, loud = MAX(loud, excluded.loud)"
+                " RETURNING id",
+                {"chat": chat_id, "text": text, "loud": int(loud), "key": dedupe_key, "at": at})
+        await self.db.conn.commit()
+        return int(next(iter(rows))[0])
+
+    async def get(self, row_id: int) -> OutboxRow | None:
+        rows = list(await self.db.conn.execute_fetchall(
+            "SELECT * FROM outbox WHERE id = ?", (row_id,)))
+        return _row(rows[0]) if rows else None
+
+    async def due(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
+        """Pending alerts whose time has come, oldest first (the order they were raised)."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
+            " ORDER BY id LIMIT ?", (_ts(now), limit))
+        return [_row(r) for r in rows]
+
+    async def pending(self, chat_id: int | None = None) -> list[OutboxRow]:
+        sql, args = "SELECT * FROM outbox WHERE status = 'pending'", ()
+        if chat_id is not None:
+            sql, args = sql + " AND chat_id = ?", (chat_id,)
+        rows = await self.db.conn.execute_fetchall(sql + " ORDER BY id", args)
+        return [_row(r) for r in rows]
+
+    async def next_due_at(self) -> datetime | None:
+        """When the earliest pending alert is due (None when nothing is pending)."""
+        rows = list(await self.db.conn.execute_fetchall(
+            "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'"))
+        return _dt(rows[0][0]) if rows else None
+
+    async def pending_count(self, chat_id: int | None = None) -> int:
+        sql, args = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'", ()
+        if chat_id is not None:
+            sql, args = sql + " AND chat_id = ?", (chat_id,)
+        rows = list(await self.db.conn.execute_fetchall(sql, args))
+        return int(rows[0][0]) if rows else 0
+
+    async def mark_sent(self, row_id: int, *, now: datetime, count: int | None = None) -> bool:
+        """Record delivery of `count` occurrences (all of them when None).
+
+        Repeats that coalesced into the row while it was being sent were not in the message:
+        they stay pending (count reduced by what was delivered). Returns True when the row is
+        now sent, False when repeats remain pending.
+        """
+        if count is not None:
+            cur = await self.db.conn.execute(
+                "UPDATE outbox SET count = count - ? WHERE id = ? AND status = 'pending'"
+                " AND count > ?", (count, row_id, count))
+            if cur.rowcount:
+                await self.db.conn.commit()
+                return False
+        await self.db.conn.execute(
+            "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL"
+            " WHERE id = ? AND status = 'pending'", (_ts(now), row_id))
+        await self.db.conn.commit()
+        return True
+
+    async def reschedule(self, row_id: int, at: datetime, error: str) -> None:
+        """A failed attempt: try again at `at`."""
+        await self.db.conn.execute(
+            "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1, last_error = ?"
+            " WHERE id = ? AND status = 'pending'", (_ts(at), error, row_id))
+        await self.db.conn.commit()
+
+    async def hold_chat(self, chat_id: int, until: datetime) -> int:
+        """Nothing for this chat goes before `until` (its pending alerts due earlier wait)."""
+        at = _ts(until)
+        cur = await self.db.conn.execute(
+            "UPDATE outbox SET next_attempt_at = ? WHERE chat_id = ? AND status = 'pending'"
+            " AND next_attempt_at < ?", (at, chat_id, at))
+        await self.db.conn.commit()
+        return cur.rowcount
+
+    async def drop(self, row_id: int, reason: str) -> None:
+        """Give up on one alert (kept with the reason, for the record)."""
+        await self.db.conn.execute(
+            "UPDATE outbox SET status = 'dropped', last_error = ? WHERE id = ? AND status = ?",
+            (reason, row_id, PENDING))
+        await self.db.conn.commit()
+
+    async def drop_chat(self, chat_id: int, reason: str) -> int:
+        """Give up on every pending alert for a chat; return how many."""
+        cur = await self.db.conn.execute(
+            "UPDATE outbox SET status = 'dropped', last_error = ?"
+            " WHERE chat_id = ? AND status = 'pending'", (reason, chat_id))
+        await self.db.conn.commit()
+        return cur.rowcount
+
+    async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
+        """Re-address pending alerts (a group that became a supergroup has a new id); one that
+        is already pending for the new chat is dropped as a duplicate."""
+        cur = await self.db.conn.execute(
+            "UPDATE OR IGNORE outbox SET chat_id = ? WHERE chat_id = ? AND status = 'pending'",
+            (new_chat_id, old_chat_id))
+        moved = cur.rowcount
+        await self.db.conn.execute(
+            "UPDATE outbox SET status = 'dropped', last_error = ?"
+            " WHERE chat_id = ? AND status = 'pending'",
+            (f"duplicate of an alert pending for chat {new_chat_id}", old_chat_id))
+        await self.db.conn.commit()
+        return moved
+
+    async def prune(self, before: datetime) -> int:
+        """Forget delivered and dropped alerts raised before `before`."""
+        cur = await self.db.conn.execute(
+            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (_ts(before),))
+        await self.db.conn.commit()
+        return cur.rowcount

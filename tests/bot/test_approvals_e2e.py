@@ -1,0 +1,196 @@
+"""Approvals end to end: real aiogram over real HTTP, the fake Bot API, the simulated venue."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+
+from bot.approvals import ApprovalCallback
+from engine.clock import ManualClock
+from engine.domain.reports import OrderKind, OrderStatus
+from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running, running
+from tests.fakes import FakeBotAPI, SentCall
+
+ADMIN2 = 101
+ETH = "ETH/USDT:USDT"
+BTC = "BTC/USDT:USDT"
+
+
+@pytest.fixture
+async def clocked(api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                  ) -> AsyncIterator[tuple[Running, ManualClock]]:
+    monkeypatch.chdir(tmp_path)
+    clock = ManualClock()
+    async with running(api, tmp_path / "data", clock=clock) as r:
+        await _protected(r)
+        yield r, clock
+
+
+async def _protected(r: Running) -> None:
+    """Wait until the demo's missing stop was placed (the first reconcile is done)."""
+    await r.api.wait_for("sendMessage", lambda c: "had no stop; placed at" in (c.text or ""))
+
+
+def sim(r: Running):
+    assert r.runtime.engine is not None
+    return r.runtime.engine.sims["paper"]
+
+
+async def ask(r: Running, user: int, text: str, chat: int | None = None) -> tuple[str, int]:
+    """Send a command that needs approval; return (approval id, message id) of the prompt."""
+    before = len(r.api.sent("sendMessage"))
+    r.api.push_message(user, text, chat_id=chat)
+    calls = await r.api.wait_for(
+        "sendMessage", lambda c: c.params.get("reply_markup") is not None, count=1 + sum(
+            1 for c in r.api.sent("sendMessage")[:before] if c.params.get("reply_markup")))
+    prompt = calls[-1]
+    button = prompt.params["reply_markup"]["inline_keyboard"][0][0]["callback_data"]
+    return ApprovalCallback.unpack(button).id, prompt.response["result"]["message_id"]
+
+
+def tap(r: Running, user: int, approval_id: str, message_id: int, yes: bool = True,
+        chat: int | None = None) -> str:
+    return r.api.push_callback(user, ApprovalCallback(id=approval_id, yes=yes).pack(),
+                               message_id=message_id, chat_id=chat)
+
+
+async def answer(r: Running, query_id: str) -> SentCall:
+    [call] = await r.api.wait_for(
+        "answerCallbackQuery", lambda c: c.params.get("callback_query_id") == query_id)
+    return call
+
+
+async def edited(r: Running, message_id: int, contains: str) -> SentCall:
+    calls = await r.api.wait_for(
+        "editMessageText",
+        lambda c: c.params.get("message_id") == message_id and contains in (c.text or ""))
+    return calls[-1]
+
+
+async def advance_until(r: Running, clock: ManualClock, match: Callable[[SentCall], bool],
+                        seconds: float) -> None:
+    """Move the clock, then nudge it a second at a time until the expected edit was sent
+    (the expiry loop does database I/O between its clock sleeps)."""
+    await clock.advance(seconds)
+    for _ in range(30):
+        if any(match(c) for c in r.api.sent("editMessageText")):
+            return
+        await asyncio.sleep(0.01)  # let the database thread finish; time itself stays put
+        await clock.advance(1)
+
+
+async def test_close_confirmed_closes_once_and_cancels_the_stop_after_flat(
+        clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    approval, message = await ask(r, TRADER, "/close ethusdt")
+    prompt = r.api.messages[message]
+    assert "ETH/USDT:USDT · SHORT 1.5" in prompt["text"]
+    assert "Confirm within 120 s" in prompt["text"]
+    assert ETH in sim(r).positions  # nothing happens before the tap
+    await answer(r, tap(r, TRADER, approval, message))
+    final = await edited(r, message, "closed 1.5")
+    assert "stop cancelled after flat" in final.text
+    assert final.params.get("reply_markup") is None  # buttons gone
+    assert ETH not in sim(r).positions
+    closes = [o for o in sim(r).orders.values() if o.symbol == ETH and o.kind is OrderKind.MARKET
+              and o.client_id is not None]
+    assert len(closes) == 1
+    stops = [o for o in sim(r).orders.values() if o.symbol == ETH and o.kind is OrderKind.STOP_LOSS]
+    assert stops and all(o.status is OrderStatus.CANCELLED for o in stops)
+    rows = await r.runtime.engine.journal.rows(kinds=("close_submitted", "stop_cancelled"))
+    kinds = [row.kind for row in rows if row.payload["symbol"] == ETH]
+    assert kinds == ["close_submitted", "stop_cancelled"]  # the stop went only after the fill
+
+
+async def test_cancel_button_does_nothing(clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    approval, message = await ask(r, TRADER, "/close BTC/USDT")
+    await answer(r, tap(r, TRADER, approval, message, yes=False))
+    await edited(r, message, "Cancelled by")
+    assert BTC in sim(r).positions
+    late = await answer(r, tap(r, TRADER, approval, message))
+    assert "Already handled" in late.params["text"]
+    assert BTC in sim(r).positions
+
+
+async def test_expiry_removes_buttons_and_nothing_runs(
+        clocked: tuple[Running, ManualClock]) -> None:
+    r, clock = clocked
+    approval, message = await ask(r, TRADER, "/close_all")
+    await clock.advance(119)
+    assert (await r.runtime.dp["approvals"].repo.get(approval)).status == "pending"
+    await advance_until(r, clock, lambda c: c.params.get("message_id") == message, 2)
+    final = await edited(r, message, "Expired: nothing was done")
+    assert final.params.get("reply_markup") is None
+    reply = await answer(r, tap(r, TRADER, approval, message))
+    assert "Expired" in reply.params["text"]
+    assert set(sim(r).positions) == {BTC, ETH}
+
+
+async def test_double_tap_executes_once(clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    approval, message = await ask(r, TRADER, "/close_all")
+    first, second = tap(r, TRADER, approval, message), tap(r, TRADER, approval, message)
+    answers = sorted([(await answer(r, first)).params["text"],
+                      (await answer(r, second)).params["text"]])
+    assert answers == ["Already handled.", "Done."]
+    await edited(r, message, "Confirmed by")
+    closes = [o for o in sim(r).orders.values()
+              if o.kind is OrderKind.MARKET and o.client_id is not None]
+    assert sorted(o.symbol for o in closes) == [BTC, ETH]  # each closed exactly once
+    assert sim(r).positions == {}
+    assert not [o for o in sim(r).open_orders()]  # no stop left behind
+
+
+async def test_strangers_button_press_does_nothing(clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    approval, message = await ask(r, TRADER, "/close ETHUSDT")
+    tap(r, STRANGER, approval, message)
+    viewer_tap = tap(r, VIEWER, approval, message)  # known but not allowed to decide
+    reply = await answer(r, viewer_tap)
+    assert "requester or an admin" in reply.params["text"]
+    assert ETH in sim(r).positions
+    assert r.api.sent("editMessageText") == []
+    stored = await r.runtime.dp["approvals"].repo.get(approval)
+    assert stored.status == "pending"
+
+
+async def test_two_person_rule(api: FakeBotAPI, tmp_path: Path,
+                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with running(api, tmp_path / "data", clock=ManualClock(),
+                       approvals={"two_person": True}) as r:
+        await _protected(r)
+        approval, message = await ask(r, ADMIN, "/close ETHUSDT")
+        assert "A second admin must confirm" in r.api.messages[message]["text"]
+        own = await answer(r, tap(r, ADMIN, approval, message))
+        assert "second admin" in own.params["text"]
+        assert ETH in sim(r).positions
+        trader = await answer(r, tap(r, TRADER, approval, message))
+        assert "requester or an admin" in trader.params["text"]
+        assert ETH in sim(r).positions
+
+
+async def test_second_admin_confirms_in_a_group(api: FakeBotAPI, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    group = -1001
+    async with running(api, tmp_path / "data", clock=ManualClock(),
+                       approvals={"two_person": True}) as r:
+        await _protected(r)
+        approval, message = await ask(r, TRADER, "/close ETHUSDT", chat=group)
+        done = await answer(r, tap(r, ADMIN, approval, message, chat=group))
+        assert done.params["text"] == "Done."
+        await edited(r, message, "closed 1.5")
+        assert ETH not in sim(r).positions
+
+
+async def test_close_of_a_flat_symbol_says_so(clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    r.api.push_message(TRADER, "/close SOLUSDT")
+    await r.api.wait_for("sendMessage", lambda c: "No open position on SOLUSDT" in (c.text or ""))
+    r.api.push_message(TRADER, "/close")
+    await r.api.wait_for("sendMessage", lambda c: "Usage: /close SYMBOL" in (c.text or ""))

@@ -1,0 +1,354 @@
+"""The durable alert outbox end to end: a real aiogram Bot over real HTTP against the fake Bot
+API server, a real SQLite file, and a ManualClock, so every wait is on the clock, not real time.
+
+Each request is stamped with the clock's time by a session middleware, which is how the tests
+check that a retry or a second message came no earlier than it should.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+
+from bot.i18n import build_i18n
+from bot.notifier import Notifier
+from bot.roles import RoleBook
+from engine.clock import ManualClock
+from engine.domain import events as ev
+from storage.db import Database
+from storage.outbox import OutboxRepo
+from storage.repositories import StateRepo
+from tests.bot.conftest import ADMIN, telegram_settings
+from tests.fakes import FakeBotAPI, SentCall
+from vigil.runtime import Runtime
+
+GROUP = -1001234
+
+
+@dataclass
+class Rig:
+    api: FakeBotAPI
+    clock: ManualClock
+    db: Database
+    outbox: OutboxRepo
+    notifier: Notifier
+    bot: Bot
+    attempts: list[tuple[str, Any, float]] = field(default_factory=list)  # method, chat, clock
+    task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self.notifier.run(), name="notifier")
+
+    async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.bot.session.close()
+        await self.db.close()
+
+    def sends(self) -> list[float]:
+        """Clock times of every sendMessage attempt."""
+        return [at for method, _, at in self.attempts if method == "sendMessage"]
+
+
+async def make_rig(api: FakeBotAPI, path: Path, clock: ManualClock,
+                   chats: tuple[int, ...] = (ADMIN,)) -> Rig:
+    db = await Database.open(path)
+    state, outbox = StateRepo(db), OutboxRepo(db)
+    bot = Bot(api.token, session=AiohttpSession(api=TelegramAPIServer.from_base(api.base_url)))
+    notifier = Notifier(bot, chats=chats, roles=RoleBook(admins=[ADMIN]), i18n=build_i18n(),
+                        state=state, clock=clock, outbox=outbox)
+    rig = Rig(api, clock, db, outbox, notifier, bot)
+
+    async def stamp(make_request: Callable[..., Awaitable[Any]], bot: Bot, method: Any) -> Any:
+        rig.attempts.append((method.__api_method__, getattr(method, "chat_id", None),
+                             clock.monotonic()))
+        return await make_request(bot, method)
+
+    bot.session.middleware(stamp)
+    return rig
+
+
+@pytest.fixture
+async def rig(api: FakeBotAPI, tmp_path: Path) -> AsyncIterator[Rig]:
+    r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock())
+    try:
+        yield r
+    finally:
+        await r.close()
+
+
+def ok(chat: int, contains: str = "") -> Callable[[SentCall], bool]:
+    def match(call: SentCall) -> bool:
+        return call.chat_id == chat and contains in (call.text or "") and not call.failed
+    return match
+
+
+def refused(contains: str = "") -> Callable[[SentCall], bool]:
+    return lambda call: call.failed and contains in (call.text or "")
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> None:
+    """Wait for the sender's bookkeeping (an outbox write after an HTTP answer)."""
+    async with asyncio.timeout(timeout):
+        while True:  # polling the database: nothing to wait on
+            if await check():
+                return
+            await asyncio.sleep(0.005)
+
+
+def failure(message: str = "API down") -> ev.VenueFailure:
+    return ev.VenueFailure(account="paper", operation="fetch_positions", error="Transient",
+                           message=message)
+
+
+def sla(seconds: int = 7) -> ev.SlaBreached:
+    return ev.SlaBreached(account="paper", symbol="ETH/USDT:USDT",
+                          unprotected_seconds=Decimal(seconds))
+
+
+def resized() -> ev.PositionResized:
+    return ev.PositionResized(account="paper", symbol="BTC/USDT:USDT", old_qty=Decimal("0.05"),
+                              new_qty=Decimal("0.08"))
+
+
+# --- the three things issue #5 asks to see ---------------------------------------------------
+async def test_429_waits_retry_after_then_delivers(rig: Rig) -> None:
+    rig.api.fail_next("sendMessage", error_code=429,
+                      description="Too Many Requests: retry after 1", retry_after=1)
+    rig.start()
+    await rig.notifier.on_event(failure("rate limited once"))
+    await rig.api.wait_for("sendMessage", refused("rate limited once"))
+    [row] = await rig.outbox.pending()
+    await eventually(lambda: _attempts(rig, row.id, 1))
+
+    await rig.clock.advance(0.999)
+    assert rig.api.texts(ADMIN) == [] and len(rig.sends()) == 1  # still holding
+    await rig.clock.advance(0.001)
+    [delivered] = await rig.api.wait_for("sendMessage", ok(ADMIN, "rate limited once"))
+
+    first, second = rig.sends()
+    assert second - first >= 1.0  # per the clock, no earlier than retry_after
+    assert delivered.params["disable_notification"] is True  # a warning: silent
+    await eventually(lambda: _status(rig, row.id, "sent"))
+    sent = await rig.outbox.get(row.id)
+    assert sent is not None and sent.attempts == 1 and sent.last_error is None
+
+
+async def test_6000_character_alert_goes_as_two_messages_split_on_a_line(rig: Rig) -> None:
+    lines = [f"line {n:03d} " + "·" * 50 for n in range(100)]  # 59 characters each
+    lines[-1] += "!"
+    text = "\n".join(lines)
+    assert len(text) == 6000
+    await rig.notifier.enqueue(ADMIN, text, loud=True)
+    rig.start()
+    [first] = await rig.api.wait_for("sendMessage", ok(ADMIN))
+    row = (await rig.outbox.pending())[0]
+    assert row.status == "pending"  # half delivered: not done yet
+
+    await rig.clock.advance(1)  # pacing: one message a second to one chat
+    first, second = await rig.api.wait_for("sendMessage", ok(ADMIN), count=2)
+    assert len(first.text) <= 4096 and len(second.text) <= 4096
+    assert first.text == "\n".join(lines[:first.text.count("\n") + 1])  # whole lines
+    assert first.text + "\n" + second.text == text  # nothing lost, in order
+    assert first.params["disable_notification"] is False  # loud, both parts
+    assert second.params["disable_notification"] is False
+    t1, t2 = rig.sends()
+    assert t2 - t1 >= 1.0
+    await eventually(lambda: _status(rig, row.id, "sent"))
+    assert len(rig.sends()) == 2  # the first part was not sent again
+
+
+async def test_alert_queued_before_a_restart_is_delivered_after_it(api: FakeBotAPI,
+                                                                   tmp_path: Path) -> None:
+    path = tmp_path / "vigil.sqlite3"
+    first = await make_rig(api, path, ManualClock())
+    try:
+        api.fail_next("sendMessage", error_code=502, description="Bad Gateway")
+        first.start()
+        await first.notifier.on_event(failure("raised while Telegram was down"))
+        await api.wait_for("sendMessage", refused("raised while Telegram was down"))
+        [row] = await first.outbox.pending()
+        await eventually(lambda: _attempts(first, row.id, 1))
+        # Raised just before shutdown, while the chat waits out its backoff: never attempted.
+        await first.notifier.on_event(sla())
+        await first.notifier.flush(timeout=0.5)  # does not wait out the backoff
+        assert await first.outbox.pending_count() == 2
+    finally:
+        await first.close()
+
+    later = ManualClock(start=first.clock.now() + timedelta(seconds=5))
+    second = await make_rig(api, path, later)
+    try:
+        second.start()
+        [delivered] = await api.wait_for("sendMessage", ok(ADMIN))
+        assert delivered.text == ("[paper] ⚠️ venue error in fetch_positions: Transient raised "
+                                  "while Telegram was down\n"
+                                  "[paper] 🚨 ETH/USDT:USDT: NO STOP for 7 s (over the SLA)")
+        assert delivered.params["disable_notification"] is False  # the SLA breach rings
+        await eventually(lambda: _count(second, "sent", 2))
+        assert second.sends() == [0.0]
+    finally:
+        await second.close()
+
+
+async def test_runtime_restart_delivers_what_the_last_run_could_not(
+        api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wiring: Runtime's notifier writes to the engine's database, and a new Runtime on the
+    same data directory delivers it (the runtime paces on real time: this test takes ~2 s)."""
+    monkeypatch.chdir(tmp_path)
+    settings = telegram_settings(api, tmp_path / "data")
+    api.fail_next("sendMessage", error_code=429,
+                  description="Too Many Requests: retry after 1", retry_after=1)
+    first = Runtime(settings)
+    await first.start()
+    try:
+        [bounced] = await api.wait_for("sendMessage", refused("Vigil started"))
+        assert first.engine is not None
+        await first.engine.bus.publish(failure("queued before a restart"))
+    finally:
+        await first.stop()
+    with sqlite3.connect(settings.db_path) as raw:
+        pending = dict(raw.execute(
+            "SELECT text, attempts FROM outbox WHERE status = 'pending'").fetchall())
+    assert pending["[engine] Vigil started (paper mode)"] == 1
+    assert pending["[paper] ⚠️ venue error in fetch_positions: Transient queued before a "
+                   "restart"] == 0
+
+    second = Runtime(settings)
+    await second.start()
+    try:
+        [delivered] = await api.wait_for("sendMessage", ok(ADMIN, "queued before a restart"))
+        assert delivered.at - bounced.at >= 1.0  # retry_after honoured across the restart
+        assert len(api.texts(ADMIN)) == 1  # everything that was waiting, in one message
+        # Oldest first, and the second start's identical alert coalesced into the first's.
+        assert delivered.text.startswith("[engine] Vigil started (paper mode) (×2)\n")
+    finally:
+        await second.stop()
+
+
+# --- the rest of the contract --------------------------------------------------------------
+async def test_blocked_chat_is_dropped_and_admins_are_told(rig: Rig) -> None:
+    rig.notifier.chats.append(GROUP)
+    rig.api.block_chat(GROUP)
+    rig.start()
+    await rig.notifier.on_event(failure("first"))
+    await rig.api.wait_for("sendMessage", ok(ADMIN, "first"))
+    await rig.api.wait_for("sendMessage", lambda c: c.chat_id == GROUP and c.failed)
+    await rig.clock.advance(1)
+    [told] = await rig.api.wait_for("sendMessage", ok(ADMIN, str(GROUP)))
+    assert "blocked the bot" in told.text and "1 undelivered dropped" in told.text
+    assert told.params["disable_notification"] is False
+    assert rig.notifier.chats == [ADMIN]
+    assert await rig.outbox.pending_count(GROUP) == 0
+
+    await rig.clock.advance(1)
+    await rig.notifier.on_event(failure("second"))
+    await rig.api.wait_for("sendMessage", ok(ADMIN, "second"))
+    assert len(rig.api.sent("sendMessage", chat_id=GROUP)) == 1  # never tried again
+
+
+async def test_three_identical_alerts_coalesce_into_one_message_with_a_count(rig: Rig) -> None:
+    for _ in range(3):
+        await rig.notifier.on_event(failure("timeout"))
+    await rig.notifier.on_event(resized())
+    assert await rig.outbox.pending_count() == 2
+    rig.start()
+    [message] = await rig.api.wait_for("sendMessage", ok(ADMIN))
+    assert message.text == ("[paper] ⚠️ venue error in fetch_positions: Transient timeout (×3)\n"
+                            "[paper] ↕️ BTC/USDT:USDT: size 0.05 → 0.08")
+    await eventually(lambda: _count(rig, "sent", 2))
+    assert len(rig.sends()) == 1
+
+
+async def test_critical_alerts_ring_and_routine_ones_are_silent(rig: Rig) -> None:
+    rig.start()
+    await rig.notifier.on_event(sla())
+    [critical] = await rig.api.wait_for("sendMessage", ok(ADMIN, "NO STOP"))
+    await rig.notifier.on_event(resized())
+    await rig.clock.advance(1)
+    [routine] = await rig.api.wait_for("sendMessage", ok(ADMIN, "size 0.05 → 0.08"))
+    assert critical.params["disable_notification"] is False
+    assert routine.params["disable_notification"] is True
+
+
+async def test_server_errors_back_off_with_jitter_and_keep_the_alert(rig: Rig) -> None:
+    rig.api.fail_next("sendMessage", error_code=500, description="Internal Server Error",
+                      times=2)
+    rig.start()
+    await rig.notifier.on_event(failure("flaky"))
+    [row] = await rig.outbox.pending()
+    await eventually(lambda: _attempts(rig, row.id, 1))
+    held = await rig.outbox.get(row.id)
+    assert held is not None and held.last_error and "Internal Server Error" in held.last_error
+    first_wait = (held.next_attempt_at - held.created_at).total_seconds()
+    assert 0.5 <= first_wait <= 1.0  # 1 s, with jitter
+    await rig.clock.advance(1)
+    await eventually(lambda: _attempts(rig, row.id, 2))
+    again = await rig.outbox.get(row.id)
+    assert again is not None
+    second_wait = (again.next_attempt_at - rig.clock.now()).total_seconds()
+    assert 1.0 <= second_wait <= 2.0  # doubled
+    await rig.clock.advance(2)
+    await rig.api.wait_for("sendMessage", ok(ADMIN, "flaky"))
+    assert len(rig.sends()) == 3
+
+
+async def test_bad_request_drops_only_that_alert(rig: Rig) -> None:
+    rig.api.fail_next("sendMessage", error_code=400, description="Bad Request: can't parse")
+    rig.start()
+    await rig.notifier.on_event(failure("unsendable"))
+    [row] = await rig.outbox.pending()
+    await eventually(lambda: _status(rig, row.id, "dropped"))
+    dropped = await rig.outbox.get(row.id)
+    assert dropped is not None and dropped.last_error == "400: Bad Request: can't parse"
+    await rig.clock.advance(1)
+    await rig.notifier.on_event(failure("fine"))
+    await rig.api.wait_for("sendMessage", ok(ADMIN, "fine"))
+
+
+async def test_global_pace_is_at_most_25_messages_a_second(api: FakeBotAPI,
+                                                           tmp_path: Path) -> None:
+    chats = tuple(range(1, 31))
+    r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
+    try:
+        await r.notifier.on_event(failure("everyone"))
+        r.start()
+        await api.wait_for("sendMessage", ok_any("everyone"), count=25)
+        assert len(r.sends()) == 25 and set(r.sends()) == {0.0}
+        await r.clock.advance(1)
+        await api.wait_for("sendMessage", ok_any("everyone"), count=30)
+        assert r.sends()[25:] == [1.0] * 5
+    finally:
+        await r.close()
+
+
+def ok_any(contains: str) -> Callable[[SentCall], bool]:
+    return lambda call: not call.failed and contains in (call.text or "")
+
+
+async def _attempts(rig: Rig, row_id: int, n: int) -> bool:
+    row = await rig.outbox.get(row_id)
+    return row is not None and row.attempts >= n
+
+
+async def _status(rig: Rig, row_id: int, status: str) -> bool:
+    row = await rig.outbox.get(row_id)
+    return row is not None and row.status == status
+
+
+async def _count(rig: Rig, status: str, n: int) -> bool:
+    rows = await rig.db.conn.execute_fetchall(
+        "SELECT COUNT(*) FROM outbox WHERE status = ?", (status,))
+    return next(iter(rows))[0] >= n
