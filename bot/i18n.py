@@ -43,19 +43,31 @@ class UserLocaleMiddleware(I18nMiddleware):
     def __init__(self, i18n: I18n, state: StateStore) -> None:
         super().__init__(i18n)
         self.state = state
+        self._seen: dict[int, str] = {}  # Telegram language last stored per user
 
     async def get_locale(self, event: TelegramObject, data: dict[str, Any]) -> str:
         user: User | None = data.get("event_from_user")
         if user is None:
             return self.i18n.default_locale
+        seen = telegram_locale(user.language_code)
+        if seen is not None and self._seen.get(user.id) != seen:
+            # Remembered so alerts (which answer no message) reach this user in their language.
+            await self.state.put("tg_lang", str(user.id), seen)
+            self._seen[user.id] = seen
         return await user_locale(self.state, user.id, user.language_code,
                                  self.i18n.default_locale)
 
 
+def telegram_locale(language_code: str | None) -> str | None:
+    code = (language_code or "").split("-")[0].lower()
+    return code if code in SUPPORTED else None
+
+
 async def user_locale(state: StateStore, user_id: int, telegram_language: str | None,
                       default: str) -> str:
+    """/lang choice, else the Telegram language (given, or last seen), else the default."""
     chosen = await state.get("lang", str(user_id))
     if chosen in SUPPORTED:
         return str(chosen)
-    code = (telegram_language or "").split("-")[0].lower()
-    return code if code in SUPPORTED else default
+    seen = telegram_locale(telegram_language) or await state.get("tg_lang", str(user_id))
+    return seen if seen in SUPPORTED else default

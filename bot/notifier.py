@@ -41,7 +41,7 @@ from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
 from bot import render
-from bot.i18n import SUPPORTED
+from bot.i18n import user_locale
 from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
@@ -109,8 +109,8 @@ class Notifier:
     # ------------------------------------------------------------------ enqueueing
 
     async def _locale(self, chat_id: int) -> str:
-        chosen = await self.state.get("lang", str(chat_id))
-        return chosen if chosen in SUPPORTED else self.i18n.default_locale
+        """A private chat's id is its user's id: their /lang or Telegram language."""
+        return await user_locale(self.state, chat_id, None, self.i18n.default_locale)
 
     async def enqueue(self, chat_id: int, text: str, *, loud: bool = False) -> None:
         """Write an alert to the outbox (coalescing with an identical pending one), then wake

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.bot.conftest import TRADER, Running
+from tests.bot.conftest import ADMIN, TRADER, Running
 
 
 async def test_russian_user_gets_russian_and_lang_switches(vigil: Running) -> None:
@@ -24,3 +24,11 @@ async def test_russian_user_gets_russian_and_lang_switches(vigil: Running) -> No
     await api.wait_for("sendMessage", lambda c: c.text == "Язык: русский.")
     api.push_message(TRADER, "/lang de")
     await api.wait_for("sendMessage", lambda c: c.text == "Использование: /lang en|ru")
+
+
+async def test_alerts_reach_a_russian_speaking_admin_in_russian(vigil: Running) -> None:
+    api = vigil.api
+    api.push_message(ADMIN, "/hold новости", language_code="ru")
+    await api.wait_for("sendMessage", lambda c: (c.text or "").startswith("⏸ HOLD включён"))
+    [alert] = await api.wait_for("sendMessage", lambda c: "[paper] ⏸ HOLD (" in (c.text or ""))
+    assert "Защита продолжает работать" in alert.text
