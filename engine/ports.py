@@ -4,9 +4,11 @@ tests) and engine/venues (ccxt). Every method raises only engine.errors types.""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any, Protocol, runtime_checkable
 
+from engine.domain.ledger import LedgerEntry
 from engine.domain.position import GuardedPosition
 from engine.domain.reports import (
     MarketInfo,
@@ -41,6 +43,10 @@ class Venue(Protocol):
 
     # --- snapshots: a constant number of calls, whatever the number of positions -------------
     async def snapshot(self) -> VenueSnapshot: ...
+
+    async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
+        """Realized PnL, fees and funding since a time, oldest first (one or a few calls)."""
+        ...
 
     async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
         """Look an order up by our client id (open or recently closed)."""
