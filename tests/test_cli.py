@@ -105,3 +105,27 @@ async def test_run_with_config_against_a_bot_api_server(tmp_path: Path) -> None:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
         assert code == 0
+
+
+async def test_keys_add_round_trip_never_stores_the_secret_in_clear(tmp_path: Path) -> None:
+    config = tmp_path / "vigil.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[[accounts]]\nname = "paper"\n'
+                      '[[accounts]]\nname = "bg"\nvenue = "bitget"\n')
+    secret = "Sup3rS3cretValue-9f8e7d"
+    code, out, err = await _vigil(tmp_path, "--config", str(config), "keys", "add", "bg",
+                                  stdin=f"AKID-123456\n{secret}\n".encode())
+    assert code == 2 and "passphrase" in err  # Bitget needs its passphrase too
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "keys", "add", "bg",
+                                stdin=f"AKID-123456\n{secret}\npass-phrase-77\n".encode())
+    assert code == 0 and "keys stored for account bg" in out
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "keys", "list")
+    assert code == 0 and out.split() == ["bg"]
+    code, _, err = await _vigil(tmp_path, "--config", str(config), "keys", "add", "nope",
+                                stdin=b"a\nb\n")
+    assert code == 2 and "no account named 'nope'" in err
+    key_file = tmp_path / "data" / "master.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    for path in (tmp_path / "data").iterdir():
+        raw = path.read_bytes()
+        if path.name != "master.key":
+            assert secret.encode() not in raw and b"pass-phrase-77" not in raw, path
