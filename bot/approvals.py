@@ -148,8 +148,20 @@ class ApprovalService:
         return _("Lift the HOLD set by the daily loss limit: {reason}").format(
             reason=args.get("reason", ""))
 
-    # --- expiry --------------------------------------------------------------------------------
+    # --- expiry and recovery ---------------------------------------------------------------------
+    async def recover(self, bot: Bot) -> list[Approval]:
+        """At start-up: an approval claimed but never finished was cut off by a crash. It is
+        never re-run (it may have half happened); its message says to check the positions."""
+        interrupted = await self.repo.interrupted()
+        for approval in interrupted:
+            with self.i18n.context(), self.i18n.use_locale(approval.lang):
+                note = _("⚠️ Vigil restarted while this was running; check /positions.")
+                await self.repo.finish(approval.id, note)
+                await self._edit(bot, approval, note)
+        return interrupted
+
     async def expire_loop(self, bot: Bot, period: float = 1.0) -> None:
+        await self.recover(bot)
         while True:
             await self.expire_due(bot)
             await self.clock.sleep(period)

@@ -194,3 +194,17 @@ async def test_close_of_a_flat_symbol_says_so(clocked: tuple[Running, ManualCloc
     await r.api.wait_for("sendMessage", lambda c: "No open position on SOLUSDT" in (c.text or ""))
     r.api.push_message(TRADER, "/close")
     await r.api.wait_for("sendMessage", lambda c: "Usage: /close SYMBOL" in (c.text or ""))
+
+
+async def test_an_approval_cut_off_by_a_crash_is_reported_not_rerun(
+        api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with running(api, tmp_path / "data", clock=ManualClock()) as r:
+        await _protected(r)
+        approval, message = await ask(r, TRADER, "/close ETHUSDT")
+        repo = r.runtime.dp["approvals"].repo
+        assert await repo.claim(approval, ADMIN, r.runtime.clock.now())  # "crash" mid-run
+    async with running(api, tmp_path / "data", clock=ManualClock()) as r:
+        final = await edited(r, message, "restarted while this was running")
+        assert final.params.get("reply_markup") is None
+        assert (await r.runtime.dp["approvals"].repo.get(approval)).status == "done"
