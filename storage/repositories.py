@@ -46,13 +46,16 @@ class StateRepo:
 
     async def incr(self, scope: str, key: str) -> int:
         """Atomically add one to a persisted counter and return the new value."""
-        async with self.db.conn.execute(
-                "INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, '1', ?)"
-                " ON CONFLICT (scope, key) DO UPDATE SET value = CAST(value AS INTEGER) + 1,"
-                " updated_at = excluded.updated_at RETURNING value",
-                (scope, key, datetime.now(UTC).isoformat())) as cur:
-            row = await cur.fetchone()
+        # One round trip to SQLite's thread: an INSERT ... RETURNING left open between fetchone
+        # and close is a write in progress, and any other coroutine's commit on the shared
+        # connection then fails ("cannot commit transaction - SQL statements in progress").
+        rows = await self.db.conn.execute_fetchall(
+            "INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, '1', ?)"
+            " ON CONFLICT (scope, key) DO UPDATE SET value = CAST(value AS INTEGER) + 1,"
+            " updated_at = excluded.updated_at RETURNING value",
+            (scope, key, datetime.now(UTC).isoformat()))
         await self.db.conn.commit()
+        row = next(iter(rows), None)
         return int(row[0]) if row else 1
 
 

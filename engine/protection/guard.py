@@ -24,7 +24,14 @@ from engine.domain.reports import (
     StreamStatus,
 )
 from engine.domain.values import ZERO
-from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason, VenueError
+from engine.errors import (
+    OperatorError,
+    OutcomeUnknown,
+    Rejected,
+    RejectReason,
+    Transient,
+    VenueError,
+)
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue
 from engine.protection.policy import ProtectionPolicy
@@ -65,7 +72,7 @@ class AccountGuard:
         self.clock = clock
         self.interval = interval_seconds
         self.rng = random.Random(seed)
-        self.view = AccountView()
+        self.view = AccountView(absence_grace=policy.snapshot_lag_seconds)
         self.zombies = ZombieClock()
         self.stream = _Stream()
         self.started_at: datetime = clock.now()
@@ -99,6 +106,9 @@ class AccountGuard:
                 await self.bus.publish(ev.VenueFailure(
                     account=self.account, operation="snapshot", error=type(exc).__name__,
                     message=str(exc)))
+            except Exception as exc:  # a bug or a storage hiccup must not end protection
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                logger.exception("reconcile of {} failed", self.account)
             await self.clock.sleep(self.interval)
 
     async def stop(self) -> None:
@@ -126,23 +136,23 @@ class AccountGuard:
             marker = self.view.mark()
             snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
             self.metrics.venue_calls.labels(self.account, "snapshot").inc(snapshot.calls)
-            self.view.apply_snapshot(snapshot, marker)
+            self.view.apply_snapshot(snapshot, marker, self.clock.now())
             self.last_reconcile = self.clock.now()
             self.last_error = None
+            self._note_marks()
             result = self._plan()
             self.zombies.update(result.zombie_candidates, self.clock.now())
             symbols = result.symbols()
             if symbol is not None:
                 symbols &= {symbol}
-            work = []
-            zombie_events: list[ev.Event] = []
-            for sym in sorted(symbols):
-                zombies = [a for a in result.for_symbol(sym) if isinstance(a, CancelZombie)]
-                if zombies:
-                    zombie_events.extend(await self._cancel_zombies(zombies))
-                else:
-                    work.append(self.supervisor(sym).ensure())
-            done = await asyncio.gather(*work)
+            zombies = [a for a in result.actions
+                       if isinstance(a, CancelZombie) and a.order.symbol in symbols]
+            positions = sorted({s for s in symbols
+                                if any(not isinstance(a, CancelZombie)
+                                       for a in result.for_symbol(s))})
+            # Protection first, all positions at once; zombies are only clean-up.
+            done = await asyncio.gather(*(self.supervisor(s).ensure() for s in positions))
+            zombie_events = await self._cancel_zombies(zombies)
             after = self._plan()
             self._update_gauge()
             events = tuple(zombie_events) + tuple(e for batch in done for e in batch)
@@ -160,21 +170,31 @@ class AccountGuard:
         return reconcile(known, positions, orders, markets, self.clock.now(), self.policy,
                          self.zombies.first_seen)
 
+    def _note_marks(self) -> None:
+        """Keep each guarded position's last mark fresh (it prices the close if it vanishes)."""
+        for sup in self.supervisors.values():
+            report = self.view.position(sup.symbol)
+            if sup.known is not None and report is not None:
+                sup.known.last_mark = report.mark_price
+
     async def _cancel_zombies(self, actions: list[CancelZombie]) -> list[ev.Event]:
         events: list[ev.Event] = []
-        if self.halted:
-            return events
         for action in actions:
+            if self.halted:
+                break
             order = action.order
-            if self.view.position(order.symbol) is not None or order.symbol in self.supervisors:
+            sup = self.supervisors.get(order.symbol)
+            if self.view.position(order.symbol) is not None or (sup and sup.known):
                 continue  # a position appeared meanwhile: it is not a zombie any more
             try:
                 await retry_transient(lambda o=order: self.venue.cancel_order(o), self.clock,
                                       rng=self.rng)
             except Rejected as exc:
                 if exc.reason is not RejectReason.ORDER_NOT_FOUND:
-                    raise
-            except OutcomeUnknown:
+                    await self._zombie_failed(order.order_id, exc)
+                    continue
+            except (Transient, OutcomeUnknown) as exc:  # still in the view; the next look decides
+                await self._zombie_failed(order.order_id, exc)
                 continue
             self.view.drop_order(order.order_id)
             self.metrics.zombies_cancelled.labels(self.account).inc()
@@ -184,6 +204,11 @@ class AccountGuard:
             events.append(event)
             await self.bus.publish(event)
         return events
+
+    async def _zombie_failed(self, order_id: str, exc: Exception) -> None:
+        await self.bus.publish(ev.VenueFailure(
+            account=self.account, operation=f"cancel zombie {order_id}",
+            error=type(exc).__name__, message=str(exc)))
 
     # --- supervisors -------------------------------------------------------------------------
     def supervisor(self, symbol: str) -> PositionSupervisor:
@@ -212,7 +237,10 @@ class AccountGuard:
         async for event in self.venue.events():
             match event:
                 case PositionUpdate(position=report, symbol=symbol):
-                    self.view.set_position(symbol, report)
+                    self.view.set_position(symbol, report, streamed_at=self.clock.now())
+                    sup = self.supervisors.get(symbol)
+                    if report is not None and sup is not None and sup.known is not None:
+                        sup.known.last_mark = report.mark_price
                     self._attend(symbol)
                 case OrderUpdate(order=order):
                     self.view.set_order(order)
@@ -228,21 +256,32 @@ class AccountGuard:
 
     def realized_since(self, symbol: str, since: datetime | None
                        ) -> tuple[Decimal | None, Decimal | None]:
-        """Realized PnL (net of fees) and last exit price of a symbol from streamed fills."""
-        fills = [f for f in self.stream.fills.pop(symbol, [])
-                 if since is None or f.at >= since]
-        closing = [f for f in fills if f.realized_pnl != 0 or f.reduce_only]
-        if not closing:
+        """Realized PnL (net of fees) and last exit price of a symbol from streamed fills.
+
+        Consumes the fills up to the last closing one; later fills (a position re-opened at
+        once) stay for the next position."""
+        buffered = self.stream.fills.pop(symbol, [])
+        last = max((i for i, f in enumerate(buffered) if f.realized_pnl != 0 or f.reduce_only),
+                   default=None)
+        if last is None:
+            if buffered:
+                self.stream.fills[symbol] = buffered
             return None, None
+        if last + 1 < len(buffered):
+            self.stream.fills[symbol] = buffered[last + 1:]
+        fills = [f for f in buffered[:last + 1] if since is None or f.at >= since]
         realized = sum((f.realized_pnl - f.fee for f in fills), ZERO)
-        return realized, closing[-1].price
+        return realized, buffered[last].price
 
     # --- SLA -------------------------------------------------------------------------------
     async def _sla_loop(self) -> None:
         period = max(min(self.policy.sla_seconds / 4, 1.0), 0.05)
         while not self._stopping:
             await self.clock.sleep(period)
-            await self.check_sla()
+            try:
+                await self.check_sla()
+            except Exception:  # the watchdog must outlive a failed publish
+                logger.exception("SLA check failed")
 
     async def check_sla(self) -> None:
         now = self.clock.now()

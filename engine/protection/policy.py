@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from engine.domain.reports import MarketInfo, PositionReport
-from engine.domain.values import PositionSide, conservative_stop
+from engine.domain.values import PositionSide, ceil_to_step, conservative_stop, floor_to_step
 
 HUNDRED = Decimal(100)
 
@@ -45,6 +45,9 @@ class ProtectionPolicy:
     tighten_buffer_percent: Decimal = Decimal("0.2")
     sla_seconds: float = 5.0
     zombie_grace_seconds: float = 30.0
+    # REST snapshots may lag the stream: a position the stream reported open is not taken for
+    # closed on a snapshot's silence alone until this long after the stream last saw it.
+    snapshot_lag_seconds: float = 10.0
 
     def is_crossed(self, side: PositionSide, stop: Decimal, mark: Decimal) -> bool:
         return stop >= mark if side is PositionSide.LONG else stop <= mark
@@ -54,5 +57,9 @@ class ProtectionPolicy:
         raw = mark * (1 - self.tighten_buffer_percent / HUNDRED * side.sign)
         price = conservative_stop(raw, side, market.tick)
         if self.is_crossed(side, price, mark):
-            price = mark - market.tick * side.sign
+            # The nearest tick strictly beyond the mark (the mark itself may be off the tick).
+            if side is PositionSide.LONG:
+                price = ceil_to_step(mark, market.tick) - market.tick
+            else:
+                price = floor_to_step(mark, market.tick) + market.tick
         return price

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
+from engine.domain.ids import is_ours
 from engine.domain.position import GuardedPosition, StopRef
 from engine.domain.reports import MarketInfo, OrderKind, OrderReport, PositionReport
 from engine.domain.values import PositionSide, conservative_stop
@@ -62,7 +63,7 @@ class ResizeStop:
 class CancelStop:
     symbol: str
     order: OrderReport
-    reason: str  # duplicate
+    reason: str  # duplicate | wrong_side
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +108,8 @@ def _symbol_of(action: Action) -> str:
 # --- the pure functions -----------------------------------------------------------------------
 def pick_stop(stops: list[OrderReport], known: StopRef | None,
               side: PositionSide) -> OrderReport:
-    """Keep ours (by order id, then client id); otherwise the most protective one."""
+    """Keep ours: the one the journal knows (by order id, then client id), else one carrying our
+    client id (placed before a lost response or a crash); otherwise the most protective one."""
     if known is not None:
         for order in stops:
             if order.order_id == known.order_id:
@@ -115,9 +117,10 @@ def pick_stop(stops: list[OrderReport], known: StopRef | None,
         for order in stops:
             if known.client_id and order.client_id == known.client_id:
                 return order
+    candidates = [o for o in stops if is_ours(o.client_id)] or stops
     # Most protective: highest stop for a long, lowest for a short; ties by order id for
     # determinism.
-    return max(stops, key=lambda o: ((o.trigger_price or 0) * side.sign, o.order_id))
+    return max(candidates, key=lambda o: ((o.trigger_price or 0) * side.sign, o.order_id))
 
 
 def is_protective_order(order: OrderReport) -> bool:
@@ -135,14 +138,25 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         return [RecordClose(known.symbol, leftovers)]
 
     actions: list[Action] = []
+    # Reduce-only orders on the entry side can never reduce this position: leftovers of an
+    # earlier one on the other side (a flip), whose cancel may have failed before.
+    useless = [o for o in orders if o.reduce_only and o.side is not report.side.close_side]
     if known is not None and known.side is not report.side:
         # Flipped through zero between two looks: the old position closed, a new one opened.
+        actions.append(RecordClose(known.symbol, tuple(useless)))
+        useless = []
+        known = None
+    elif (known is not None and known.opened_at is not None and report.opened_at is not None
+          and report.opened_at != known.opened_at):
+        # Closed and re-opened on the same side between two looks (venues that report when a
+        # position opened tell us): record the close; the resting stops protect the new one.
         actions.append(RecordClose(known.symbol, ()))
         known = None
     if known is None:
         actions.append(AdoptPosition(report))
     elif known.qty != report.qty:
         actions.append(Resized(report.symbol, known.qty, report.qty))
+    actions.extend(CancelStop(report.symbol, o, "wrong_side") for o in useless)
 
     stops = [o for o in orders if o.is_stop_for(report.side)]
     known_stop = known.stop if known is not None else None

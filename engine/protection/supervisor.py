@@ -46,6 +46,11 @@ if TYPE_CHECKING:
     from engine.protection.guard import AccountGuard
 
 MAX_ROUNDS = 4  # plan -> act -> re-plan; a healthy position settles in one or two
+REJECT_BACKOFF = (0.5, 30.0)  # after a hard rejection: first pause, longest pause (doubling)
+
+
+class _Halted(Exception):
+    """The account went on HALT: no further venue commands (journal-only work may go on)."""
 
 
 class PositionSupervisor:
@@ -60,6 +65,7 @@ class PositionSupervisor:
         self._events: list[ev.Event] = []
         self._missing_announced = False
         self.backoff_until: float = 0.0  # after a hard rejection, don't hammer the venue
+        self._rejections = 0  # in a row; the backoff doubles with each
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -92,6 +98,8 @@ class PositionSupervisor:
             return []
         try:
             await body()
+        except _Halted:
+            pass
         except OperatorError as exc:
             await self.guard.halt(f"{self.symbol}: {exc}")
         except (Transient, OutcomeUnknown) as exc:
@@ -100,12 +108,15 @@ class PositionSupervisor:
                 error=type(exc).__name__, message=str(exc)))
         finally:
             self._account_for_protection()
+            if self.known is None and self.guard.view.position(self.symbol) is None:
+                self.finished = True  # nothing (left) to guard: never linger
+                self.guard.retire(self)
         return self._events
 
     # --- the loop ----------------------------------------------------------------------------
     async def _ensure(self) -> None:
         for _ in range(MAX_ROUNDS):
-            if self.finished or self.guard.halted:
+            if self.finished:
                 return
             if self.guard.clock.monotonic() < self.backoff_until:
                 return
@@ -162,6 +173,8 @@ class PositionSupervisor:
         g, known = self.guard, self.known
         assert known is not None
         for order in leftovers:  # the position is flat: now, and only now, its stops may go
+            if g.halted:
+                break  # no commands on HALT; they stay as zombies for later
             await self._cancel(order, "position_closed")
         realized, exit_price = g.realized_since(self.symbol, known.opened_at)
         if exit_price is None:
@@ -187,11 +200,9 @@ class PositionSupervisor:
             known.unprotected_since = now
         if replacing is None and known.state is not PositionState.UNPROTECTED:
             known.move_to(PositionState.UNPROTECTED)
-        if replacing is None and not self._missing_announced:
-            self._missing_announced = True
-            g.metrics.stoploss_missing.labels(g.account).inc()
-            await self._publish(ev.StopMissing(account=g.account, symbol=self.symbol,
-                                               side=known.side.value, qty=known.qty))
+        if replacing is None:
+            await self._announce_missing()
+        self._check_halt()
         report = g.view.position(self.symbol)
         if action.crossed_from is not None and report is not None:
             await self._publish(ev.StopCrossed(
@@ -238,12 +249,25 @@ class PositionSupervisor:
         g = self.guard
         market = g.venue.market(self.symbol)
         if g.policy.crossed is CrossedPolicy.TIGHTEN and action.crossed_from is None:
-            tight = g.policy.tightened(report.side, report.mark_price, market)
+            # Our mark is older than the venue's: tighten from a fresh one, or we would be
+            # refused again and close a position the policy said to keep.
+            fresh = await self._fresh_position()
+            if fresh is None:
+                return  # gone meanwhile: the next round records the close
+            tight = g.policy.tightened(fresh.side, fresh.mark_price, market)
             await self._place(replace(action, trigger_price=tight,
                                       crossed_from=action.trigger_price))
             return
         await self._close(ClosePosition(self.symbol, report.qty, "stop_crossed",
                                          action.trigger_price, report.mark_price))
+
+    async def _fresh_position(self) -> PositionReport | None:
+        g = self.guard
+        snapshot = await retry_transient(g.venue.snapshot, g.clock, rng=g.rng)
+        fresh = snapshot.position(self.symbol)
+        if fresh is not None:  # its absence may be REST lag: the reconcile loop decides that
+            g.view.set_position(self.symbol, fresh)
+        return fresh
 
     async def _adopt_stop(self, order: OrderReport) -> None:
         known = self.known
@@ -259,6 +283,7 @@ class PositionSupervisor:
         g, known = self.guard, self.known
         assert known is not None and order.trigger_price is not None
         if g.venue.capabilities.amend_stop_in_place:
+            self._check_halt()
             await self._publish(ev.StopIntent(
                 account=g.account, symbol=self.symbol, action="amend",
                 client_id=order.client_id or order.order_id, trigger_price=order.trigger_price,
@@ -290,6 +315,7 @@ class PositionSupervisor:
 
     async def _cancel(self, order: OrderReport, reason: str) -> None:
         g = self.guard
+        self._check_halt()
         try:
             await retry_transient(lambda: g.venue.cancel_order(order), g.clock, rng=g.rng)
         except Rejected as exc:
@@ -306,6 +332,9 @@ class PositionSupervisor:
     async def _close(self, action: ClosePosition) -> None:
         g, known = self.guard, self.known
         assert known is not None
+        if action.reason == "stop_crossed":
+            await self._announce_missing()
+        self._check_halt()
         if action.reason == "stop_crossed":
             await self._publish(ev.StopCrossed(
                 account=g.account, symbol=self.symbol, stop_price=action.stop_price or ZERO,
@@ -327,10 +356,11 @@ class PositionSupervisor:
         await g.store.save(known)
         if order.status is OrderStatus.FILLED and order.qty is not None:
             # Filled now: the position is smaller or gone; don't wait for the next snapshot to
-            # know it, or we might close twice.
+            # know it, or we might close twice. A reduce-only fill smaller than asked means the
+            # venue clamped it to the position: flat, whatever our (older) view said.
             report = g.view.position(self.symbol)
             if report is not None:
-                left = report.qty - order.qty
+                left = report.qty - order.qty if order.qty >= action.qty else ZERO
                 g.view.set_position(self.symbol, replace(report, qty=left) if left > 0 else None)
         await self._publish(ev.CloseSubmitted(account=g.account, symbol=self.symbol,
                                               order_id=order.order_id, qty=action.qty,
@@ -343,6 +373,7 @@ class PositionSupervisor:
         so a lost response never becomes a second order."""
         g = self.guard
         for _ in range(3):
+            self._check_halt()
             try:
                 return await retry_transient(call, g.clock, rng=g.rng)
             except Rejected as exc:
@@ -357,7 +388,10 @@ class PositionSupervisor:
         raise OutcomeUnknown(f"{operation} {self.symbol}: outcome still unknown for {cid}")
 
     async def _rejected(self, client_id: str, exc: Rejected) -> None:
-        self.backoff_until = self.guard.clock.monotonic() + min(self.guard.policy.sla_seconds, 5)
+        first, longest = REJECT_BACKOFF
+        pause = min(first * 2 ** self._rejections, longest)
+        self._rejections += 1
+        self.backoff_until = self.guard.clock.monotonic() + pause
         await self._publish(ev.StopRejected(
             account=self.guard.account, symbol=self.symbol, client_id=client_id,
             reason=exc.reason.value, message=exc.message))
@@ -369,6 +403,22 @@ class PositionSupervisor:
         known.unprotected_since = None
         known.sla_alerted = False
         self._missing_announced = False
+        self._rejections = 0
+
+    async def _announce_missing(self) -> None:
+        known = self.known
+        assert known is not None
+        if self._missing_announced:
+            return
+        self._missing_announced = True
+        self.guard.metrics.stoploss_missing.labels(self.guard.account).inc()
+        await self._publish(ev.StopMissing(account=self.guard.account, symbol=self.symbol,
+                                           side=known.side.value, qty=known.qty))
+
+    def _check_halt(self) -> None:
+        """Called before every venue command."""
+        if self.guard.halted:
+            raise _Halted
 
     def _account_for_protection(self) -> None:
         """Keep the in-memory truth the SLA watchdog and /positions read."""

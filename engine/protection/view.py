@@ -3,11 +3,16 @@
 A snapshot is taken over some latency; anything the stream or our own commands changed after it
 started is newer than the snapshot and must survive the merge, or we would "forget" a stop we
 just placed and place a second one.
+
+REST may also lag the stream (a position the stream already reported is not in the snapshot
+yet). A snapshot's silence about a position the stream saw open within `absence_grace` seconds is
+not taken as a close: the stream says so when it closes, and a later snapshot confirms it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Generic, TypeVar
 
 from engine.domain.reports import OrderReport, PositionReport, VenueSnapshot
@@ -19,6 +24,7 @@ T = TypeVar("T")
 class _Entry(Generic[T]):
     value: T | None  # None: a tombstone (closed position / order gone)
     version: int
+    streamed_at: datetime | None = None  # when the stream last reported it open
 
 
 @dataclass(slots=True)
@@ -27,16 +33,28 @@ class AccountView:
     _orders: dict[str, _Entry[OrderReport]] = field(default_factory=dict)
     version: int = 0
     snapshots: int = 0
+    absence_grace: float = 0.0  # seconds a streamed position outlives snapshots not showing it
 
     def mark(self) -> int:
         """Call before starting a snapshot; pass the result to `apply_snapshot`."""
         return self.version
 
-    def apply_snapshot(self, snapshot: VenueSnapshot, started_at: int) -> None:
+    def apply_snapshot(self, snapshot: VenueSnapshot, started_at: int,
+                       now: datetime | None = None) -> None:
         self.snapshots += 1
         positions = {p.symbol: p for p in snapshot.positions}
         orders = {o.order_id: o for o in snapshot.orders if o.is_resting}
-        self._positions = self._merge(self._positions, positions, started_at)
+        merged = self._merge(self._positions, positions, started_at)
+        for symbol, entry in self._positions.items():
+            if symbol in merged and merged[symbol].streamed_at is None:
+                merged[symbol].streamed_at = entry.streamed_at
+        if now is not None and self.absence_grace > 0:
+            for symbol, entry in self._positions.items():
+                if (symbol not in merged and entry.value is not None
+                        and entry.streamed_at is not None
+                        and (now - entry.streamed_at).total_seconds() < self.absence_grace):
+                    merged[symbol] = entry  # the stream saw it open moments ago: REST lags
+        self._positions = merged
         self._orders = self._merge(self._orders, orders, started_at)
 
     @staticmethod
@@ -48,11 +66,17 @@ class AccountView:
                 merged[key] = entry
         return merged
 
-    def set_position(self, symbol: str, report: PositionReport | None) -> None:
+    def set_position(self, symbol: str, report: PositionReport | None, *,
+                     streamed_at: datetime | None = None) -> None:
+        """`streamed_at`: the stream reported it (now); our own inferences pass nothing."""
         self.version += 1
-        self._positions[symbol] = _Entry(report, self.version)
+        self._positions[symbol] = _Entry(report, self.version,
+                                         streamed_at if report is not None else None)
 
     def set_order(self, order: OrderReport) -> None:
+        current = self._orders.get(order.order_id)
+        if order.is_resting and current is not None and current.value is None:
+            return  # gone is final: a late stream event must not bring an order back
         self.version += 1
         self._orders[order.order_id] = _Entry(order if order.is_resting else None, self.version)
 

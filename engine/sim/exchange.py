@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 
@@ -74,6 +75,7 @@ class SimExchange:
         self.fees_paid = ZERO
         self._ids = itertools.count(1)
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
+        self._listeners: list[Callable[[VenueEvent], None]] = []
 
     # --- streams ---------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[VenueEvent]:
@@ -85,9 +87,16 @@ class SimExchange:
         if queue in self._subscribers:
             self._subscribers.remove(queue)
 
+    def listen(self, listener: Callable[[VenueEvent], None]) -> Callable[[], None]:
+        """Call `listener` synchronously at every mutation, in order; returns the remover."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)
+
     def _emit(self, event: VenueEvent) -> None:
         for queue in self._subscribers:
             queue.put_nowait(event)
+        for listener in list(self._listeners):
+            listener(event)
 
     # --- reading -----------------------------------------------------------------------------
     def market(self, symbol: str) -> MarketInfo:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -125,17 +126,21 @@ class SimVenue:
 
     # --- stream ------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[VenueEvent]:
+        """Each event arrives `latency / 2` after it happened: a transport delay, not a queue
+        that slows down under a burst."""
         if not self.streaming:
             return
-        queue = self.exchange.subscribe()
+        queue: asyncio.Queue[tuple[float, VenueEvent]] = asyncio.Queue()
+        stop_listening = self.exchange.listen(
+            lambda event: queue.put_nowait((self.clock.monotonic(), event)))
         try:
             while not self._closed:
-                event = await queue.get()
+                sent, event = await queue.get()
                 if self.latency:
-                    await self.clock.sleep(self.latency / 2)
+                    await self.clock.sleep(sent + self.latency / 2 - self.clock.monotonic())
                 yield event
         finally:
-            self.exchange.unsubscribe(queue)
+            stop_listening()
 
     # --- plumbing ----------------------------------------------------------------------------
     def _count(self, method: str) -> None:
