@@ -59,6 +59,8 @@ class GuardedPosition:
     sla_alerted: bool = False
     last_mark: Decimal | None = None
     last_time_to_protect: Decimal | None = None
+    # A reduce-only close is in flight until then: no second close, no stop racing it.
+    close_pending_until: datetime | None = None
 
     def move_to(self, new: PositionState) -> None:
         if new is self.state:

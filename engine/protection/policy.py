@@ -48,6 +48,9 @@ class ProtectionPolicy:
     # REST snapshots may lag the stream: a position the stream reported open is not taken for
     # closed on a snapshot's silence alone until this long after the stream last saw it.
     snapshot_lag_seconds: float = 10.0
+    # How long a sent close is trusted to be in flight (the venue may answer before it fills)
+    # before the position may be closed again.
+    close_pending_seconds: float = 15.0
 
     def is_crossed(self, side: PositionSide, stop: Decimal, mark: Decimal) -> bool:
         return stop >= mark if side is PositionSide.LONG else stop <= mark

@@ -129,7 +129,7 @@ def is_protective_order(order: OrderReport) -> bool:
 
 def plan_position(known: GuardedPosition | None, report: PositionReport | None,
                   orders: list[OrderReport], market: MarketInfo,
-                  policy: ProtectionPolicy) -> list[Action]:
+                  policy: ProtectionPolicy, now: datetime | None = None) -> list[Action]:
     """Actions for one symbol. `orders` are the resting orders on that symbol."""
     if report is None:
         if known is None:
@@ -161,6 +161,9 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     stops = [o for o in orders if o.is_stop_for(report.side)]
     known_stop = known.stop if known is not None else None
     if not stops:
+        if (known is not None and known.close_pending_until is not None and now is not None
+                and now < known.close_pending_until):
+            return actions  # a close is in flight: neither a second close nor a stop racing it
         last = known_stop.trigger_price if known_stop is not None else None
         wanted = conservative_stop(policy.pricer.desired_stop(report, last), report.side,
                                    market.tick)
@@ -211,7 +214,8 @@ def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, Posi
                 if now - zombie_first_seen.get(order.order_id, now) >= grace:
                     actions.append(CancelZombie(order))
             continue
-        planned = plan_position(known.get(symbol), report, symbol_orders, markets[symbol], policy)
+        planned = plan_position(known.get(symbol), report, symbol_orders, markets[symbol], policy,
+                                now)
         if any(isinstance(a, PlaceStop | ClosePosition) for a in planned):
             unprotected.append(symbol)
         actions.extend(planned)

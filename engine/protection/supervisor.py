@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING
 
@@ -122,7 +122,8 @@ class PositionSupervisor:
                 return
             actions = plan_position(self.known, self.guard.view.position(self.symbol),
                                     self.guard.view.orders(self.symbol),
-                                    self.guard.venue.market(self.symbol), self.guard.policy)
+                                    self.guard.venue.market(self.symbol), self.guard.policy,
+                                    self.guard.clock.now())
             if not actions:
                 return
             for action in actions:
@@ -353,6 +354,8 @@ class PositionSupervisor:
             return
         known.close_seq += 1
         known.move_to(PositionState.CLOSING)
+        known.close_pending_until = g.clock.now() + timedelta(
+            seconds=g.policy.close_pending_seconds)
         await g.store.save(known)
         if order.status is OrderStatus.FILLED and order.qty is not None:
             # Filled now: the position is smaller or gone; don't wait for the next snapshot to
@@ -402,6 +405,7 @@ class PositionSupervisor:
         known.move_to(PositionState.PROTECTED)
         known.unprotected_since = None
         known.sla_alerted = False
+        known.close_pending_until = None
         self._missing_announced = False
         self._rejections = 0
 

@@ -106,6 +106,17 @@ def test_crossed_stop_closes_by_default() -> None:
     assert actions == [ClosePosition(BTC, D("0.5"), "stop_crossed", D(58800), D(58000))]
 
 
+def test_no_second_close_or_racing_stop_while_a_close_is_in_flight() -> None:
+    closing = known()
+    closing.close_pending_until = NOW + timedelta(seconds=15)
+    in_flight = plan_position(closing, pos(mark="58000"), [], MARKETS[BTC], POLICY, NOW)
+    assert in_flight == []
+    assert plan_position(closing, pos(), [], MARKETS[BTC], POLICY, NOW) == []
+    later = NOW + timedelta(seconds=16)  # the close never showed: protect (or close) again
+    (action,) = plan_position(closing, pos(mark="58000"), [], MARKETS[BTC], POLICY, later)
+    assert isinstance(action, ClosePosition)
+
+
 def test_a_stop_exactly_at_the_mark_counts_as_crossed() -> None:
     (action,) = plan(known(), pos(mark="58800"), [])
     assert isinstance(action, ClosePosition)

@@ -198,14 +198,6 @@ async def test_a_position_without_a_stop_gets_exactly_the_right_stop_once(
 
 
 WOULD_TRIGGER_CODE = {"binance": "-2021", "bybit": "110092", "bitget": "40917"}
-ENGINE_CLOSES_AGAIN = pytest.mark.xfail(
-    strict=True,
-    reason="protection engine bug (engine/protection/supervisor.py): after the would-trigger "
-           "fallback close, a close whose fill is not yet known (Bybit/Bitget answer a create "
-           "with ids only) leaves the position in the view, so the same ensure() re-plans "
-           "PlaceStop -> would-trigger -> close up to MAX_ROUNDS times")
-
-
 async def crossed_rig(rigs: Rigs, venue: str) -> Rig:
     """The venue rejects our stop as "would trigger immediately" and takes market closes."""
     rig = await rigs.new(venue, PositionSide.LONG)
@@ -273,8 +265,8 @@ async def test_would_trigger_immediately_falls_back_to_a_reduce_only_market_clos
 
 @pytest.mark.parametrize("venue", [
     "binance",  # the fill is known at once: ccxt asks Binance for newOrderRespType=RESULT
-    pytest.param("bybit", marks=ENGINE_CLOSES_AGAIN),
-    pytest.param("bitget", marks=ENGINE_CLOSES_AGAIN),
+    "bybit",  # answers a create with ids only: the fill is not known when the close returns
+    "bitget",
 ])
 async def test_a_crossed_position_is_closed_exactly_once(
         venue: str, rigs: Rigs) -> None:
