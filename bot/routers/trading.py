@@ -12,7 +12,7 @@ from bot import render
 from bot.approvals import ApprovalCallback, ApprovalService, Decision, to_args
 from bot.commands import role_flag
 from bot.roles import Role
-from engine.control import ControlService
+from engine.control import CloseTarget, ControlService
 from engine.errors import Rejected
 
 
@@ -26,6 +26,15 @@ def decision_text(decision: str) -> str:
         Decision.EXPIRED: _("Expired: nothing was done."),
         Decision.UNKNOWN: _("Unknown request."),
     }[decision]
+
+
+async def ask_to_close(message: Message, approvals: ApprovalService, user: User,
+                       targets: list[CloseTarget]) -> None:
+    """Show exactly what will be closed, with Confirm / Cancel; nothing happens before."""
+    await approvals.request(
+        message.bot, chat_id=message.chat.id, user=user, action="close",
+        args={"targets": [to_args(t) for t in targets]},
+        summary=render.close_summary(targets), lang=get_i18n().current_locale)
 
 
 def build_router() -> Router:
@@ -48,10 +57,7 @@ def build_router() -> Router:
             await message.answer(_("No open position on {symbol}; nothing to close.").format(
                 symbol=args[0].upper()))
             return
-        await approvals.request(
-            message.bot, chat_id=message.chat.id, user=event_from_user, action="close",
-            args={"targets": [to_args(t) for t in targets]},
-            summary=render.close_summary(targets), lang=get_i18n().current_locale)
+        await ask_to_close(message, approvals, event_from_user, targets)
 
     @router.message(Command("close_all"), flags=role_flag("close_all"))
     async def close_all(message: Message, command: CommandObject, control: ControlService,
@@ -63,10 +69,7 @@ def build_router() -> Router:
         if not targets:
             await message.answer(_("No open positions; nothing to close."))
             return
-        await approvals.request(
-            message.bot, chat_id=message.chat.id, user=event_from_user, action="close",
-            args={"targets": [to_args(t) for t in targets]},
-            summary=render.close_summary(targets), lang=get_i18n().current_locale)
+        await ask_to_close(message, approvals, event_from_user, targets)
 
     @router.message(Command("cancel_all"), flags=role_flag("cancel_all"))
     async def cancel_all(message: Message, command: CommandObject, control: ControlService,
