@@ -10,6 +10,7 @@ import pytest
 
 from bot.approvals import ApprovalCallback
 from engine.clock import ManualClock
+from engine.control import HoldKind
 from engine.domain.reports import OrderKind, OrderStatus
 from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running, running
 from tests.fakes import FakeBotAPI, SentCall
@@ -208,3 +209,15 @@ async def test_an_approval_cut_off_by_a_crash_is_reported_not_rerun(
         final = await edited(r, message, "restarted while this was running")
         assert final.params.get("reply_markup") is None
         assert (await r.runtime.dp["approvals"].repo.get(approval)).status == "done"
+
+
+async def test_resume_after_the_loss_cap_needs_a_confirmation(
+        clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    await r.control.hold("daily loss limit 200 reached", "risk", kind=HoldKind.LOSS_CAP)
+    approval, message = await ask(r, ADMIN, "/resume")
+    assert "Lift the HOLD set by the daily loss limit" in r.api.messages[message]["text"]
+    assert r.control.hold_state is not None  # nothing lifted before the tap
+    await answer(r, tap(r, ADMIN, approval, message))
+    await edited(r, message, "HOLD lifted")
+    assert r.control.hold_state is None
