@@ -22,6 +22,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
     CommandSpec("help", Role.VIEWER, "/help", __("the commands you may run")),
     CommandSpec("status", Role.VIEWER, "/status", __("engine, accounts, venues, protection")),
     CommandSpec("positions", Role.VIEWER, "/positions", __("open positions and their stops")),
+    CommandSpec("pnl", Role.VIEWER, "/pnl [days]",
+                __("realized PnL, fees, funding and unrealized, with a chart")),
     CommandSpec("fix_sl", Role.TRADER, "/fix_sl [symbol]",
                 __("check every position now and place missing stops")),
     CommandSpec("close", Role.TRADER, "/close SYMBOL",

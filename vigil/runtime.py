@@ -25,11 +25,13 @@ from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_cons
 from bot.dispatcher import build_dispatcher
 from bot.i18n import build_i18n
 from bot.notifier import PER_CHAT_INTERVAL, Notifier
+from bot.reports import DailyReporter, start_reporting
 from bot.roles import RoleBook
 from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
+from engine.domain.ledger import LedgerEntry
 from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
@@ -220,6 +222,9 @@ class UnavailableVenue:
     async def snapshot(self) -> VenueSnapshot:
         self._fail()
 
+    async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
+        self._fail()
+
     async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
         self._fail()
 
@@ -245,9 +250,12 @@ class Runtime:
     """Engine + chat (Telegram polling, or the console when no token is configured)."""
 
     def __init__(self, settings: Settings, *, clock: Clock | None = None,
-                 stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
+                 telegram_clock: Clock | None = None, stdin: TextIO | None = None,
+                 stdout: TextIO | None = None) -> None:
         self.settings = settings
         self.clock = clock or SystemClock()
+        # Telegram's pacing and retry_after are real seconds, whatever clock drives the engine.
+        self.telegram_clock = telegram_clock or SystemClock()
         self.stdin = stdin
         self.stdout = stdout
         self.console = settings.telegram.token is None
@@ -255,6 +263,7 @@ class Runtime:
         self.bot: Bot | None = None
         self.dp: Dispatcher | None = None
         self.notifier: Notifier | None = None
+        self.reporter: DailyReporter | None = None
         self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
 
@@ -275,7 +284,7 @@ class Runtime:
             chats = t.alert_chats
         # Telegram's rate limits and retry_after are real seconds, whatever the engine's clock.
         self.notifier = Notifier(self.bot, chats=chats, roles=roles, i18n=i18n,
-                                 state=engine.state, clock=SystemClock(),
+                                 state=engine.state, clock=self.telegram_clock,
                                  outbox=OutboxRepo(engine.db),
                                  # a terminal has no flood limits: no pacing at the console
                                  per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
@@ -291,6 +300,12 @@ class Runtime:
                                                name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         await engine.start()
+        r = self.settings.reports
+        self.reporter, reporting = await start_reporting(
+            bot=self.bot, dp=self.dp, control=engine.control, db=engine.db, state=engine.state,
+            notifier=self.notifier, i18n=i18n, daily_time=r.daily_time, timezone=r.timezone,
+            clock=self.clock, telegram_clock=self.telegram_clock)
+        self._tasks.extend(reporting)
         if self.console:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))

@@ -6,11 +6,12 @@ import asyncio
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
 from engine.clock import Clock
+from engine.domain.ledger import LedgerEntry
 from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
@@ -24,6 +25,7 @@ from engine.domain.reports import (
 from engine.domain.values import Symbol
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.sim.exchange import SimExchange
+from engine.sim.ledger import sim_ledger
 
 T = TypeVar("T")
 
@@ -97,6 +99,10 @@ class SimVenue:
         await self._rest("fetch_open_orders", can_fail=True)
         orders = tuple(self.exchange.open_orders())
         return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=2)
+
+    async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
+        await self._rest("fetch_ledger", can_fail=True)
+        return sim_ledger(self.exchange, since)
 
     async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
         await self._rest("fetch_order", can_fail=True)

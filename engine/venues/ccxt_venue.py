@@ -10,10 +10,12 @@ import contextlib
 import dataclasses
 import random
 from collections.abc import AsyncIterator, Awaitable
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
 from engine.clock import Clock, SystemClock
+from engine.domain.ledger import LedgerEntry
 from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
@@ -39,6 +41,7 @@ from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
 from engine.venues.convert import dec, fmt, order_report, position_report
 from engine.venues.dialects.base import Dialect, Subscription
 from engine.venues.errors import translate
+from engine.venues.ledger import tidy, to_ms
 from engine.venues.rest import Raw, Rest
 from engine.venues.streams import Backoff, ExchangeWatcher, StreamMux, Watcher
 
@@ -142,6 +145,18 @@ class CcxtVenue:
                 positions.append(report)
         orders = tuple(self._orders(raw_orders))
         return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls)
+
+    async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
+        """Realized PnL, fees and funding since `since` (all symbols), oldest first, each
+        movement once."""
+        since_ms, now_ms = to_ms(since), to_ms(self._clock.now())
+        if since_ms >= now_ms:  # nothing can have happened yet (or our clock is behind)
+            return []
+        rest = self._rest.fresh()
+        if not self._exchange.markets:  # asked before start() finished: symbols need markets
+            await rest("load_markets", self._exchange.load_markets())
+        entries = await self._dialect.fetch_ledger(rest, since_ms, now_ms)
+        return tidy(entries, since)
 
     async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
         self._perpetual(symbol)

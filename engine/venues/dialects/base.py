@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
 
+from engine.domain.ledger import LedgerEntry
 from engine.domain.reports import (
     MarketOrderRequest,
     OrderKind,
@@ -88,6 +89,12 @@ class Dialect:
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         """An order that is no longer resting, by our client id; None where it cannot be found."""
         return None
+
+    async def fetch_ledger(self, rest: Rest, since_ms: int, until_ms: int) -> list[LedgerEntry]:
+        """Realized PnL, fees and funding in [since_ms, until_ms], every symbol, in as few calls
+        as the venue allows (engine/venues/ledger.py says why not ccxt's unified fetch_ledger).
+        Entries may repeat across pages; the venue drops repeats by ref."""
+        raise Rejected(RejectReason.OTHER, f"{self.name}: no ledger (income history) support")
 
     def observe_position(self, raw: Raw) -> None:
         """Hook: dialects that need per-symbol facts (Bitget margin mode) remember them here."""

@@ -10,16 +10,26 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine.domain.ledger import LedgerEntry, LedgerKind
 from engine.domain.reports import OrderKind, StopRequest, VenueCapabilities
 from engine.domain.values import PositionSide
 from engine.errors import Rejected, RejectReason
 from engine.venues.convert import dec, info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
+from engine.venues.ledger import entry, unified_symbol
 from engine.venues.rest import Raw, Rest
 
 _STOP_TYPES = frozenset({"STOP_MARKET", "STOP"})
 _TAKE_PROFIT_TYPES = frozenset({"TAKE_PROFIT_MARKET", "TAKE_PROFIT"})
+INCOME_PAGE = 1000  # /fapi/v1/income maximum page size
+# incomeType -> our kind; income is signed (commission negative when paid, funding positive
+# when received). Transfers, bonuses, rebates and the rest are not trading PnL.
+_INCOME_KINDS = {
+    "REALIZED_PNL": LedgerKind.REALIZED_PNL,
+    "COMMISSION": LedgerKind.FEE,
+    "FUNDING_FEE": LedgerKind.FUNDING,
+}
 
 
 class BinanceDialect(Dialect):
@@ -55,6 +65,31 @@ class BinanceDialect(Dialect):
     async def is_hedged(self, rest: Rest) -> bool:
         mode = await rest("fetch_position_mode", rest.exchange.fetch_position_mode())
         return mode.get("hedged") is True
+
+    async def fetch_ledger(self, rest: Rest, since_ms: int, until_ms: int) -> list[LedgerEntry]:
+        # GET /fapi/v1/income without incomeType: every type and symbol in one call (weight 30),
+        # oldest first from startTime; a full page continues from its newest time (inclusive,
+        # repeats are dropped by ref). tranId is unique per incomeType only (a trade's
+        # REALIZED_PNL and COMMISSION share it), hence the type in the ref.
+        exchange = rest.exchange
+        entries: list[LedgerEntry] = []
+        start = since_ms
+        while True:
+            page: list[Raw] = await rest("fetch_income", exchange.fapiPrivateGetIncome(
+                {"startTime": start, "endTime": until_ms, "limit": INCOME_PAGE}))
+            for row in page:
+                kind = _INCOME_KINDS.get(str(row.get("incomeType")))
+                if kind is None or row.get("asset", self.settle) != self.settle:
+                    continue
+                ref = f"{row.get('incomeType')}:{row.get('tranId') or row.get('time')}"
+                item = entry(ref, unified_symbol(exchange, row.get("symbol")), kind,
+                             row.get("income"), row.get("time"))
+                if item is not None:
+                    entries.append(item)
+            if len(page) < INCOME_PAGE:
+                return entries
+            newest = max(int(row.get("time") or 0) for row in page)
+            start = newest if newest > start else start + 1
 
     def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         return {

@@ -10,6 +10,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
+from engine.domain.ledger import LedgerEntry, LedgerKind
 from engine.domain.reports import (
     MarketOrderRequest,
     OrderKind,
@@ -22,6 +23,7 @@ from engine.errors import Rejected, RejectReason
 from engine.venues.convert import info
 from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
 from engine.venues.errors import VenueCodes
+from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
 
 PRODUCT_TYPE = "USDT-FUTURES"
@@ -33,6 +35,16 @@ _SL_PLANS = frozenset({"pos_loss", "loss_plan"})
 _TP_PLANS = frozenset({"pos_profit", "profit_plan"})
 _WHOLE_POSITION_PLANS = frozenset({"pos_loss", "pos_profit"})
 _REMEMBERED = 4096  # bound on the planType / margin-mode caches
+BILL_PAGE = 100  # /api/v2/mix/account/bill maximum page size
+BILL_WINDOW_MS = 30 * 24 * 3600 * 1000  # endTime - startTime <= 30 days
+# Bills of trades (hedge-mode open/close names and one-way buy/sell names, forced and liquidation
+# ones included): amount is the realized PnL (0 on an opening trade), fee is signed (negative
+# when paid). contract_settle_fee is funding, its amount signed (negative when paid).
+_TRADE_BILLS = frozenset({
+    "open_long", "open_short", "close_long", "close_short", "force_close_long",
+    "force_close_short", "burst_long_loss_query", "burst_short_loss_query", "buy", "sell",
+    "force_buy", "force_sell", "burst_buy", "burst_sell", "delivery_long", "delivery_short"})
+_FUNDING_BILLS = frozenset({"contract_settle_fee"})
 
 
 class BitgetDialect(Dialect):
@@ -99,6 +111,45 @@ class BitgetDialect(Dialect):
             if exc.reason is RejectReason.ORDER_NOT_FOUND:
                 return None
             raise
+
+    async def fetch_ledger(self, rest: Rest, since_ms: int, until_ms: int) -> list[LedgerEntry]:
+        # GET /api/v2/mix/account/bill: every symbol of USDT-FUTURES, at most 30 days per
+        # request, newest first; older pages by idLessThan=endId.
+        exchange = rest.exchange
+        entries: list[LedgerEntry] = []
+        for start, end in windows(since_ms, until_ms, BILL_WINDOW_MS):
+            before: str | None = None
+            while True:
+                params = {"productType": PRODUCT_TYPE, "startTime": str(start),
+                          "endTime": str(end), "limit": str(BILL_PAGE)}
+                if before:
+                    params["idLessThan"] = before
+                response = await rest("fetch_bills", exchange.privateMixGetV2MixAccountBill(params))
+                data = response.get("data") if isinstance(response, dict) else None
+                data = data if isinstance(data, dict) else {}
+                bills: list[Raw] = data.get("bills") or []
+                for bill in bills:
+                    entries.extend(self._bill_entries(exchange, bill))
+                before = str(data.get("endId") or "")
+                if len(bills) < BILL_PAGE or not before:
+                    break
+        return entries
+
+    def _bill_entries(self, exchange: Any, bill: Raw) -> list[LedgerEntry]:
+        business = str(bill.get("businessType") or "")
+        bill_id = bill.get("billId")
+        if not bill_id or bill.get("coin", self.settle) != self.settle:
+            return []
+        symbol, at = unified_symbol(exchange, bill.get("symbol")), bill.get("cTime")
+        found: tuple[LedgerEntry | None, ...] = ()
+        if business in _TRADE_BILLS:
+            found = (entry(f"{bill_id}:pnl", symbol, LedgerKind.REALIZED_PNL, bill.get("amount"),
+                           at),
+                     entry(f"{bill_id}:fee", symbol, LedgerKind.FEE, bill.get("fee"), at))
+        elif business in _FUNDING_BILLS:
+            found = (entry(f"{bill_id}:funding", symbol, LedgerKind.FUNDING, bill.get("amount"),
+                           at),)
+        return [e for e in found if e is not None]
 
     def observe_order(self, raw: Raw) -> None:
         plan_type = _plan_type(raw)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from engine.domain.ledger import LedgerEntry, LedgerKind
 from engine.domain.reports import (
     OrderKind,
     OrderReport,
@@ -18,9 +19,16 @@ from engine.domain.reports import (
 from engine.venues.convert import info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
+from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
 
 PAGE = 50  # /v5/order/realtime maximum page size
+LOG_PAGE = 50  # transaction-log maximum page size
+LOG_WINDOW_MS = 7 * 24 * 3600 * 1000  # transaction-log: endTime - startTime <= 7 days
+# Transaction-log rows that move trading money: cashFlow is realized PnL (fees and funding
+# excluded), fee is positive when paid, funding has its own field. Transfers, bonuses and
+# interest also carry a cashFlow, which is not trading PnL: those types are left out.
+_LOG_TYPES = frozenset({"TRADE", "SETTLEMENT", "LIQUIDATION", "ADL", "DELIVERY"})
 _SL_TYPES = frozenset({"StopLoss", "PartialStopLoss"})
 _TP_TYPES = frozenset({"TakeProfit", "PartialTakeProfit"})
 _STATUS: dict[str, OrderStatus] = {
@@ -90,6 +98,53 @@ class BybitDialect(Dialect):
                                exchange.fetch_canceled_and_closed_orders(
                                    symbol, None, None, {"orderLinkId": client_id}))
         return next((o for o in found if o.get("clientOrderId") == client_id), None)
+
+    async def fetch_ledger(self, rest: Rest, since_ms: int, until_ms: int) -> list[LedgerEntry]:
+        # Unified account: GET /v5/account/transaction-log (category=linear), funding positive
+        # when received. Classic account: /v5/account/contract-transaction-log, where funding is
+        # positive when paid. Both: at most 7 days per request, pages by cursor.
+        exchange = rest.exchange
+        unified = exchange.options.get("enableUnifiedAccount")
+        if unified is None:
+            unified = (await rest("is_unified_enabled", exchange.is_unified_enabled()))[1]
+        if unified:
+            call = exchange.privateGetV5AccountTransactionLog
+            base: dict[str, Any] = {"accountType": "UNIFIED", "category": "linear",
+                                    "currency": self.settle}
+        else:
+            call = exchange.privateGetV5AccountContractTransactionLog
+            base = {"currency": self.settle}
+        entries: list[LedgerEntry] = []
+        for start, end in windows(since_ms, until_ms, LOG_WINDOW_MS):
+            cursor = None
+            while True:
+                params = {**base, "startTime": start, "endTime": end, "limit": LOG_PAGE}
+                if cursor:
+                    params["cursor"] = cursor
+                response = await rest("fetch_transaction_log", call(params))
+                result = response.get("result") if isinstance(response, dict) else None
+                result = result if isinstance(result, dict) else {}
+                rows: list[Raw] = result.get("list") or []
+                for row in rows:
+                    entries.extend(self._log_entries(exchange, row, paid_funding=not unified))
+                cursor = result.get("nextPageCursor")
+                if not rows or not cursor:
+                    break
+        return entries
+
+    def _log_entries(self, exchange: Any, row: Raw, *, paid_funding: bool) -> list[LedgerEntry]:
+        if row.get("type") not in _LOG_TYPES or row.get("currency", self.settle) != self.settle:
+            return []
+        if row.get("category", "linear") != "linear":
+            return []
+        key = row.get("id") or (f"{row.get('transactionTime')}:{row.get('type')}:"
+                                f"{row.get('tradeId') or row.get('orderId') or row.get('symbol')}")
+        symbol, at = unified_symbol(exchange, row.get("symbol")), row.get("transactionTime")
+        found = (entry(f"{key}:pnl", symbol, LedgerKind.REALIZED_PNL, row.get("cashFlow"), at),
+                 entry(f"{key}:fee", symbol, LedgerKind.FEE, row.get("fee"), at, negate=True),
+                 entry(f"{key}:funding", symbol, LedgerKind.FUNDING, row.get("funding"), at,
+                       negate=paid_funding))
+        return [e for e in found if e is not None]
 
     def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         return {

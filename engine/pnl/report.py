@@ -1,0 +1,91 @@
+"""What a PnL report says, computed from ledger sums and open positions: pure functions and
+frozen dataclasses, no I/O (engine/pnl/service.py gathers the inputs).
+
+Net = realized + fees + funding (fees are negative when paid, funding positive when received).
+Unrealized PnL is what the open positions show now; it is not part of net.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta, tzinfo
+from decimal import Decimal
+
+from engine.domain.ledger import LedgerKind
+from engine.pnl.model import DayTotals, LedgerSums, local_midnight
+
+ZERO = Decimal(0)
+CURRENCY = "USDT"  # every account we guard settles in USDT
+
+
+@dataclass(frozen=True, slots=True)
+class SymbolPnl:
+    symbol: str | None  # None: movements not tied to one market
+    realized: Decimal = ZERO
+    fees: Decimal = ZERO
+    funding: Decimal = ZERO
+    unrealized: Decimal = ZERO
+
+    @property
+    def net(self) -> Decimal:
+        return self.realized + self.fees + self.funding
+
+
+@dataclass(frozen=True, slots=True)
+class AccountPnl:
+    account: str
+    venue: str
+    currency: str
+    realized: Decimal
+    fees: Decimal
+    funding: Decimal
+    unrealized: Decimal  # open positions, now
+    symbols: tuple[SymbolPnl, ...]
+    daily: tuple[DayTotals, ...]  # the chart: one row per local day, oldest first
+    error: str | None = None  # the ledger could not be updated: figures may be incomplete
+
+    @property
+    def net(self) -> Decimal:
+        return self.realized + self.fees + self.funding
+
+
+@dataclass(frozen=True, slots=True)
+class DailyReport:
+    start: datetime  # in the report's time zone
+    end: datetime
+    tz: str
+    accounts: tuple[AccountPnl, ...]
+
+    @property
+    def net(self) -> Decimal:
+        return sum((a.net for a in self.accounts), ZERO)
+
+
+def calendar_period(now: datetime, tz: tzinfo, days: int) -> tuple[datetime, datetime]:
+    """`days` local calendar days up to now: today since midnight for 1, and so on."""
+    if days < 1:
+        raise ValueError("days must be at least 1")
+    first = now.astimezone(tz).date() - timedelta(days=days - 1)
+    return local_midnight(first, tz).astimezone(tz), now.astimezone(tz)
+
+
+def account_pnl(account: str, venue: str, sums: LedgerSums,
+                unrealized: Iterable[tuple[str, Decimal]], daily: Sequence[DayTotals], *,
+                error: str | None = None, currency: str = CURRENCY) -> AccountPnl:
+    """One account's figures from its ledger sums and its open positions' (symbol, PnL)."""
+    open_pnl: dict[str, Decimal] = {}
+    for symbol, pnl in unrealized:
+        open_pnl[symbol] = open_pnl.get(symbol, ZERO) + pnl
+    rows = []
+    for symbol in sorted(set(sums) | set(open_pnl), key=lambda s: (s is None, s or "")):
+        kinds = sums.get(symbol, {})
+        rows.append(SymbolPnl(symbol, kinds.get(LedgerKind.REALIZED_PNL, ZERO),
+                              kinds.get(LedgerKind.FEE, ZERO), kinds.get(LedgerKind.FUNDING, ZERO),
+                              open_pnl.get(symbol, ZERO) if symbol is not None else ZERO))
+    return AccountPnl(
+        account=account, venue=venue, currency=currency,
+        realized=sum((r.realized for r in rows), ZERO), fees=sum((r.fees for r in rows), ZERO),
+        funding=sum((r.funding for r in rows), ZERO),
+        unrealized=sum((r.unrealized for r in rows), ZERO), symbols=tuple(rows),
+        daily=tuple(daily), error=error)
