@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, NoReturn, TextIO
+from typing import Any, TextIO
 from zoneinfo import ZoneInfo
 
 from aiogram import Bot, Dispatcher
@@ -31,17 +30,7 @@ from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
-from engine.domain.ledger import LedgerEntry
-from engine.domain.reports import (
-    MarketInfo,
-    MarketOrderRequest,
-    OrderReport,
-    StopRequest,
-    VenueCapabilities,
-    VenueEvent,
-    VenueSnapshot,
-)
-from engine.errors import OperatorError, Rejected, RejectReason, VenueError
+from engine.errors import OperatorError, VenueError
 from engine.metrics import Metrics
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
@@ -50,6 +39,7 @@ from engine.risk import DailyLossCap
 from engine.sim.demo import seed_demo
 from engine.sim.exchange import SimExchange
 from engine.sim.venue import SimVenue, run_price_feed
+from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
 from storage.db import Database
 from storage.journal import Journal
@@ -193,57 +183,6 @@ async def _build_venue(account: AccountSettings, settings: Settings, clock: Cloc
     REDACTOR.add(secrets)
     return make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
                       password=secrets[2], testnet=account.testnet, clock=clock)
-
-
-class UnavailableVenue:
-    """Stands in for an account whose venue cannot even be built (no keys): its start-up check
-    fails with the reason, the account shows HALTED, and the other accounts run on."""
-
-    def __init__(self, name: str, reason: str) -> None:
-        self.name = name
-        self.reason = reason
-        self.capabilities = VenueCapabilities(amend_stop_in_place=False, streams=False)
-
-    def _fail(self) -> NoReturn:
-        raise OperatorError(self.reason)
-
-    async def start(self) -> None:
-        self._fail()
-
-    async def close(self) -> None:
-        return None
-
-    def market(self, symbol: str) -> MarketInfo:
-        self._fail()
-
-    def resolve_symbol(self, text: str) -> str:
-        raise Rejected(RejectReason.BAD_SYMBOL, self.reason)
-
-    async def snapshot(self) -> VenueSnapshot:
-        self._fail()
-
-    async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
-        self._fail()
-
-    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
-        self._fail()
-
-    async def place_stop(self, request: StopRequest) -> OrderReport:
-        self._fail()
-
-    async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
-                         qty: Decimal) -> OrderReport:
-        self._fail()
-
-    async def cancel_order(self, order: OrderReport) -> None:
-        self._fail()
-
-    async def market_order(self, request: MarketOrderRequest) -> OrderReport:
-        self._fail()
-
-    async def events(self) -> AsyncIterator[VenueEvent]:
-        return
-        yield  # pragma: no cover - an empty async generator
 
 
 class Runtime:
