@@ -76,10 +76,9 @@ class ApprovalRepo:
         await self.db.conn.commit()
 
     async def get(self, approval_id: str) -> Approval | None:
-        async with self.db.conn.execute("SELECT * FROM approvals WHERE id = ?",
-                                        (approval_id,)) as cur:
-            row = await cur.fetchone()
-        return _row(row) if row else None
+        rows = await self.db.conn.execute_fetchall("SELECT * FROM approvals WHERE id = ?",
+                                                   (approval_id,))
+        return _row(rows[0]) if rows else None
 
     async def claim(self, approval_id: str, by: int, now: datetime) -> bool:
         """pending -> executing, only if still pending and not expired. True for one caller."""
@@ -105,21 +104,21 @@ class ApprovalRepo:
 
     async def expire_due(self, now: datetime) -> list[Approval]:
         """Mark every pending approval past its expiry as expired and return them."""
-        async with self.db.conn.execute(
-                "UPDATE approvals SET status = 'expired', decided_at = ?"
-                " WHERE status = 'pending' AND expires_at <= ? RETURNING *",
-                (_iso(now), _iso(now))) as cur:
-            rows = await cur.fetchall()
+        # One call runs the statement to completion: a statement left open across an await
+        # would make another task's commit on the shared connection fail.
+        rows = await self.db.conn.execute_fetchall(
+            "UPDATE approvals SET status = 'expired', decided_at = ?"
+            " WHERE status = 'pending' AND expires_at <= ? RETURNING *", (_iso(now), _iso(now)))
         await self.db.conn.commit()
         return [_row(r) for r in rows]
 
     async def pending(self) -> list[Approval]:
-        async with self.db.conn.execute(
-                "SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_at") as cur:
-            return [_row(r) for r in await cur.fetchall()]
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM approvals WHERE status = 'pending' ORDER BY created_at")
+        return [_row(r) for r in rows]
 
     async def interrupted(self) -> list[Approval]:
         """Approvals claimed but not finished: a crash mid-execution. Reported, never re-run."""
-        async with self.db.conn.execute(
-                "SELECT * FROM approvals WHERE status = 'executing'") as cur:
-            return [_row(r) for r in await cur.fetchall()]
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM approvals WHERE status = 'executing'")
+        return [_row(r) for r in rows]

@@ -74,9 +74,8 @@ class Database:
         return applied
 
     async def schema_version(self) -> int:
-        async with self.conn.execute("SELECT MAX(version) FROM schema_migrations") as cur:
-            row = await cur.fetchone()
-        return int(row[0]) if row and row[0] is not None else 0
+        rows = await self.conn.execute_fetchall("SELECT MAX(version) FROM schema_migrations")
+        return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
     async def close(self) -> None:
         await self.conn.close()

@@ -13,6 +13,7 @@ from engine.domain.events import Event, event_from_payload
 from storage.db import Database
 
 GENESIS = "0" * 64
+VERIFY_PAGE = 5000
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -57,16 +58,21 @@ class Journal:
         payload_text = canonical(payload)
         async with self._lock:
             if self._last_hash is None:
-                async with self.db.conn.execute(
-                        "SELECT hash FROM journal ORDER BY id DESC LIMIT 1") as cur:
-                    row = await cur.fetchone()
-                self._last_hash = row[0] if row else GENESIS
+                rows = await self.db.conn.execute_fetchall(
+                    "SELECT hash FROM journal ORDER BY id DESC LIMIT 1")
+                self._last_hash = rows[0][0] if rows else GENESIS
             digest = chain_hash(self._last_hash, at, account, event.kind, payload_text)
-            cur = await self.db.conn.execute(
-                "INSERT INTO journal (at, account, kind, payload, prev_hash, hash)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (at, account, event.kind, payload_text, self._last_hash, digest))
-            await self.db.conn.commit()
+            try:
+                cur = await self.db.conn.execute(
+                    "INSERT INTO journal (at, account, kind, payload, prev_hash, hash)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (at, account, event.kind, payload_text, self._last_hash, digest))
+                await self.db.conn.commit()
+            except Exception:
+                # The row may still be committed later with the connection's transaction:
+                # re-read the chain's end next time instead of trusting our cached hash.
+                self._last_hash = None
+                raise
             self._last_hash = digest
             return int(cur.lastrowid or 0)
 
@@ -86,22 +92,25 @@ class Journal:
             args.extend(kinds)
         sql += " ORDER BY id LIMIT ?"
         args.append(limit)
-        async with self.db.conn.execute(sql, args) as cur:
-            return [JournalRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5])
-                    async for r in cur]
+        rows = await self.db.conn.execute_fetchall(sql, args)
+        return [JournalRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     async def verify(self) -> VerifyResult:
         """Walk the chain from the start; name the first row whose link or hash does not hold."""
         prev = GENESIS
         count = 0
-        async with self.db.conn.execute(
-                "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal ORDER BY id"
-        ) as cur:
-            async for row_id, at, account, kind, payload, prev_hash, digest in cur:
+        last_id = 0
+        while True:  # in pages, each read to completion (no statement open across awaits)
+            page = await self.db.conn.execute_fetchall(
+                "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal"
+                " WHERE id > ? ORDER BY id LIMIT ?", (last_id, VERIFY_PAGE))
+            if not page:
+                return VerifyResult(True, count)
+            for row_id, at, account, kind, payload, prev_hash, digest in page:
                 count += 1
                 if prev_hash != prev:
                     return VerifyResult(False, count, row_id, "prev_hash does not link")
                 if chain_hash(prev, at, account, kind, payload) != digest:
                     return VerifyResult(False, count, row_id, "hash does not match contents")
                 prev = digest
-        return VerifyResult(True, count)
+                last_id = row_id

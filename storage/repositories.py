@@ -31,10 +31,9 @@ class StateRepo:
         self.db = db
 
     async def get(self, scope: str, key: str, default: Any = None) -> Any:
-        async with self.db.conn.execute(
-                "SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key)) as cur:
-            row = await cur.fetchone()
-        return json.loads(row[0]) if row else default
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key))
+        return json.loads(rows[0][0]) if rows else default
 
     async def put(self, scope: str, key: str, value: Any) -> None:
         await self.db.conn.execute(
@@ -84,9 +83,8 @@ class PositionRepo:
         await self.db.conn.commit()
 
     async def load(self, account: str) -> list[GuardedPosition]:
-        async with self.db.conn.execute(
-                "SELECT * FROM positions WHERE account = ? ORDER BY symbol", (account,)) as cur:
-            rows = await cur.fetchall()
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM positions WHERE account = ? ORDER BY symbol", (account,))
         result = []
         for r in rows:
             stop = None

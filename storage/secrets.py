@@ -79,11 +79,11 @@ class KeyStore:
         await self._conn.commit()
 
     async def get(self, account: str) -> ApiCredentials | None:
-        async with self._conn.execute(
-                "SELECT ciphertext FROM secrets WHERE account = ?", (account,)) as cursor:
-            row = await cursor.fetchone()
-        if row is None:
+        rows = await self._conn.execute_fetchall(
+            "SELECT ciphertext FROM secrets WHERE account = ?", (account,))
+        if not rows:
             return None
+        row = rows[0]
         try:
             document = json.loads(self._fernet.decrypt(bytes(row[0])))
         except InvalidToken:
@@ -95,8 +95,8 @@ class KeyStore:
         return ApiCredentials.of(document["api_key"], document["secret"], document.get("password"))
 
     async def accounts(self) -> list[str]:
-        async with self._conn.execute("SELECT account FROM secrets ORDER BY account") as cursor:
-            return [str(row[0]) for row in await cursor.fetchall()]
+        rows = await self._conn.execute_fetchall("SELECT account FROM secrets ORDER BY account")
+        return [str(row[0]) for row in rows]
 
     async def delete(self, account: str) -> None:
         await self._conn.execute("DELETE FROM secrets WHERE account = ?", (account,))
