@@ -129,3 +129,24 @@ async def test_keys_add_round_trip_never_stores_the_secret_in_clear(tmp_path: Pa
         raw = path.read_bytes()
         if path.name != "master.key":
             assert secret.encode() not in raw and b"pass-phrase-77" not in raw, path
+
+
+async def test_a_second_engine_on_the_same_data_dir_is_refused(tmp_path: Path) -> None:
+    """Two engines would mean two writers per position and a forked journal."""
+    config = tmp_path / "vigil.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n')
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "vigil.cli", "--config", str(config), "run", cwd=tmp_path,
+        env=_env(tmp_path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE)
+    assert proc.stdout is not None
+    try:
+        line = await asyncio.wait_for(proc.stdout.readline(), 60)
+        assert b"Vigil is running" in line
+        code, out, err = await _vigil(tmp_path, "--config", str(config), "check")
+        assert code == 1 and "another Vigil is already running" in err
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "check")
+    assert code == 0, out  # the lock went with the process

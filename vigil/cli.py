@@ -53,10 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     setup_logging(settings.log_level, settings.data_dir,
                   console_chat=args.command == "run" and settings.telegram.token is None)
-    if args.command == "run":
-        return asyncio.run(_run(settings))
-    if args.command == "check":
-        return asyncio.run(_check(settings))
+    from storage.lock import DataDirBusy
+
+    try:
+        if args.command == "run":
+            return asyncio.run(_run(settings))
+        if args.command == "check":
+            return asyncio.run(_check(settings))
+    except DataDirBusy as exc:
+        print(f"vigil: {exc}", file=sys.stderr)
+        return EXIT_FAIL
     if args.command == "journal":
         return asyncio.run(_journal_verify(settings))
     if args.keys_action == "add":

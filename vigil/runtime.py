@@ -43,6 +43,7 @@ from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
 from storage.db import Database
 from storage.journal import Journal
+from storage.lock import DataDirLock
 from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.secrets import KeyStore
@@ -76,27 +77,40 @@ class Engine:
     control: ControlService
     sims: dict[str, SimExchange] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
+    lock: DataDirLock | None = None
 
     @classmethod
     async def build(cls, settings: Settings, clock: Clock | None = None) -> Engine:
         clock = clock or SystemClock()
-        db = await Database.open(settings.db_path)
-        journal = Journal(db)
-        bus = EventBus(journal.append)
-        state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
-        policy = protection_policy(settings)
-        guards: dict[str, AccountGuard] = {}
-        sims: dict[str, SimExchange] = {}
-        for index, account in enumerate(settings.accounts):
-            venue = await _build_venue(account, settings, clock, db, sims, index)
-            guards[account.name] = AccountGuard(
-                account.name, venue, bus=bus, store=positions, state=state, policy=policy,
-                metrics=metrics, clock=clock, interval_seconds=settings.guard.interval_seconds)
-        control = ControlService(
-            guards, venues_testnet={a.name: a.testnet for a in settings.accounts}, state=state,
-            bus=bus, clock=clock, mode="paper" if settings.paper_mode else "live")
-        await control.load()
-        return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims)
+        lock = DataDirLock(settings.data_dir)
+        lock.acquire()
+        db: Database | None = None
+        try:
+            db = await Database.open(settings.db_path)
+            journal = Journal(db)
+            bus = EventBus(journal.append)
+            state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
+            policy = protection_policy(settings)
+            guards: dict[str, AccountGuard] = {}
+            sims: dict[str, SimExchange] = {}
+            for index, account in enumerate(settings.accounts):
+                venue = await _build_venue(account, settings, clock, db, sims, index)
+                guards[account.name] = AccountGuard(
+                    account.name, venue, bus=bus, store=positions, state=state, policy=policy,
+                    metrics=metrics, clock=clock,
+                    interval_seconds=settings.guard.interval_seconds)
+            control = ControlService(
+                guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
+                state=state, bus=bus, clock=clock,
+                mode="paper" if settings.paper_mode else "live")
+            await control.load()
+        except BaseException:
+            if db is not None:
+                await db.close()
+            lock.release()
+            raise
+        return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims,
+                   lock=lock)
 
     async def start(self) -> None:
         for guard in self.guards.values():
@@ -158,6 +172,8 @@ class Engine:
             with suppress(Exception):
                 await guard.venue.close()
         await self.db.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 async def _build_venue(account: AccountSettings, settings: Settings, clock: Clock,
@@ -181,8 +197,11 @@ async def _build_venue(account: AccountSettings, settings: Settings, clock: Cloc
     secrets = [creds.api_key.get_secret_value(), creds.secret.get_secret_value(),
                creds.password.get_secret_value() if creds.password else None]
     REDACTOR.add(secrets)
-    return make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
-                      password=secrets[2], testnet=account.testnet, clock=clock)
+    try:
+        return make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
+                          password=secrets[2], testnet=account.testnet, clock=clock)
+    except OperatorError as exc:  # e.g. Bitget keys stored without the passphrase
+        return UnavailableVenue(account.venue, str(exc))
 
 
 class Runtime:
