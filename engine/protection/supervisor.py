@@ -173,7 +173,9 @@ class PositionSupervisor:
     async def _record_close(self, leftovers: tuple[OrderReport, ...]) -> None:
         g, known = self.guard, self.known
         assert known is not None
-        for order in leftovers:  # the position is flat: now, and only now, its stops may go
+        if leftovers and not g.halted and await self._fresh_position() is not None:
+            return  # our view said flat, the venue says otherwise: keep every stop, re-plan
+        for order in leftovers:  # the venue shows it flat: now, and only now, its stops may go
             if g.halted:
                 break  # no commands on HALT; they stay as zombies for later
             await self._cancel(order, "position_closed")

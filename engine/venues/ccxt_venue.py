@@ -245,6 +245,8 @@ class CcxtVenue:
         if sub.channel == "positions":
             for raw in raws:
                 symbol = raw.get("symbol")
+                if raw.get("contracts") is None:
+                    continue  # a partial update says nothing about the size: never "flat"
                 if self._is_perpetual_symbol(symbol):
                     self._dialect.observe_position(raw)
                     events.append(PositionUpdate(position_report(raw, self._dialect, now),

@@ -371,6 +371,21 @@ async def test_closed_by_hand_records_pnl_cancels_leftovers_and_retires(
     assert again.client_id == cid(BTC, 2, 0) and again.qty == D("0.2")
 
 
+async def test_a_view_that_wrongly_says_flat_never_costs_the_stop(
+        rig_factory: RigFactory) -> None:
+    """Flatness is confirmed with the venue before any stop of the position goes."""
+    rig = await rig_factory()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    (stop,) = rig.stops(BTC)
+    rig.guard.view.set_position(BTC, None)  # a glitch: a lost or partial update
+    await rig.guard.supervisor(BTC).ensure()
+    assert rig.stops(BTC) == [stop]
+    assert "position_closed" not in await rig.kinds()
+    assert rig.guard.view.position(BTC) is not None  # the venue's answer is back in the view
+    assert rig.guard.supervisors[BTC].known is not None
+
+
 async def test_stopped_out_position_is_recorded_with_the_pnl_from_fills(
         rig_factory: RigFactory) -> None:
     rig = await rig_factory(streaming=True)
