@@ -161,9 +161,15 @@ class ApprovalService:
         return interrupted
 
     async def expire_loop(self, bot: Bot, period: float = 1.0) -> None:
-        await self.recover(bot)
+        try:
+            await self.recover(bot)
+        except Exception:
+            logger.exception("could not report approvals interrupted by a restart")
         while True:
-            await self.expire_due(bot)
+            try:
+                await self.expire_due(bot)
+            except Exception:  # Telegram or the database hiccuped: try again next period
+                logger.exception("approval expiry failed; trying again")
             await self.clock.sleep(period)
 
     async def expire_due(self, bot: Bot) -> list[Approval]:

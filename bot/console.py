@@ -25,6 +25,7 @@ from aiogram.types import (
     Update,
     User,
 )
+from loguru import logger
 
 CONSOLE_USER_ID = 1
 CONSOLE_TOKEN = "1:console"
@@ -104,4 +105,7 @@ async def run_console(dp: Dispatcher, bot: Bot, stdin: TextIO | None = None,
             continue
         if not text.startswith("/"):
             text = "/" + text  # `status` works as well as `/status` at a console
-        await dp.feed_update(bot, console_update(next(ids), text), **workflow)
+        try:
+            await dp.feed_update(bot, console_update(next(ids), text), **workflow)
+        except Exception:  # logged; the console keeps answering
+            logger.exception("console command {!r} failed", text)

@@ -87,6 +87,9 @@ def fix_report(reports: Sequence[ReconcileReport]) -> str:
     for r in reports:
         lines.append(_("Account {name}: {n} positions checked, {u} without a stop").format(
             name=r.account, n=r.positions, u=len(r.unprotected_before)))
+        if r.error:
+            lines.append(_("  ⚠️ not checked: {error}").format(error=r.error))
+            continue
         done = [text for e in r.events if (text := event(e, brief=True))]
         lines.extend(f"  • {text}" for text in done)
         if not done:

@@ -206,7 +206,11 @@ class ControlService:
         """Block new entries. Protection never stops and stops are never removed."""
         changed = False
         for name in accounts or list(self.guards):
-            if name in self._holds:
+            held = self._holds.get(name)
+            # A loss-cap HOLD replaces a manual one: lifting it must need the approval.
+            upgrade = (held is not None and kind == HoldKind.LOSS_CAP
+                       and held.kind != HoldKind.LOSS_CAP)
+            if held is not None and not upgrade:
                 continue
             hold = HoldState(reason=reason, by=by, since=self.clock.now().isoformat(),
                              kind=kind)
@@ -242,7 +246,13 @@ class ControlService:
                     if exc.reason is RejectReason.BAD_SYMBOL and len(self.guards) > 1:
                         continue
                     raise
-            reports.append(await guard.reconcile_now(symbol))
+            try:
+                reports.append(await guard.reconcile_now(symbol))
+            except VenueError as exc:  # one failing account must not hide the others
+                reports.append(ReconcileReport(
+                    account=guard.account, positions=len(guard.view.positions()),
+                    unprotected_before=(), unprotected_after=(), events=(), venue_calls=0,
+                    error=f"{type(exc).__name__}: {exc}"))
         return reports
 
     # --- closing and cancelling (run after an approval) ------------------------------------

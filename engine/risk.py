@@ -9,6 +9,8 @@ from datetime import datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
+from loguru import logger
+
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.control import ControlService, HoldKind
@@ -67,5 +69,8 @@ class DailyLossCap:
 
     async def run(self, period: float) -> None:
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except Exception:  # a failed look must not switch the cap off for good
+                logger.exception("daily loss cap check failed; trying again next period")
             await self.clock.sleep(period)

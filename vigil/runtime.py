@@ -30,7 +30,7 @@ from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
-from engine.errors import OperatorError, VenueError
+from engine.errors import OperatorError
 from engine.metrics import Metrics
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
@@ -145,7 +145,7 @@ class Engine:
             try:
                 await guard.venue.start()
                 break
-            except VenueError as exc:
+            except Exception as exc:  # not only VenueError: an account must never go silent
                 error = f"start-up check failed: {exc}"
                 if error != guard.last_error:  # alert once per distinct failure, not per retry
                     guard.last_error = error

@@ -22,6 +22,7 @@ from engine.domain.reports import (
     OrderUpdate,
     PositionUpdate,
     StreamStatus,
+    VenueEvent,
 )
 from engine.domain.values import ZERO
 from engine.errors import (
@@ -40,6 +41,8 @@ from engine.protection.supervisor import PositionSupervisor
 from engine.protection.view import AccountView
 from engine.retry import retry_transient
 
+STREAM_RESTART_SECONDS = 5.0
+
 
 @dataclass(frozen=True, slots=True)
 class ReconcileReport:
@@ -49,6 +52,7 @@ class ReconcileReport:
     unprotected_after: tuple[str, ...]
     events: tuple[ev.Event, ...]
     venue_calls: int
+    error: str | None = None  # the account could not be reconciled (venue down, halted)
 
 
 @dataclass(slots=True)
@@ -233,26 +237,43 @@ class AccountGuard:
         if not self.venue.capabilities.streams:
             self.stream = _Stream(up=False, reason="streams off: REST snapshots only")
             return
-        self.stream.up, self.stream.reason = True, ""
-        async for event in self.venue.events():
-            match event:
-                case PositionUpdate(position=report, symbol=symbol):
-                    self.view.set_position(symbol, report, streamed_at=self.clock.now())
-                    sup = self.supervisors.get(symbol)
-                    if report is not None and sup is not None and sup.known is not None:
-                        sup.known.last_mark = report.mark_price
-                    self._attend(symbol)
-                case OrderUpdate(order=order):
-                    self.view.set_order(order)
-                    self._attend(order.symbol)
-                case FillUpdate(fill=fill):
-                    self.stream.fills.setdefault(fill.symbol, []).append(fill)
-                case StreamStatus(up=up, reason=reason):
-                    self.stream.up, self.stream.reason = up, reason
-                    await self.bus.publish(ev.StreamChanged(account=self.account, up=up,
-                                                            reason=reason))
-                    if up:  # we may have missed events while it was down
-                        self.spawn(self.reconcile_now(), "reconcile after reconnect")
+        while not self._stopping:
+            self.stream.up, self.stream.reason = True, ""
+            try:
+                async for event in self.venue.events():
+                    try:
+                        await self._on_stream_event(event)
+                    except Exception:  # one bad event must not cost us the stream
+                        logger.exception("{}: stream event {} failed", self.account, event)
+                reason = "stream ended"
+            except Exception as exc:
+                logger.exception("{}: stream failed", self.account)
+                reason = f"{type(exc).__name__}: {exc}"
+            if self._stopping:
+                return
+            # REST snapshots carry protection meanwhile; /status says the stream is down.
+            self.stream.up, self.stream.reason = False, reason
+            await self.clock.sleep(STREAM_RESTART_SECONDS)
+
+    async def _on_stream_event(self, event: VenueEvent) -> None:
+        match event:
+            case PositionUpdate(position=report, symbol=symbol):
+                self.view.set_position(symbol, report, streamed_at=self.clock.now())
+                sup = self.supervisors.get(symbol)
+                if report is not None and sup is not None and sup.known is not None:
+                    sup.known.last_mark = report.mark_price
+                self._attend(symbol)
+            case OrderUpdate(order=order):
+                self.view.set_order(order)
+                self._attend(order.symbol)
+            case FillUpdate(fill=fill):
+                self.stream.fills.setdefault(fill.symbol, []).append(fill)
+            case StreamStatus(up=up, reason=reason):
+                self.stream.up, self.stream.reason = up, reason
+                await self.bus.publish(ev.StreamChanged(account=self.account, up=up,
+                                                        reason=reason))
+                if up:  # we may have missed events while it was down
+                    self.spawn(self.reconcile_now(), "reconcile after reconnect")
 
     def realized_since(self, symbol: str, since: datetime | None
                        ) -> tuple[Decimal | None, Decimal | None]:

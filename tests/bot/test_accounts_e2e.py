@@ -28,3 +28,8 @@ async def test_account_without_keys_is_halted_and_named_while_paper_runs(
         assert "HALTED: start-up check failed: no API keys stored" in status.text
         assert "Account paper (sim)" in status.text
         assert "Positions: 2 · unprotected: 0" in status.text
+        api.push_message(ADMIN, "/fix_sl")
+        [fix] = await api.wait_for(
+            "sendMessage", lambda c: c.chat_id == ADMIN and "Account paper:" in (c.text or ""))
+        assert "Account main: 0 positions checked" in fix.text
+        assert "not checked: OperatorError: no API keys stored" in fix.text

@@ -80,3 +80,21 @@ async def test_loss_cap_holds_the_account_once_and_stays_quiet_after_a_lift(
         await guard.stop()
     finally:
         await db.close()
+
+
+async def test_a_loss_cap_replaces_a_manual_hold(tmp_path: Path) -> None:
+    clock = ManualClock(datetime(2026, 3, 2, 9, 0, tzinfo=UTC))
+    db, journal = await open_db(tmp_path / "v.db")
+    try:
+        guard = make_guard(SimVenue(SimExchange(clock), clock), db, journal, clock,
+                           default_policy(), Metrics())
+        control = ControlService({"paper": guard}, venues_testnet={}, state=StateRepo(db),
+                                 bus=guard.bus, clock=clock, mode="paper")
+        assert (await control.hold("news", "admin")).changed
+        assert not (await control.hold("again", "admin")).changed
+        await control.hold("daily loss limit", "risk", kind=HoldKind.LOSS_CAP)
+        hold = control.hold_of("paper")
+        assert hold is not None and hold.kind == HoldKind.LOSS_CAP  # resume now needs Confirm
+        assert control.resume_needs_approval
+    finally:
+        await db.close()
