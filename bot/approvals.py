@@ -181,7 +181,7 @@ class ApprovalService:
 
     # --- executors -----------------------------------------------------------------------------
     async def _close(self, approval: Approval, by: str) -> str:
-        targets = [(t["account"], t["symbol"]) for t in approval.args["targets"]]
+        targets = [close_target(t) for t in approval.args["targets"]]
         return render.close_outcomes(await self.control.close(targets, by))
 
     async def _cancel_all(self, approval: Approval, by: str) -> str:

@@ -210,6 +210,8 @@ def close_outcomes(outcomes: Sequence[CloseOutcome]) -> str:
             case CloseStatus.SUBMITTED:
                 lines.append(_("📤 {where}: close for {qty} sent; the stop stays until the venue "
                                "shows it flat").format(where=where, qty=num(o.qty)))
+            case CloseStatus.IN_PROGRESS:
+                lines.append(_("⏳ {where}: a close is already in flight").format(where=where))
             case CloseStatus.ALREADY_FLAT:
                 lines.append(_("— {where}: already flat, nothing to do").format(where=where))
             case CloseStatus.FAILED:

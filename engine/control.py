@@ -92,6 +92,7 @@ class CloseStatus(StrEnum):
     CLOSED = "closed"  # flat now; its stops cancelled after flat
     SUBMITTED = "submitted"  # close sent; the venue has not shown it flat yet
     ALREADY_FLAT = "already_flat"
+    IN_PROGRESS = "in_progress"  # an earlier close is still in flight
     FAILED = "failed"
 
 
@@ -279,21 +280,34 @@ class ControlService:
                                                p.unrealized_pnl))
         return targets
 
-    async def close(self, targets: list[tuple[str, str]], by: str) -> list[CloseOutcome]:
-        """Reduce-only market closes through each position's supervisor. Its stop is cancelled
-        only once the venue shows the position flat. Closing a flat position is a no-op."""
+    async def close(self, targets: list[CloseTarget], by: str) -> list[CloseOutcome]:
+        """Reduce-only market closes of what was approved, through each position's supervisor:
+        never more than the approved size, never a position that flipped since. Its stop is
+        cancelled only once the venue shows it flat. A flat or already closing position is a
+        no-op that says so."""
         outcomes = []
-        for account, symbol in targets:
-            guard = self.guards[account]
-            if guard.view.position(symbol) is None:
-                outcomes.append(CloseOutcome(account, symbol, CloseStatus.ALREADY_FLAT))
+        for t in targets:
+            guard = self.guards[t.account]
+            now = guard.view.position(t.symbol)
+            if now is None:
+                outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.ALREADY_FLAT))
                 continue
+            if now.side is not t.side:
+                outcomes.append(CloseOutcome(
+                    t.account, t.symbol, CloseStatus.FAILED,
+                    detail=f"the position is {now.side.value} now, not {t.side.value}"))
+                continue
+            sup = guard.supervisor(t.symbol)
             try:
-                events = await guard.supervisor(symbol).close(f"manual close by {by}")
+                events = await sup.close(f"manual close by {by}", max_qty=t.qty)
             except VenueError as exc:
-                outcomes.append(CloseOutcome(account, symbol, CloseStatus.FAILED, detail=str(exc)))
+                outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.FAILED,
+                                             detail=str(exc)))
                 continue
-            outcomes.append(_close_outcome(account, symbol, events))
+            outcome = _close_outcome(t.account, t.symbol, events)
+            if not events and guard.view.position(t.symbol) is not None and sup.closing:
+                outcome = CloseOutcome(t.account, t.symbol, CloseStatus.IN_PROGRESS)
+            outcomes.append(outcome)
         return outcomes
 
     def cancel_targets(self) -> list[OrderTarget]:

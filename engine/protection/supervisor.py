@@ -81,16 +81,23 @@ class PositionSupervisor:
         self._wake_pending = True
         return self.guard.spawn(self.ensure(), f"ensure {self.symbol}")
 
-    async def close(self, reason: str) -> list[ev.Event]:
-        """Reduce-only market close; the stop stays until the venue shows the position flat."""
+    async def close(self, reason: str, *, max_qty: Decimal | None = None) -> list[ev.Event]:
+        """Reduce-only market close (of at most `max_qty`); the stop stays until the venue
+        shows the position flat. Does nothing while an earlier close is still in flight."""
         async with self._lock:
             async def do() -> None:
                 report = self.guard.view.position(self.symbol)
-                if report is None or self.known is None:
+                if report is None or self.known is None or self.closing:
                     return
-                await self._close(ClosePosition(self.symbol, report.qty, reason))
+                qty = report.qty if max_qty is None else min(max_qty, report.qty)
+                await self._close(ClosePosition(self.symbol, qty, reason))
                 await self._ensure()
             return await self._run(do)
+
+    @property
+    def closing(self) -> bool:
+        pending = self.known.close_pending_until if self.known is not None else None
+        return pending is not None and self.guard.clock.now() < pending
 
     async def _run(self, body: Callable[[], Awaitable[None]]) -> list[ev.Event]:
         self._events = []
