@@ -186,7 +186,7 @@ class ApprovalService:
 
     async def _cancel_all(self, approval: Approval, by: str) -> str:
         targets = [_order_target(o) for o in approval.args["orders"]]
-        return render.cancel_outcomes(await self.control.cancel(targets))
+        return render.cancel_outcomes(await self.control.cancel(targets, by))
 
     async def _resume(self, approval: Approval, by: str) -> str:
         result = await self.control.resume(by)

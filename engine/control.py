@@ -324,7 +324,7 @@ class ControlService:
                                            order.trigger_price))
         return sorted(targets, key=lambda t: (t.account, t.symbol, t.order_id))
 
-    async def cancel(self, targets: list[OrderTarget]) -> list[CancelOutcome]:
+    async def cancel(self, targets: list[OrderTarget], by: str) -> list[CancelOutcome]:
         outcomes = []
         for target in targets:
             guard = self.guards[target.account]
@@ -337,6 +337,9 @@ class ControlService:
             if position is not None and order.is_stop_for(position.side):
                 outcomes.append(CancelOutcome(target, False, "now protects a position; kept"))
                 continue
+            await self.bus.publish(ev.CancelIntent(
+                account=target.account, symbol=target.symbol, order_id=order.order_id,
+                client_id=order.client_id, reason=f"cancel_all by {by}"))
             try:
                 await retry_transient(lambda o=order, v=guard.venue: v.cancel_order(o), self.clock)
             except Rejected as exc:

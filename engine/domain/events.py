@@ -183,6 +183,16 @@ class StopAmended(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CancelIntent(SymbolEvent):
+    """Written before a cancel is sent, like every other intent."""
+
+    kind = "cancel_intent"
+    order_id: str
+    client_id: str | None
+    reason: str  # duplicate | wrong_side | replaced | position_closed | zombie | cancel_all
+
+
+@dataclass(frozen=True, kw_only=True)
 class StopCancelled(SymbolEvent):
     kind = "stop_cancelled"
     order_id: str
@@ -248,7 +258,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
-        StopMissing, StopIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
+        StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopRejected, StopCrossed, CloseIntent, CloseSubmitted, ZombieCancelled, SlaBreached,
     )
 }

@@ -190,6 +190,9 @@ class AccountGuard:
             sup = self.supervisors.get(order.symbol)
             if self.view.position(order.symbol) is not None or (sup and sup.known):
                 continue  # a position appeared meanwhile: it is not a zombie any more
+            await self.bus.publish(ev.CancelIntent(
+                account=self.account, symbol=order.symbol, order_id=order.order_id,
+                client_id=order.client_id, reason="zombie"))
             try:
                 await retry_transient(lambda o=order: self.venue.cancel_order(o), self.clock,
                                       rng=self.rng)

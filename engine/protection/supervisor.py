@@ -326,6 +326,9 @@ class PositionSupervisor:
     async def _cancel(self, order: OrderReport, reason: str) -> None:
         g = self.guard
         self._check_halt()
+        await self._publish(ev.CancelIntent(account=g.account, symbol=self.symbol,
+                                            order_id=order.order_id, client_id=order.client_id,
+                                            reason=reason))
         try:
             await retry_transient(lambda: g.venue.cancel_order(order), g.clock, rng=g.rng)
         except Rejected as exc:

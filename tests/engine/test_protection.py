@@ -258,9 +258,9 @@ async def test_resize_without_amend_places_the_new_stop_before_cancelling_the_ol
     (new,) = rig.stops(BTC)
     assert new.qty == D("0.2") and new.trigger_price == old.trigger_price
     assert rig.exchange.orders[old.order_id].status is OrderStatus.CANCELLED
-    assert (await rig.kinds())[-8:] == [
-        "position_resized", "stop_intent", "stop_placed", "stop_cancelled",
-        "position_resized", "stop_intent", "stop_placed", "stop_cancelled"]
+    assert (await rig.kinds())[-10:] == [
+        "position_resized", "stop_intent", "stop_placed", "cancel_intent", "stop_cancelled",
+        "position_resized", "stop_intent", "stop_placed", "cancel_intent", "stop_cancelled"]
     replaced = (await rig.rows("stop_placed"))[-1]
     assert replaced["time_to_protect"] is None  # a replacement is not a fix of a missing stop
     assert (await rig.rows("stop_cancelled"))[-1]["reason"] == "replaced"
@@ -294,7 +294,8 @@ async def test_without_ours_the_most_protective_stop_is_adopted(rig_factory: Rig
 
     assert rig.stops(ETH) == [low]  # a short's most protective stop is the lowest
     assert rig.exchange.orders[high.order_id].status is OrderStatus.CANCELLED
-    assert await rig.kinds() == ["position_adopted", "stop_cancelled", "stop_adopted"]
+    assert await rig.kinds() == ["position_adopted", "cancel_intent", "stop_cancelled",
+                                 "stop_adopted"]
     assert rig.ttp_count() == 0  # nothing was missing
 
 
@@ -733,7 +734,8 @@ async def test_restart_after_a_crash_between_placement_and_saving(
     second = await rig_factory(exchange=first.exchange)
     await second.guard.reconcile_now()
     assert rig_stop_cids(second, BTC) == [cid(BTC, 1, 0)]
-    assert [e.kind for e in second.events] == ["stop_cancelled", "stop_adopted"]
+    assert [e.kind for e in second.events] == ["cancel_intent", "stop_cancelled",
+                                               "stop_adopted"]
 
 
 # --- streaming ---------------------------------------------------------------------------
