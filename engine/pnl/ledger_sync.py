@@ -46,26 +46,27 @@ class LedgerSync:
         self.synced_at: dict[str, datetime] = {}  # account -> when it last synced fine
         self._lock = asyncio.Lock()  # the loop and an on-demand report never sync at once
 
-    async def sync_now(self) -> dict[str, SyncResult]:
-        """Sync every account once; return what happened per account."""
+    async def sync_now(self, *, fresh_for: float = 0.0) -> dict[str, SyncResult]:
+        """Sync every account once (skipping one synced less than `fresh_for` seconds ago, so
+        a stream of /pnl requests cannot eat the rate limit that stop placement needs)."""
         async with self._lock:
             results = {}
+            now = self.clock.now()
             for account, venue in self.venues.items():
+                synced = self.synced_at.get(account)
+                if synced is not None and (now - synced).total_seconds() < fresh_for:
+                    results[account] = SyncResult(account, 0)
+                    continue
                 results[account] = await self._sync(account, venue)
             return results
 
     async def _sync(self, account: str, venue: Venue) -> SyncResult:
-        # A venue that cannot give a ledger (an account whose keys are missing) is reported,
-        # not fatal: getattr, because such stand-ins do not implement the whole port.
-        fetch = getattr(venue, "fetch_ledger", None)
-        if fetch is None:
-            return self._failed(account, f"{venue.name} gives no ledger")
         now = self.clock.now()
         earliest = now - self.lookback
         last = await self.repo.last_at(account)
         since = max(last - self.overlap, earliest) if last is not None else earliest
         try:
-            entries = await fetch(since)
+            entries = await venue.fetch_ledger(since)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # VenueError and anything else: keep the loop alive

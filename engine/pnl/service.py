@@ -18,6 +18,7 @@ from engine.pnl.model import LedgerStore, local_midnight
 from engine.pnl.report import DailyReport, account_pnl, calendar_period
 
 CHART_DAYS = 30
+ON_DEMAND_FRESH_SECONDS = 5.0  # /pnl reuses a sync this recent (spam cannot eat the rate limit)
 MAX_DAYS = 90
 
 
@@ -36,7 +37,7 @@ class PnlReports:
         """The last `days` local calendar days, today included, up to now."""
         if not 1 <= days <= MAX_DAYS:
             raise ValueError(f"days must be 1..{MAX_DAYS}")
-        await self.sync.sync_now()
+        await self.sync.sync_now(fresh_for=ON_DEMAND_FRESH_SECONDS)
         start, now = calendar_period(self.clock.now(), self.tz, days)
         # Whole calendar days: a movement stamped this very instant counts too.
         until = local_midnight(now.date() + timedelta(days=1), self.tz)

@@ -100,8 +100,10 @@ def realize_a_profit(r: Rig) -> None:
 
 
 async def test_pnl_answers_with_text_and_chart(rig: Rig) -> None:
+    await rig.caught_up()
     realize_a_profit(rig)
     closing = rig.sim.fills[-1]
+    await rig.clock.advance(6)  # past the on-demand freshness of the start-up sync
     rig.api.push_message(VIEWER, "/pnl")
 
     [text] = await rig.api.wait_for("sendMessage", to(VIEWER, "📊 PnL"), timeout=WAIT)

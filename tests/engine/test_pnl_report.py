@@ -203,17 +203,12 @@ class FakeVenue:
         return [x for x in self.entries if x.at >= since]
 
 
-@dataclass
-class NoLedgerVenue:
-    name: str = "unavailable"
-
-
 async def test_sync_is_incremental_idempotent_and_isolates_failures(repo: LedgerRepo) -> None:
     clock = ManualClock(NOW)
     good = FakeVenue([e("a", PNL, "10", NOW - timedelta(days=40)),  # beyond the lookback
                       e("b", FEE, "-1", NOW - timedelta(days=2))])
     broken = FakeVenue(failure=Transient("venue down"))
-    venues = cast(Any, {"good": good, "broken": broken, "keyless": NoLedgerVenue()})
+    venues = cast(Any, {"good": good, "broken": broken})
     sync = LedgerSync(venues, repo, clock)
 
     results = await sync.sync_now()
@@ -221,9 +216,7 @@ async def test_sync_is_incremental_idempotent_and_isolates_failures(repo: Ledger
     assert good.asked == [NOW - timedelta(days=31)]  # the first sync goes back 31 days
     assert results["good"].added == 1 and results["good"].error is None
     assert results["broken"].error == "Transient: venue down"
-    assert "gives no ledger" in (results["keyless"].error or "")
-    assert sync.errors == {"broken": "Transient: venue down",
-                           "keyless": results["keyless"].error}
+    assert sync.errors == {"broken": "Transient: venue down"}
 
     await clock.advance(3600)
     good.entries.append(e("c", FUNDING, "0.2", NOW + timedelta(minutes=30)))
@@ -295,3 +288,16 @@ async def test_report_for_days_syncs_first_and_covers_local_days(repo: LedgerRep
     daily = await reports.for_slot(slot, slot - timedelta(days=1))
     assert daily.accounts[0].realized == Decimal("70")  # [yesterday 20:00, today 20:00)
     assert daily.end == slot and daily.accounts[0].daily[-1].day == date(2026, 1, 5)
+
+
+async def test_on_demand_sync_reuses_a_fresh_one(repo: LedgerRepo) -> None:
+    """A stream of /pnl requests cannot turn into a stream of venue calls."""
+    clock = ManualClock(NOW)
+    venue = FakeVenue([e("b", FEE, "-1", NOW - timedelta(days=2))])
+    sync = LedgerSync(cast(Any, {"good": venue}), repo, clock)
+    await sync.sync_now()
+    await sync.sync_now(fresh_for=5)
+    assert len(venue.asked) == 1
+    await clock.advance(6)
+    await sync.sync_now(fresh_for=5)
+    assert len(venue.asked) == 2
