@@ -12,6 +12,7 @@ from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
+from bot.render import role_label
 from bot.roles import Role, RoleBook
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -49,7 +50,7 @@ class RoleGate(BaseMiddleware):
         if role >= needed:
             return await handler(event, data)
         text = _("⛔ This needs the {needed} role; you are {role}.").format(
-            needed=needed.label, role=role.label)
+            needed=role_label(needed), role=role_label(role))
         if isinstance(event, Message):
             await event.answer(text)
         elif isinstance(event, CallbackQuery):

@@ -8,8 +8,10 @@ from decimal import Decimal
 
 from aiogram.utils.i18n import gettext as _
 
+from bot.roles import Role
 from engine.control import (
     CancelOutcome,
+    CancelSkip,
     CloseOutcome,
     CloseStatus,
     CloseTarget,
@@ -18,7 +20,16 @@ from engine.control import (
     PositionView,
 )
 from engine.domain import events as ev
+from engine.domain.values import PositionSide
 from engine.protection.guard import ReconcileReport
+
+
+def side_label(side: PositionSide | str) -> str:
+    return _("LONG") if PositionSide(side) is PositionSide.LONG else _("SHORT")
+
+
+def role_label(role: Role) -> str:
+    return {Role.VIEWER: _("viewer"), Role.TRADER: _("trader"), Role.ADMIN: _("admin")}[role]
 
 
 def num(value: Decimal | None) -> str:
@@ -71,7 +82,7 @@ def positions(views: Sequence[PositionView]) -> str:
         return _("No open positions.")
     lines = []
     for p in views:
-        lines.append(f"{p.account} · {p.symbol} · {p.side.value.upper()} {num(p.qty)} "
+        lines.append(f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
                      f"@ {num(p.entry_price)}")
         if p.stop_price is not None:
             stop = _("stop {price}").format(price=num(p.stop_price))
@@ -121,14 +132,14 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
             return None
         case ev.PositionAdopted():
             return head + _("👀 {symbol}: {side} {qty} @ {entry} found on the venue; "
-                            "now guarded").format(symbol=e.symbol, side=e.side.upper(),
+                            "now guarded").format(symbol=e.symbol, side=side_label(e.side),
                                                   qty=num(e.qty), entry=num(e.entry_price))
         case ev.PositionResized():
             return head + _("↕️ {symbol}: size {old} → {new}").format(
                 symbol=e.symbol, old=num(e.old_qty), new=num(e.new_qty))
         case ev.PositionClosed():
             return head + _("✅ {symbol}: {side} {qty} closed at {price}, PnL {pnl}").format(
-                symbol=e.symbol, side=e.side.upper(), qty=num(e.qty),
+                symbol=e.symbol, side=side_label(e.side), qty=num(e.qty),
                 price=num(e.exit_price), pnl=signed(e.realized_pnl)
                 if e.realized_pnl is not None else "—")
         case ev.StopCrossed(action="close"):
@@ -182,7 +193,7 @@ def close_summary(targets: Sequence[CloseTarget]) -> str:
     lines = [_("Close with reduce-only market orders:")]
     for t in targets:
         lines.append(_("• {account} · {symbol} · {side} {qty} (mark {mark}, PnL {pnl})").format(
-            account=t.account, symbol=t.symbol, side=t.side.value.upper(), qty=num(t.qty),
+            account=t.account, symbol=t.symbol, side=side_label(t.side), qty=num(t.qty),
             mark=num(t.mark_price), pnl=signed(t.unrealized_pnl)))
     lines.append(_("Each stop stays until its position is flat."))
     return "\n".join(lines)
@@ -210,6 +221,9 @@ def close_outcomes(outcomes: Sequence[CloseOutcome]) -> str:
             case CloseStatus.SUBMITTED:
                 lines.append(_("📤 {where}: close for {qty} sent; the stop stays until the venue "
                                "shows it flat").format(where=where, qty=num(o.qty)))
+            case CloseStatus.CHANGED:
+                lines.append(_("— {where}: the position is {side} now; not closed").format(
+                    where=where, side=side_label(o.detail)))
             case CloseStatus.IN_PROGRESS:
                 lines.append(_("⏳ {where}: a close is already in flight").format(where=where))
             case CloseStatus.ALREADY_FLAT:
@@ -227,6 +241,9 @@ def cancel_outcomes(outcomes: Sequence[CancelOutcome]) -> str:
         if o.cancelled:
             lines.append(_("✅ {where}: cancelled").format(where=where))
         else:
+            detail = {CancelSkip.GONE: _("already gone"),
+                      CancelSkip.PROTECTS: _("it protects a position now; kept")}.get(
+                o.detail, o.detail)
             lines.append(_("— {where}: not cancelled ({detail})").format(where=where,
-                                                                      detail=o.detail))
+                                                                      detail=detail))
     return "\n".join(lines)

@@ -11,10 +11,6 @@ class Role(IntEnum):
     TRADER = 2
     ADMIN = 3
 
-    @property
-    def label(self) -> str:
-        return self.name.lower()
-
 
 class RoleBook:
     def __init__(self, *, admins: Iterable[int] = (), traders: Iterable[int] = (),

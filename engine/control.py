@@ -93,6 +93,7 @@ class CloseStatus(StrEnum):
     SUBMITTED = "submitted"  # close sent; the venue has not shown it flat yet
     ALREADY_FLAT = "already_flat"
     IN_PROGRESS = "in_progress"  # an earlier close is still in flight
+    CHANGED = "changed"  # the position flipped since the request (detail: its side now)
     FAILED = "failed"
 
 
@@ -118,11 +119,16 @@ class OrderTarget:
     price: Decimal | None
 
 
+class CancelSkip(StrEnum):
+    GONE = "gone"  # filled, cancelled or triggered meanwhile
+    PROTECTS = "protects"  # it became the stop of a position: kept
+
+
 @dataclass(frozen=True, slots=True)
 class CancelOutcome:
     target: OrderTarget
     cancelled: bool
-    detail: str = ""
+    detail: str = ""  # a CancelSkip, or the venue's words
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,9 +299,8 @@ class ControlService:
                 outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.ALREADY_FLAT))
                 continue
             if now.side is not t.side:
-                outcomes.append(CloseOutcome(
-                    t.account, t.symbol, CloseStatus.FAILED,
-                    detail=f"the position is {now.side.value} now, not {t.side.value}"))
+                outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.CHANGED,
+                                             detail=now.side.value))
                 continue
             sup = guard.supervisor(t.symbol)
             try:
@@ -332,10 +337,10 @@ class ControlService:
             order = current.get(target.order_id)
             position = guard.view.position(target.symbol)
             if order is None:
-                outcomes.append(CancelOutcome(target, False, "already gone"))
+                outcomes.append(CancelOutcome(target, False, CancelSkip.GONE))
                 continue
             if position is not None and order.is_stop_for(position.side):
-                outcomes.append(CancelOutcome(target, False, "now protects a position; kept"))
+                outcomes.append(CancelOutcome(target, False, CancelSkip.PROTECTS))
                 continue
             await self.bus.publish(ev.CancelIntent(
                 account=target.account, symbol=target.symbol, order_id=order.order_id,
@@ -345,7 +350,7 @@ class ControlService:
             except Rejected as exc:
                 if exc.reason is RejectReason.ORDER_NOT_FOUND:
                     guard.view.drop_order(order.order_id)
-                    outcomes.append(CancelOutcome(target, False, "already gone"))
+                    outcomes.append(CancelOutcome(target, False, CancelSkip.GONE))
                 else:
                     outcomes.append(CancelOutcome(target, False, exc.message or str(exc)))
                 continue

@@ -44,6 +44,12 @@ class Venue(Protocol):
     # --- snapshots: a constant number of calls, whatever the number of positions -------------
     async def snapshot(self) -> VenueSnapshot: ...
 
+    async def fetch_open_orders(self) -> list[OrderReport]:
+        """Every resting NON-trigger order of the account (limit entries, plain reduce-only limit
+        take-profits), all symbols, in one call where the venue allows it. Trigger orders (stops,
+        TP/SL, conditional entries) are not here: snapshot() lists those."""
+        ...
+
     async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
         """Realized PnL, fees and funding since a time, oldest first (one or a few calls)."""
         ...

@@ -47,6 +47,9 @@ class UnavailableVenue:
     async def snapshot(self) -> VenueSnapshot:
         self._fail()
 
+    async def fetch_open_orders(self) -> list[OrderReport]:
+        self._fail()
+
     async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
         self._fail()
 

@@ -8,6 +8,7 @@ from aiogram.types import Message
 from aiogram.utils.i18n import gettext as _
 
 from bot.commands import COMMANDS, role_flag
+from bot.render import role_label
 from bot.roles import Role
 
 
@@ -18,11 +19,11 @@ def build_router() -> Router:
     async def start(message: Message, role: Role) -> None:
         await message.answer(_("Vigil keeps every position under a stop-loss.\n"
                                "Your role: {role}. /help lists what you can do.").format(
-            role=role.label))
+            role=role_label(role)))
 
     @router.message(Command("help"), flags=role_flag("help"))
     async def help_(message: Message, role: Role) -> None:
-        lines = [_("Commands for your role ({role}):").format(role=role.label)]
+        lines = [_("Commands for your role ({role}):").format(role=role_label(role))]
         lines += [f"{c.usage} — {c.help}" for c in COMMANDS if role >= c.role]
         await message.answer("\n".join(lines))
 

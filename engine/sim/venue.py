@@ -100,6 +100,13 @@ class SimVenue:
         orders = tuple(self.exchange.open_orders())
         return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=2)
 
+    async def fetch_open_orders(self) -> list[OrderReport]:
+        """Resting non-trigger orders, all symbols, one call. The sim rests only trigger orders
+        today (its market orders fill at once), so this is empty unless LIMIT orders appear."""
+        await self._rest("fetch_open_orders(plain)", can_fail=True)
+        return [o for o in self.exchange.open_orders()
+                if o.kind in (OrderKind.LIMIT, OrderKind.MARKET)]
+
     async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
         await self._rest("fetch_ledger", can_fail=True)
         return sim_ledger(self.exchange, since)

@@ -39,7 +39,7 @@ from engine.domain.values import (
 )
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
 from engine.venues.convert import dec, fmt, order_report, position_report
-from engine.venues.dialects.base import Dialect, Subscription
+from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
 from engine.venues.errors import translate
 from engine.venues.ledger import tidy, to_ms
 from engine.venues.rest import Raw, Rest
@@ -145,6 +145,15 @@ class CcxtVenue:
                 positions.append(report)
         orders = tuple(self._orders(raw_orders))
         return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls)
+
+    async def fetch_open_orders(self) -> list[OrderReport]:
+        """Resting non-trigger orders (limit entries, plain reduce-only limit take-profits) of
+        every symbol: one call, more only past a full page (Bybit 50, Bitget 100)."""
+        rest = self._rest.fresh()
+        if not self._exchange.markets:  # asked before start() finished: symbols need markets
+            await rest("load_markets", self._exchange.load_markets())
+        raws = await self._dialect.list_orders(rest)
+        return [o for o in self._orders(raws) if o.kind not in TRIGGER_KINDS and o.is_resting]
 
     async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
         """Realized PnL, fees and funding since `since` (all symbols), oldest first, each

@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any
 
-from engine.domain.reports import OrderReport, PositionReport
+from engine.domain.reports import OrderKind, OrderReport, PositionReport
 from engine.domain.values import PositionSide, to_decimal
 
 if TYPE_CHECKING:
     from engine.venues.dialects.base import Dialect
 
 Raw = dict[str, Any]
+_PLAIN_KINDS = frozenset({OrderKind.LIMIT, OrderKind.MARKET})
 
 
 def dec(value: object) -> Decimal | None:
@@ -73,7 +74,9 @@ def order_report(raw: Raw, dialect: Dialect, now: datetime) -> OrderReport | Non
         kind=kind,
         side=side,
         qty=dialect.order_qty(raw, kind),
-        trigger_price=dialect.order_trigger(raw),
+        # A limit's price is not a trigger; ccxt reads the TP/SL attached to an entry (Bitget
+        # presetStopLossPrice, Bybit stopLoss) as stopLossPrice/takeProfitPrice: not ours either.
+        trigger_price=None if kind in _PLAIN_KINDS else dialect.order_trigger(raw),
         reduce_only=dialect.order_reduce_only(raw, kind),
         status=dialect.order_status(raw, kind),
         updated_at=updated or now,

@@ -9,7 +9,7 @@ async def test_russian_user_gets_russian_and_lang_switches(vigil: Running) -> No
     api = vigil.api
     api.push_message(TRADER, "/help", language_code="ru")
     [reply] = await api.wait_for("sendMessage", lambda c: c.chat_id == TRADER)
-    assert "Команды для вашей роли (trader):" in reply.text
+    assert "Команды для вашей роли (трейдер):" in reply.text
     assert "/close SYMBOL — закрыть одну позицию" in reply.text
 
     api.push_message(TRADER, "/lang en", language_code="ru")

@@ -86,6 +86,18 @@ class Dialect:
         return await rest("fetch_open_orders", rest.exchange.fetch_open_orders(
             symbol, None, None, self.list_stops_params()))
 
+    def list_orders_params(self) -> dict[str, Any]:
+        """Params for fetch_open_orders (no symbol) so that ONE call returns the resting
+        non-trigger orders (limit entries, plain reduce-only limit take-profits) of every
+        symbol."""
+        return {}
+
+    async def list_orders(self, rest: Rest) -> list[Raw]:
+        """Resting non-trigger orders of every symbol (the venue may mix in trigger orders: the
+        caller drops them by kind)."""
+        return await rest("fetch_open_orders", rest.exchange.fetch_open_orders(
+            None, None, None, self.list_orders_params()))
+
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         """An order that is no longer resting, by our client id; None where it cannot be found."""
         return None

@@ -27,7 +27,7 @@ from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
 
 PRODUCT_TYPE = "USDT-FUTURES"
-PAGE = 100  # orders-plan-pending maximum page size
+PAGE = 100  # orders-pending and orders-plan-pending maximum page size
 # The orders-algo websocket channel abbreviates the planType of the REST API.
 _WS_PLAN_TYPES = {"sl": "loss_plan", "psl": "pos_loss", "tp": "profit_plan",
                   "ptp": "pos_profit", "pl": "normal_plan", "track": "track_plan"}
@@ -84,16 +84,15 @@ class BitgetDialect(Dialect):
         return {"planType": "profit_loss", "productType": PRODUCT_TYPE, "type": "swap"}
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
-        fetch = rest.exchange.fetch_open_orders
-        params = self.list_stops_params()
-        orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
-        page = orders
-        # More than a page of TP/SL orders is the only case where the listing takes more calls.
-        while len(page) >= PAGE and (oldest := _oldest_id(page)):
-            page = await rest("fetch_open_orders",
-                              fetch(symbol, None, PAGE, {**params, "idLessThan": oldest}))
-            orders = orders + page
-        return orders
+        return await _pending(rest, symbol, self.list_stops_params())
+
+    def list_orders_params(self) -> dict[str, Any]:
+        # No planType and no trigger: GET /api/v2/mix/order/orders-pending (every symbol of the
+        # product type). type=swap because ccxt's default type without a symbol is spot.
+        return {"productType": PRODUCT_TYPE, "type": "swap"}
+
+    async def list_orders(self, rest: Rest) -> list[Raw]:
+        return await _pending(rest, None, self.list_orders_params())
 
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         exchange = rest.exchange
@@ -269,6 +268,19 @@ def _plan_type(raw: Raw) -> str | None:
     if not plan_type:
         return None
     return _WS_PLAN_TYPES.get(str(plan_type), str(plan_type))
+
+
+async def _pending(rest: Rest, symbol: str | None, params: dict[str, Any]) -> list[Raw]:
+    """orders-pending / orders-plan-pending, older pages by idLessThan past a full page."""
+    fetch = rest.exchange.fetch_open_orders
+    orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
+    page = orders
+    # More than a page of orders is the only case where the listing takes more calls.
+    while len(page) >= PAGE and (oldest := _oldest_id(page)):
+        page = await rest("fetch_open_orders",
+                          fetch(symbol, None, PAGE, {**params, "idLessThan": oldest}))
+        orders = orders + page
+    return orders
 
 
 def _oldest_id(page: list[Raw]) -> str | None:

@@ -77,17 +77,15 @@ class BybitDialect(Dialect):
         return {"trigger": True, "settleCoin": self.settle}
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
-        fetch = rest.exchange.fetch_open_orders
-        params = self.list_stops_params()
-        orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
-        page = orders
-        # More than a page of stops is the only case where the listing takes more calls.
-        while len(page) >= PAGE and (cursor := _cursor(page)):
-            page = await rest("fetch_open_orders",
-                              fetch(symbol, None, PAGE, {**params, "cursor": cursor}))
-            orders = orders + page
-        return orders
+        return await _realtime(rest, symbol, self.list_stops_params())
 
+    def list_orders_params(self) -> dict[str, Any]:
+        # Without orderFilter a unified account answers every kind, conditional ones included:
+        # orderFilter=Order keeps the active (non-conditional) orders only.
+        return {"orderFilter": "Order", "settleCoin": self.settle}
+
+    async def list_orders(self, rest: Rest) -> list[Raw]:
+        return await _realtime(rest, None, self.list_orders_params())
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         exchange = rest.exchange
         # realtime by orderLinkId also answers recently closed orders on unified accounts.
@@ -200,6 +198,19 @@ class BybitDialect(Dialect):
     def order_status(self, raw: Raw, kind: OrderKind) -> OrderStatus:
         status = _STATUS.get(str(info(raw).get("orderStatus")))
         return status if status is not None else super().order_status(raw, kind)
+
+
+async def _realtime(rest: Rest, symbol: str | None, params: dict[str, Any]) -> list[Raw]:
+    """GET /v5/order/realtime, following the cursor past a full page."""
+    fetch = rest.exchange.fetch_open_orders
+    orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
+    page = orders
+    # More than a page of orders is the only case where the listing takes more calls.
+    while len(page) >= PAGE and (cursor := _cursor(page)):
+        page = await rest("fetch_open_orders",
+                          fetch(symbol, None, PAGE, {**params, "cursor": cursor}))
+        orders = orders + page
+    return orders
 
 
 def _cursor(page: list[Raw]) -> str | None:
