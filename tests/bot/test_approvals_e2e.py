@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal as D
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,13 @@ import pytest
 from bot.approvals import ApprovalCallback
 from engine.clock import ManualClock
 from engine.control import HoldKind
-from engine.domain.reports import OrderKind, OrderStatus
+from engine.domain.reports import (
+    OrderKind,
+    OrderStatus,
+    OrderUpdate,
+    PositionUpdate,
+    VenueEvent,
+)
 from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running, running
 from tests.fakes import FakeBotAPI, SentCall
 
@@ -91,8 +98,12 @@ async def test_close_confirmed_closes_once_and_cancels_the_stop_after_flat(
     assert "ETH/USDT:USDT · SHORT 1.5" in prompt["text"]
     assert "Confirm within 120 s" in prompt["text"]
     assert ETH in sim(r).positions  # nothing happens before the tap
+    watch = sim(r).subscribe()  # the exchange's own record of every change, in order
+    resting = {o.order_id for o in sim(r).open_orders()
+               if o.symbol == ETH and o.kind is OrderKind.STOP_LOSS}
     await answer(r, tap(r, TRADER, approval, message))
     final = await edited(r, message, "closed 1.5")
+    assert unprotected_moments(watch, ETH, open_qty=D("1.5"), resting=resting) == 0
     assert "stop cancelled after flat" in final.text
     assert final.params.get("reply_markup") is None  # buttons gone
     assert ETH not in sim(r).positions
@@ -104,6 +115,22 @@ async def test_close_confirmed_closes_once_and_cancels_the_stop_after_flat(
     rows = await r.runtime.engine.journal.rows(kinds=("close_submitted", "stop_cancelled"))
     kinds = [row.kind for row in rows if row.payload["symbol"] == ETH]
     assert kinds == ["close_submitted", "stop_cancelled"]  # the stop went only after the fill
+
+
+def unprotected_moments(queue: asyncio.Queue[VenueEvent], symbol: str, *, open_qty: D,
+                        resting: set[str]) -> int:
+    """Replay the exchange's events: how often was the position open with no resting stop?"""
+    qty, stops, bad = open_qty, set(resting), 0
+    while not queue.empty():
+        match queue.get_nowait():
+            case PositionUpdate(position=p, symbol=s) if s == symbol:
+                qty = p.qty if p is not None else D(0)
+            case OrderUpdate(order=o) if o.symbol == symbol and o.kind is OrderKind.STOP_LOSS:
+                (stops.add if o.status is OrderStatus.OPEN else stops.discard)(o.order_id)
+            case _:
+                continue
+        bad += qty > 0 and not stops
+    return bad
 
 
 async def test_cancel_button_does_nothing(clocked: tuple[Running, ManualClock]) -> None:
