@@ -11,6 +11,7 @@ from enum import StrEnum
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
+from engine.domain.reports import OrderReport
 from engine.domain.values import PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, VenueError
 from engine.ports import StateStore
@@ -315,12 +316,25 @@ class ControlService:
             outcomes.append(outcome)
         return outcomes
 
-    def cancel_targets(self) -> list[OrderTarget]:
+    async def resting_orders(self, account: str) -> list[OrderReport]:
+        """Every resting order: trigger orders from the view, plain ones (limits) asked for now
+        (one call; snapshots list trigger orders only)."""
+        guard = self.guards[account]
+        orders = {o.order_id: o for o in guard.view.orders()}
+        for order in await retry_transient(guard.venue.fetch_open_orders, self.clock):
+            orders.setdefault(order.order_id, order)
+        return list(orders.values())
+
+    async def cancel_targets(self) -> list[OrderTarget]:
         """Resting orders that are not the protective stop of an open position: entries,
         take-profits, stray orders. Protective stops are never part of a cancel-all."""
         targets = []
         for name, guard in self.guards.items():
-            for order in guard.view.orders():
+            try:
+                orders = await self.resting_orders(name)
+            except VenueError:
+                orders = guard.view.orders()  # the trigger orders we know of, at least
+            for order in orders:
                 position = guard.view.position(order.symbol)
                 if position is not None and order.is_stop_for(position.side):
                     continue
@@ -330,11 +344,20 @@ class ControlService:
         return sorted(targets, key=lambda t: (t.account, t.symbol, t.order_id))
 
     async def cancel(self, targets: list[OrderTarget], by: str) -> list[CancelOutcome]:
+        """Cancel what was approved, re-checked now: gone orders and orders that became a
+        position's stop are skipped and said so."""
         outcomes = []
+        resting: dict[str, dict[str, OrderReport]] = {}
         for target in targets:
             guard = self.guards[target.account]
-            current = {o.order_id: o for o in guard.view.orders(target.symbol)}
-            order = current.get(target.order_id)
+            if target.account not in resting:
+                try:
+                    resting[target.account] = {
+                        o.order_id: o for o in await self.resting_orders(target.account)}
+                except VenueError as exc:
+                    outcomes.append(CancelOutcome(target, False, str(exc)))
+                    continue
+            order = resting[target.account].get(target.order_id)
             position = guard.view.position(target.symbol)
             if order is None:
                 outcomes.append(CancelOutcome(target, False, CancelSkip.GONE))

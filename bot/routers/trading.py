@@ -77,7 +77,7 @@ def build_router() -> Router:
         if command.args:
             await message.answer(_("Usage: /cancel_all"))
             return
-        targets = control.cancel_targets()
+        targets = await control.cancel_targets()
         if not targets:
             await message.answer(_("No orders to cancel (protective stops are never "
                                    "cancelled)."))

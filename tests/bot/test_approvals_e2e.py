@@ -19,6 +19,7 @@ from engine.domain.reports import (
     PositionUpdate,
     VenueEvent,
 )
+from engine.domain.values import OrderSide
 from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running, running
 from tests.fakes import FakeBotAPI, SentCall
 
@@ -248,3 +249,24 @@ async def test_resume_after_the_loss_cap_needs_a_confirmation(
     await answer(r, tap(r, ADMIN, approval, message))
     await edited(r, message, "HOLD lifted")
     assert r.control.hold_state is None
+
+
+async def test_cancel_all_cancels_other_orders_and_keeps_every_protective_stop(
+        clocked: tuple[Running, ManualClock]) -> None:
+    r, _ = clocked
+    take_profit = sim(r).place_trigger(
+        symbol=BTC, side=OrderSide.SELL, qty=D("0.05"), trigger_price=D("70000"),
+        kind=OrderKind.TAKE_PROFIT, client_id=None)
+    stops_before = {o.order_id for o in sim(r).open_orders() if o.kind is OrderKind.STOP_LOSS}
+    assert len(stops_before) == 2
+    await r.runtime.engine.guards["paper"].reconcile_now()  # the guard sees the new order
+    approval, message = await ask(r, TRADER, "/cancel_all")
+    prompt = r.api.messages[message]["text"]
+    assert f"(id {take_profit.order_id})" in prompt
+    assert not any(f"(id {sid})" in prompt for sid in stops_before)
+    await answer(r, tap(r, TRADER, approval, message))
+    await edited(r, message, f"{take_profit.order_id}: cancelled")
+    assert sim(r).orders[take_profit.order_id].status is OrderStatus.CANCELLED
+    assert {o.order_id for o in sim(r).open_orders()} == stops_before
+    intents = await r.runtime.engine.journal.rows(kinds=("cancel_intent",))
+    assert [row.payload["order_id"] for row in intents][-1:] == [take_profit.order_id]
