@@ -185,9 +185,10 @@ class Notifier:
             waiter.cancel()
             sleeper.cancel()
 
-    async def flush(self, timeout: float = 5.0) -> None:
+    async def flush(self, timeout: float | None = None) -> None:
         """Send what can go now, waiting for pacing but not for a 429 or backoff hold (those
         alerts are in the outbox and go out after the next start); used at shutdown."""
+        timeout = self.shutdown_timeout if timeout is None else timeout
         deadline = self.clock.monotonic() + timeout
         try:
             async with asyncio.timeout(timeout):

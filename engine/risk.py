@@ -5,7 +5,7 @@ admin lifts that HOLD (through an approval), the cap stays quiet for the rest of
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import datetime, time
+from datetime import datetime
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -16,15 +16,15 @@ from engine.clock import Clock
 from engine.control import ControlService, HoldKind
 from engine.domain import events as ev
 from engine.domain.values import ZERO
+from engine.pnl.model import local_midnight
 from engine.ports import StateStore
 
 RealizedSince = Callable[[str, datetime], Awaitable[Decimal]]
 
 
 def day_start(now: datetime, tz: ZoneInfo) -> datetime:
-    """Midnight of `now`'s local day in `tz`, as an aware datetime."""
-    local = now.astimezone(tz)
-    return datetime.combine(local.date(), time(0), tzinfo=tz)
+    """Midnight of `now`'s local day in `tz` (the same day the PnL reports use)."""
+    return local_midnight(now.astimezone(tz).date(), tz)
 
 
 class DailyLossCap:

@@ -12,11 +12,11 @@ from datetime import UTC, date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain.ledger import LedgerEntry, LedgerKind
+from engine.domain.values import ZERO
 from engine.pnl.model import DayTotals, LedgerSums, local_midnight
 from storage.db import Database
 
 _FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-ZERO = Decimal(0)
 
 
 def _ts(value: datetime) -> str:

@@ -96,8 +96,6 @@ class VenueSnapshot:
     def position(self, symbol: str) -> PositionReport | None:
         return next((p for p in self.positions if p.symbol == symbol), None)
 
-    def orders_for(self, symbol: str) -> tuple[OrderReport, ...]:
-        return tuple(o for o in self.orders if o.symbol == symbol and o.is_resting)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,8 +10,7 @@ from decimal import Decimal
 from typing import Protocol
 
 from engine.domain.ledger import LedgerEntry, LedgerKind
-
-ZERO = Decimal(0)
+from engine.domain.values import ZERO
 
 # symbol (None: not tied to one market) -> kind -> total
 LedgerSums = dict[str | None, dict[LedgerKind, Decimal]]

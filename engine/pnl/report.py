@@ -13,9 +13,9 @@ from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain.ledger import LedgerKind
+from engine.domain.values import ZERO
 from engine.pnl.model import DayTotals, LedgerSums, local_midnight
 
-ZERO = Decimal(0)
 CURRENCY = "USDT"  # every account we guard settles in USDT
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -190,12 +190,8 @@ class SimVenue:
         return result
 
 
-async def run_price_feed(exchange: SimExchange, clock: Clock, interval: float,
-                         stop: Callable[[], bool] | None = None,
-                         on_step: Callable[[], Awaitable[None]] | None = None) -> None:
-    """Paper mode's market: a seeded random walk, one step per interval."""
-    while not (stop and stop()):
+async def run_price_feed(exchange: SimExchange, clock: Clock, interval: float) -> None:
+    """Paper mode's market: a seeded random walk, one step per interval, until cancelled."""
+    while True:
         await clock.sleep(interval)
         exchange.random_walk()
-        if on_step is not None:
-            await on_step()
