@@ -225,15 +225,17 @@ async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService, 
                           state: StateStore, notifier: Notifier, i18n: I18n, daily_time: time,
                           timezone: str, clock: Clock, telegram_clock: Clock | None = None,
                           venues: Mapping[str, Venue] | None = None,
-                          sync_interval: float = INTERVAL
+                          sync_interval: float = INTERVAL, sync: LedgerSync | None = None
                           ) -> tuple[DailyReporter, list[asyncio.Task[None]]]:
     """Wire daily PnL: the ledger sync loop, `/pnl` (through dp["reports"]) and the daily
     report at `daily_time` in `timezone` on `clock`. Returns the reporter and the two tasks,
     which the caller cancels at shutdown before closing the database."""
-    repo = LedgerRepo(db)
-    sync = LedgerSync(venues if venues is not None else
-                      {name: guard.venue for name, guard in control.guards.items()},
-                      repo, clock, interval=sync_interval)
+    own_sync = sync is None  # the engine may run the sync loop already (the loss cap uses it)
+    if sync is None:
+        sync = LedgerSync(venues if venues is not None else
+                          {name: guard.venue for name, guard in control.guards.items()},
+                          LedgerRepo(db), clock, interval=sync_interval)
+    repo = sync.repo
     reports = PnlReports(control, repo, sync, tz=timezone, clock=clock)
     dp["reports"] = reports
     reporter = DailyReporter(bot, reports, notifier, i18n=i18n, state=state,
@@ -241,6 +243,7 @@ async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService, 
     schedule = DailySchedule(reporter.send_scheduled, at=daily_time, tz=timezone, clock=clock,
                              state=state)
     reporter.schedule = schedule
-    tasks = [asyncio.create_task(sync.run(), name="ledger sync"),
-             asyncio.create_task(schedule.run(), name="daily report")]
+    tasks = [asyncio.create_task(schedule.run(), name="daily report")]
+    if own_sync:
+        tasks.append(asyncio.create_task(sync.run(), name="ledger sync"))
     return reporter, tasks

@@ -6,7 +6,7 @@ import asyncio
 import os
 from contextlib import suppress
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, TextIO
 from zoneinfo import ZoneInfo
@@ -32,6 +32,7 @@ from engine.control import ControlService
 from engine.domain import events as ev
 from engine.errors import OperatorError
 from engine.metrics import Metrics
+from engine.pnl.ledger_sync import LedgerSync
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import CrossedPolicy, FixedDistancePricer, ProtectionPolicy
@@ -43,6 +44,7 @@ from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
 from storage.db import Database
 from storage.journal import Journal
+from storage.ledger import LedgerRepo
 from storage.lock import DataDirLock
 from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
@@ -51,6 +53,7 @@ from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
 START_RETRY_MAX = 60.0
+LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
 
 
 def protection_policy(settings: Settings) -> ProtectionPolicy:
@@ -78,6 +81,7 @@ class Engine:
     sims: dict[str, SimExchange] = field(default_factory=dict)
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     lock: DataDirLock | None = None
+    ledger_sync: LedgerSync | None = None
 
     @classmethod
     async def build(cls, settings: Settings, clock: Clock | None = None) -> Engine:
@@ -109,8 +113,10 @@ class Engine:
                 await db.close()
             lock.release()
             raise
+        ledger_sync = LedgerSync({name: g.venue for name, g in guards.items()}, LedgerRepo(db),
+                                 clock)
         return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims,
-                   lock=lock)
+                   lock=lock, ledger_sync=ledger_sync)
 
     async def start(self) -> None:
         for guard in self.guards.values():
@@ -121,6 +127,8 @@ class Engine:
             interval = self.settings.sim.price_interval_seconds
             self.tasks.append(asyncio.create_task(
                 run_price_feed(exchange, self.clock, interval), name=f"prices {name}"))
+        assert self.ledger_sync is not None
+        self.tasks.append(asyncio.create_task(self.ledger_sync.run(), name="ledger sync"))
         limit = self.settings.risk.daily_loss_limit
         if limit is not None:
             cap = DailyLossCap(self.control, limit=limit,
@@ -132,7 +140,16 @@ class Engine:
         await self.bus.publish(ev.EngineStarted(account="engine", mode=self.control.mode))
 
     async def realized_since(self, account: str, since: datetime) -> Decimal:
-        """Realized PnL (net of fees where the venue reports them) of positions closed since."""
+        """Realized PnL, fees and funding since a time, from the venue's own ledger; while the
+        ledger cannot be read, the journal's closes (estimated where no fills were seen)."""
+        sync = self.ledger_sync
+        assert sync is not None
+        await sync.sync_now(fresh_for=LOSS_CAP_LEDGER_FRESH_SECONDS)
+        if account not in sync.errors:
+            until = self.clock.now() + timedelta(seconds=1)
+            totals = await sync.repo.sums(account, since, until)
+            return sum((amount for kinds in totals.values() for amount in kinds.values()),
+                       Decimal(0))
         rows = await self.journal.rows(account=account, kinds=("position_closed",),
                                        since_at=since, limit=1_000_000)
         return sum((Decimal(r.payload["realized_pnl"]) for r in rows
@@ -262,7 +279,7 @@ class Runtime:
         self.reporter, reporting = await start_reporting(
             bot=self.bot, dp=self.dp, control=engine.control, db=engine.db, state=engine.state,
             notifier=self.notifier, i18n=i18n, daily_time=r.daily_time, timezone=r.timezone,
-            clock=self.clock, telegram_clock=self.telegram_clock)
+            clock=self.clock, telegram_clock=self.telegram_clock, sync=engine.ledger_sync)
         self._tasks.extend(reporting)
         if self.console:
             self._tasks.append(asyncio.create_task(
