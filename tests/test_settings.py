@@ -131,6 +131,16 @@ def test_dotenv_is_read_and_the_environment_beats_it(tmp_path: Path,
     assert settings.telegram.token.get_secret_value() == TOKEN
 
 
+def test_dotenv_may_hold_the_master_key_but_not_a_misspelt_setting(tmp_path: Path) -> None:
+    """VIGIL_MASTER_KEY and VIGIL_CONFIG are read by vigil itself, not settings fields."""
+    write(tmp_path / ".env", "VIGIL_MASTER_KEY=abc\nVIGIL_CONFIG=x.toml\n"
+                             "VIGIL_GUARD__SLA_SECONDS=3\n")
+    assert load_settings().guard.sla_seconds == 3.0
+    write(tmp_path / ".env", "VIGIL_GUARD__SLA_SECOND=3\n")
+    with pytest.raises(SettingsError, match=r"guard\.sla_second"):
+        load_settings()
+
+
 def test_explicit_overrides_win_over_everything(tmp_path: Path,
                                                 monkeypatch: pytest.MonkeyPatch) -> None:
     config = write(tmp_path / "vigil.toml", 'log_level = "ERROR"\n')

@@ -108,6 +108,9 @@ class ApprovalSettings(Section):
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", env_file=".env", extra="forbid",
+        # .env may also hold VIGIL_MASTER_KEY or VIGIL_CONFIG, which are not settings fields
+        # (typos inside a section, like VIGIL_GUARD__SLA_SECOND, are still rejected).
+        dotenv_filtering="only_existing",
         frozen=True)
 
     data_dir: Path = Path("data")
