@@ -8,25 +8,14 @@ times. Every statement runs to completion in one call: the connection is shared 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, date, datetime, timedelta, tzinfo
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain.ledger import LedgerEntry, LedgerKind
 from engine.domain.values import ZERO
 from engine.pnl.model import DayTotals, LedgerSums, local_midnight
 from storage.db import Database
-
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def _ts(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("ledger times must be timezone-aware")
-    return value.astimezone(UTC).strftime(_FORMAT)
-
-
-def _dt(value: str) -> datetime:
-    return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC)
+from storage.times import from_text, to_text
 
 
 class LedgerRepo:
@@ -37,7 +26,7 @@ class LedgerRepo:
 
     async def add(self, account: str, entries: Iterable[LedgerEntry]) -> int:
         """Store entries not seen before (by ref); return how many were new."""
-        rows = [(account, e.ref, e.symbol, LedgerKind(e.kind).value, str(e.amount), _ts(e.at))
+        rows = [(account, e.ref, e.symbol, LedgerKind(e.kind).value, str(e.amount), to_text(e.at))
                 for e in entries]
         if not rows:
             return 0
@@ -53,9 +42,9 @@ class LedgerRepo:
         """Entries with since <= at < until, oldest first."""
         rows = await self.db.conn.execute_fetchall(
             "SELECT ref, symbol, kind, amount, at FROM ledger WHERE account = ? AND at >= ?"
-            " AND at < ? ORDER BY at, ref", (account, _ts(since), _ts(until)))
+            " AND at < ? ORDER BY at, ref", (account, to_text(since), to_text(until)))
         return [LedgerEntry(ref=r["ref"], symbol=r["symbol"], kind=LedgerKind(r["kind"]),
-                            amount=Decimal(r["amount"]), at=_dt(r["at"])) for r in rows]
+                            amount=Decimal(r["amount"]), at=from_text(r["at"])) for r in rows]
 
     async def sums(self, account: str, since: datetime, until: datetime) -> LedgerSums:
         """Totals per symbol and kind for since <= at < until."""
@@ -86,4 +75,4 @@ class LedgerRepo:
         """When the newest stored movement of the account happened (None: nothing stored)."""
         rows = list(await self.db.conn.execute_fetchall(
             "SELECT MAX(at) FROM ledger WHERE account = ?", (account,)))
-        return _dt(rows[0][0]) if rows and rows[0][0] else None
+        return from_text(rows[0][0]) if rows and rows[0][0] else None

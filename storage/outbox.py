@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import sqlite3
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from storage.db import Database
+from storage.times import from_text, to_text
 
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
-_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
-
-
-def _ts(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("outbox times must be timezone-aware")
-    return value.astimezone(UTC).strftime(_FORMAT)
-
-
-def _dt(value: str | None) -> datetime | None:
-    return datetime.strptime(value, _FORMAT).replace(tzinfo=UTC) if value else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,13 +35,16 @@ class OutboxRow:
     last_error: str | None
 
 
+def _optional(value: str | None) -> datetime | None:
+    return from_text(value) if value else None
+
+
 def _row(r: sqlite3.Row) -> OutboxRow:
-    created, due = _dt(r["created_at"]), _dt(r["next_attempt_at"])
-    assert created is not None and due is not None
+    created, due = from_text(r["created_at"]), from_text(r["next_attempt_at"])
     return OutboxRow(id=r["id"], chat_id=r["chat_id"], text=r["text"], loud=bool(r["loud"]),
                      dedupe_key=r["dedupe_key"], count=r["count"], created_at=created,
                      next_attempt_at=due, attempts=r["attempts"], status=r["status"],
-                     sent_at=_dt(r["sent_at"]), last_error=r["last_error"])
+                     sent_at=_optional(r["sent_at"]), last_error=r["last_error"])
 
 
 class OutboxRepo:
@@ -67,7 +60,7 @@ class OutboxRepo:
         With a `dedupe_key`, a pending alert for the same chat and key is not duplicated: its
         `count` goes up (and it becomes loud if the repeat is), and its place in line is kept.
         """
-        at = _ts(now)
+        at = to_text(now)
         rows = await self.db.conn.execute_fetchall(
                 "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
                 " next_attempt_at, status) VALUES (:chat, :text, :loud, :key, 1, :at,"
@@ -90,7 +83,7 @@ class OutboxRepo:
         """Pending alerts whose time has come, oldest first (the order they were raised)."""
         rows = await self.db.conn.execute_fetchall(
             "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY id LIMIT ?", (_ts(now), limit))
+            " ORDER BY id LIMIT ?", (to_text(now), limit))
         return [_row(r) for r in rows]
 
     async def pending(self, chat_id: int | None = None) -> list[OutboxRow]:
@@ -104,7 +97,7 @@ class OutboxRepo:
         """When the earliest pending alert is due (None when nothing is pending)."""
         rows = list(await self.db.conn.execute_fetchall(
             "SELECT MIN(next_attempt_at) FROM outbox WHERE status = 'pending'"))
-        return _dt(rows[0][0]) if rows else None
+        return _optional(rows[0][0]) if rows else None
 
     async def pending_count(self, chat_id: int | None = None) -> int:
         sql, args = "SELECT COUNT(*) FROM outbox WHERE status = 'pending'", ()
@@ -129,7 +122,7 @@ class OutboxRepo:
                 return False
         await self.db.conn.execute(
             "UPDATE outbox SET status = 'sent', sent_at = ?, last_error = NULL"
-            " WHERE id = ? AND status = 'pending'", (_ts(now), row_id))
+            " WHERE id = ? AND status = 'pending'", (to_text(now), row_id))
         await self.db.conn.commit()
         return True
 
@@ -137,12 +130,12 @@ class OutboxRepo:
         """A failed attempt: try again at `at`."""
         await self.db.conn.execute(
             "UPDATE outbox SET next_attempt_at = ?, attempts = attempts + 1, last_error = ?"
-            " WHERE id = ? AND status = 'pending'", (_ts(at), error, row_id))
+            " WHERE id = ? AND status = 'pending'", (to_text(at), error, row_id))
         await self.db.conn.commit()
 
     async def hold_chat(self, chat_id: int, until: datetime) -> int:
         """Nothing for this chat goes before `until` (its pending alerts due earlier wait)."""
-        at = _ts(until)
+        at = to_text(until)
         cur = await self.db.conn.execute(
             "UPDATE outbox SET next_attempt_at = ? WHERE chat_id = ? AND status = 'pending'"
             " AND next_attempt_at < ?", (at, chat_id, at))
@@ -181,6 +174,6 @@ class OutboxRepo:
     async def prune(self, before: datetime) -> int:
         """Forget delivered and dropped alerts raised before `before`."""
         cur = await self.db.conn.execute(
-            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (_ts(before),))
+            "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (to_text(before),))
         await self.db.conn.commit()
         return cur.rowcount
