@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,23 @@ ETH = "ETH/USDT:USDT"
 SOL = "SOL/USDT:USDT"
 XRP = "XRP/USDT:USDT"
 ACCOUNT = "paper"
+
+
+class MemoryState:
+    """StateStore in a dict: survives a "restart" when the next instance gets the same one."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, str], Any] = {}
+
+    async def get(self, scope: str, key: str, default: Any = None) -> Any:
+        return self.values.get((scope, key), default)
+
+    async def put(self, scope: str, key: str, value: Any) -> None:
+        self.values[scope, key] = value
+
+    async def incr(self, scope: str, key: str) -> int:
+        self.values[scope, key] = int(self.values.get((scope, key), 0)) + 1
+        return int(self.values[scope, key])
 
 
 @dataclass

@@ -14,7 +14,6 @@ import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
-from typing import Any
 
 import pytest
 
@@ -31,6 +30,7 @@ from engine.protection.guard import AccountGuard
 from engine.protection.policy import FixedDistancePricer, ProtectionPolicy
 from engine.sim.exchange import HandApi, SimExchange
 from engine.sim.venue import FaultPlan, SimVenue
+from tests.engine.conftest import MemoryState
 
 D = Decimal
 SEEDS = range(40)
@@ -54,21 +54,6 @@ class MemoryPositions:
 
     async def load(self, account: str) -> list[GuardedPosition]:
         return [replace(p) for (a, _), p in sorted(self.rows.items()) if a == account]
-
-
-class MemoryState:
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-
-    async def get(self, scope: str, key: str, default: Any = None) -> Any:
-        return self.values.get((scope, key), default)
-
-    async def put(self, scope: str, key: str, value: Any) -> None:
-        self.values[(scope, key)] = value
-
-    async def incr(self, scope: str, key: str) -> int:
-        self.values[(scope, key)] = int(self.values.get((scope, key), 0)) + 1
-        return self.values[(scope, key)]
 
 
 @dataclass

@@ -16,28 +16,12 @@ from engine.clock import ManualClock
 from engine.pnl.schedule import DailySchedule
 from storage.db import Database
 from storage.repositories import StateRepo
+from tests.engine.conftest import MemoryState
 
 NOW = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 # 20:00 in Moscow (UTC+3) is 17:00 UTC
 TODAY_SLOT = datetime(2026, 1, 5, 17, 0, tzinfo=UTC)
 YESTERDAY_SLOT = TODAY_SLOT - timedelta(days=1)
-
-
-class MemoryState:
-    """StateStore in a dict: survives a "restart" when the next instance gets the same one."""
-
-    def __init__(self) -> None:
-        self.values: dict[tuple[str, str], Any] = {}
-
-    async def get(self, scope: str, key: str, default: Any = None) -> Any:
-        return self.values.get((scope, key), default)
-
-    async def put(self, scope: str, key: str, value: Any) -> None:
-        self.values[scope, key] = value
-
-    async def incr(self, scope: str, key: str) -> int:
-        self.values[scope, key] = self.values.get((scope, key), 0) + 1
-        return int(self.values[scope, key])
 
 
 class RecordingClock(ManualClock):
