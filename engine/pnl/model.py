@@ -16,18 +16,28 @@ from engine.domain.values import ZERO
 LedgerSums = dict[str | None, dict[LedgerKind, Decimal]]
 
 
+class NetPnl:
+    """Net = realized + fees + funding (fees negative when paid, funding positive when
+    received); unrealized PnL is not part of it."""
+
+    __slots__ = ()
+    realized: Decimal
+    fees: Decimal
+    funding: Decimal
+
+    @property
+    def net(self) -> Decimal:
+        return self.realized + self.fees + self.funding
+
+
 @dataclass(frozen=True, slots=True)
-class DayTotals:
+class DayTotals(NetPnl):
     """One local calendar day of an account: what the chart draws."""
 
     day: date
     realized: Decimal = ZERO
     fees: Decimal = ZERO
     funding: Decimal = ZERO
-
-    @property
-    def net(self) -> Decimal:
-        return self.realized + self.fees + self.funding
 
 
 def local_midnight(day: date, tz: tzinfo) -> datetime:

@@ -14,26 +14,22 @@ from decimal import Decimal
 
 from engine.domain.ledger import LedgerKind
 from engine.domain.values import ZERO
-from engine.pnl.model import DayTotals, LedgerSums, local_midnight
+from engine.pnl.model import DayTotals, LedgerSums, NetPnl, local_midnight
 
 CURRENCY = "USDT"  # every account we guard settles in USDT
 
 
 @dataclass(frozen=True, slots=True)
-class SymbolPnl:
+class SymbolPnl(NetPnl):
     symbol: str | None  # None: movements not tied to one market
     realized: Decimal = ZERO
     fees: Decimal = ZERO
     funding: Decimal = ZERO
     unrealized: Decimal = ZERO
 
-    @property
-    def net(self) -> Decimal:
-        return self.realized + self.fees + self.funding
-
 
 @dataclass(frozen=True, slots=True)
-class AccountPnl:
+class AccountPnl(NetPnl):
     account: str
     venue: str
     currency: str
@@ -44,10 +40,6 @@ class AccountPnl:
     symbols: tuple[SymbolPnl, ...]
     daily: tuple[DayTotals, ...]  # the chart: one row per local day, oldest first
     error: str | None = None  # the ledger could not be updated: figures may be incomplete
-
-    @property
-    def net(self) -> Decimal:
-        return self.realized + self.fees + self.funding
 
 
 @dataclass(frozen=True, slots=True)
