@@ -43,9 +43,10 @@ async def api() -> AsyncIterator[FakeBotAPI]:
 
 @asynccontextmanager
 async def running(api: FakeBotAPI, data_dir: Path, clock: Clock | None = None,
-                  **extra: object) -> AsyncIterator[Running]:
+                  telegram_clock: Clock | None = None, **extra: object
+                  ) -> AsyncIterator[Running]:
     settings = telegram_settings(api, data_dir, **extra)
-    runtime = Runtime(settings, clock=clock)
+    runtime = Runtime(settings, clock=clock, telegram_clock=telegram_clock)
     await runtime.start()
     try:
         yield Running(api, runtime, settings)

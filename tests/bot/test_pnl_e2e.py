@@ -17,7 +17,7 @@ import pytest
 from bot.reports import DailyReporter
 from engine.clock import ManualClock, SystemClock
 from engine.sim.exchange import HandApi, SimExchange
-from tests.bot.conftest import ADMIN, STRANGER, VIEWER, telegram_settings
+from tests.bot.conftest import ADMIN, STRANGER, VIEWER, running
 from tests.fakes import FakeBotAPI, SentCall
 from vigil.runtime import Runtime
 
@@ -65,17 +65,12 @@ class Rig:
 
 @asynccontextmanager
 async def vigil(api: FakeBotAPI, data_dir: Path, start: datetime = START) -> AsyncIterator[Rig]:
-    settings = telegram_settings(api, data_dir, reports={
-        "daily_time": DAILY.isoformat(), "timezone": "Europe/Moscow"},
-        sim={"price_interval_seconds": 86_400})  # marks move only when a test moves them
-    clock = ManualClock(start)
-    telegram_clock = InstantClock()
-    runtime = Runtime(settings, clock=clock, telegram_clock=telegram_clock)
-    await runtime.start()
-    try:
-        yield Rig(api=api, runtime=runtime, clock=clock, telegram_clock=telegram_clock)
-    finally:
-        await runtime.stop()
+    clock, telegram_clock = ManualClock(start), InstantClock()
+    async with running(api, data_dir, clock, telegram_clock,
+                       reports={"daily_time": DAILY.isoformat(), "timezone": "Europe/Moscow"},
+                       sim={"price_interval_seconds": 86_400}  # marks move when a test moves them
+                       ) as r:
+        yield Rig(api=api, runtime=r.runtime, clock=clock, telegram_clock=telegram_clock)
 
 
 @pytest.fixture
