@@ -22,8 +22,6 @@ from pydantic import SecretStr
 
 MASTER_KEY_ENV = "VIGIL_MASTER_KEY"
 MASTER_KEY_FILE = "master.key"
-TABLE_DDL = ("CREATE TABLE IF NOT EXISTS secrets (account TEXT PRIMARY KEY, "
-             "ciphertext BLOB NOT NULL, updated_at TEXT NOT NULL)")
 
 
 class KeyStoreError(Exception):
