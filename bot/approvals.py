@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict
 from datetime import timedelta
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from aiogram import Bot
@@ -24,7 +25,8 @@ from bot import render
 from bot.roles import Role
 from engine.clock import Clock
 from engine.control import CloseTarget, ControlService, OrderTarget
-from engine.domain.values import PositionSide
+from engine.domain.reports import OrderKind
+from engine.domain.values import OrderSide, PositionSide
 from storage.approvals import Approval, ApprovalRepo, ApprovalStatus
 
 
@@ -196,7 +198,7 @@ class ApprovalService:
 
 def to_args(target: OrderTarget | CloseTarget) -> dict[str, Any]:
     """JSON-safe: Decimals as strings, enums as values."""
-    return {k: (str(v) if isinstance(v, Decimal | PositionSide) else v)
+    return {k: (str(v) if isinstance(v, Decimal | StrEnum) else v)
             for k, v in asdict(target).items()}
 
 
@@ -204,12 +206,13 @@ def close_target(raw: dict[str, Any]) -> CloseTarget:
     return CloseTarget(account=raw["account"], symbol=raw["symbol"],
                        side=PositionSide(raw["side"]), qty=Decimal(raw["qty"]),
                        mark_price=Decimal(raw["mark_price"]),
-                       unrealized_pnl=Decimal(raw["unrealized_pnl"]))
+                       unrealized_pnl=Decimal(raw["unrealized_pnl"]),
+                       generation=raw.get("generation"))
 
 
 def _order_target(raw: dict[str, Any]) -> OrderTarget:
     return OrderTarget(
         account=raw["account"], symbol=raw["symbol"], order_id=raw["order_id"],
-        kind=raw["kind"], side=raw["side"],
+        kind=OrderKind(raw["kind"]), side=OrderSide(raw["side"]),
         qty=Decimal(raw["qty"]) if raw.get("qty") is not None else None,
         price=Decimal(raw["price"]) if raw.get("price") is not None else None)

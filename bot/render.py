@@ -18,10 +18,10 @@ from engine.control import (
     EngineStatus,
     OrderTarget,
     PositionView,
+    ReconcileReport,
 )
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
-from engine.protection.guard import ReconcileReport
 
 
 def side_label(side: PositionSide | str) -> str:

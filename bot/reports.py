@@ -13,7 +13,7 @@ import asyncio
 import io
 import itertools
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import datetime, time
 from decimal import Decimal
 from typing import Any
@@ -30,14 +30,12 @@ from bot.notifier import Notifier
 from bot.render import signed
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
-from engine.pnl.ledger_sync import INTERVAL, LedgerSync
+from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.model import DayTotals
 from engine.pnl.report import AccountPnl, DailyReport
 from engine.pnl.schedule import DailySchedule
 from engine.pnl.service import PnlReports
-from engine.ports import StateStore, Venue
-from storage.db import Database
-from storage.ledger import LedgerRepo
+from engine.ports import StateStore
 
 CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
 GREEN, RED, LINE = "#2e9e4f", "#d64541", "#1f5fa8"
@@ -221,20 +219,14 @@ class DailyReporter:
         return False
 
 
-async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService, db: Database,
+async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService,
                           state: StateStore, notifier: Notifier, i18n: I18n, daily_time: time,
-                          timezone: str, clock: Clock, telegram_clock: Clock | None = None,
-                          venues: Mapping[str, Venue] | None = None,
-                          sync_interval: float = INTERVAL, sync: LedgerSync | None = None
+                          timezone: str, clock: Clock, sync: LedgerSync,
+                          telegram_clock: Clock | None = None
                           ) -> tuple[DailyReporter, list[asyncio.Task[None]]]:
-    """Wire daily PnL: the ledger sync loop, `/pnl` (through dp["reports"]) and the daily
-    report at `daily_time` in `timezone` on `clock`. Returns the reporter and the two tasks,
-    which the caller cancels at shutdown before closing the database."""
-    own_sync = sync is None  # the engine may run the sync loop already (the loss cap uses it)
-    if sync is None:
-        sync = LedgerSync(venues if venues is not None else
-                          {name: guard.venue for name, guard in control.guards.items()},
-                          LedgerRepo(db), clock, interval=sync_interval)
+    """Wire daily PnL: `/pnl` (through dp["reports"]) and the daily report at `daily_time` in
+    `timezone` on `clock`, on the engine's ledger sync. Returns the reporter and its task, which
+    the caller cancels at shutdown before closing the database."""
     repo = sync.repo
     reports = PnlReports(control, repo, sync, tz=timezone, clock=clock)
     dp["reports"] = reports
@@ -243,7 +235,4 @@ async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService, 
     schedule = DailySchedule(reporter.send_scheduled, at=daily_time, tz=timezone, clock=clock,
                              state=state)
     reporter.schedule = schedule
-    tasks = [asyncio.create_task(schedule.run(), name="daily report")]
-    if own_sync:
-        tasks.append(asyncio.create_task(sync.run(), name="ledger sync"))
-    return reporter, tasks
+    return reporter, [asyncio.create_task(schedule.run(), name="daily report")]

@@ -15,7 +15,6 @@ from engine.bus import EventBus
 from engine.clock import Clock
 from engine.control import ControlService, HoldKind
 from engine.domain import events as ev
-from engine.domain.values import ZERO
 from engine.pnl.model import local_midnight
 from engine.ports import StateStore
 
@@ -42,15 +41,13 @@ class DailyLossCap:
     async def pnl_today(self, account: str) -> Decimal:
         start = day_start(self.clock.now(), self.tz)
         realized = await self.realized_since(account, start)
-        guard = self.control.guards[account]
-        unrealized = sum((p.unrealized_pnl for p in guard.view.positions().values()), ZERO)
-        return realized + unrealized
+        return realized + self.control.unrealized_pnl(account)
 
     async def check(self) -> list[str]:
         """Put every account past the limit on HOLD; return the accounts newly held."""
         today = day_start(self.clock.now(), self.tz).date().isoformat()
         tripped = []
-        for account in self.control.guards:
+        for account in self.control.accounts():
             hold = self.control.hold_of(account)
             if hold is not None and hold.kind == HoldKind.LOSS_CAP:
                 continue

@@ -92,28 +92,17 @@ async def _run(settings: Settings) -> int:
 async def _check(settings: Settings) -> int:
     from bot import render
     from bot.i18n import build_i18n
-    from engine.errors import VenueError
     from vigil.runtime import Engine
 
     engine = await Engine.build(settings)
     i18n = build_i18n(settings.telegram.default_language)
-    ok = True
     try:
-        for guard in engine.guards.values():
-            try:
-                await guard.venue.start()
-                await guard.load()
-                report = await guard.reconcile_now()
-            except VenueError as exc:
-                print(f"{guard.account}: venue error: {exc}")
-                ok = False
-                continue
-            with i18n.context():
-                print(render.fix_report([report]))
-            ok = ok and not report.unprotected_after and not guard.halted
+        reports, ok = await engine.check()
     finally:
         await engine.stop()
         await engine.close()
+    with i18n.context():
+        print(render.fix_report(reports))
     print("OK: every position is protected" if ok else "FAIL: not every position is protected")
     return EXIT_OK if ok else EXIT_FAIL
 

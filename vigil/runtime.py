@@ -36,6 +36,7 @@ from engine.pnl.ledger_sync import LedgerSync
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import CrossedPolicy, FixedDistancePricer, ProtectionPolicy
+from engine.results import ReconcileReport
 from engine.risk import DailyLossCap
 from engine.sim.demo import seed_demo
 from engine.sim.exchange import SimExchange
@@ -52,7 +53,6 @@ from storage.secrets import KeyStore
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
-START_RETRY_MAX = 60.0
 LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
 
 
@@ -82,6 +82,7 @@ class Engine:
     tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     lock: DataDirLock | None = None
     ledger_sync: LedgerSync | None = None
+    venues: dict[str, Venue] = field(default_factory=dict)
 
     @classmethod
     async def build(cls, settings: Settings, clock: Clock | None = None) -> Engine:
@@ -96,9 +97,11 @@ class Engine:
             state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
             policy = protection_policy(settings)
             guards: dict[str, AccountGuard] = {}
+            venues: dict[str, Venue] = {}
             sims: dict[str, SimExchange] = {}
             for index, account in enumerate(settings.accounts):
-                venue = await _build_venue(account, settings, clock, db, sims, index)
+                venue = venues[account.name] = await _build_venue(account, settings, clock, db,
+                                                                  sims, index)
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
@@ -113,10 +116,9 @@ class Engine:
                 await db.close()
             lock.release()
             raise
-        ledger_sync = LedgerSync({name: g.venue for name, g in guards.items()}, LedgerRepo(db),
-                                 clock)
+        ledger_sync = LedgerSync(venues, LedgerRepo(db), clock)
         return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims,
-                   lock=lock, ledger_sync=ledger_sync)
+                   lock=lock, ledger_sync=ledger_sync, venues=venues)
 
     async def start(self) -> None:
         for guard in self.guards.values():
@@ -157,23 +159,27 @@ class Engine:
 
     async def _run_account(self, guard: AccountGuard) -> None:
         """Start-up self-check, retried with backoff; a failing account never stops the rest."""
-        delay = 1.0
-        while True:
-            try:
-                await guard.venue.start()
-                break
-            except Exception as exc:  # not only VenueError: an account must never go silent
-                error = f"start-up check failed: {exc}"
-                if error != guard.last_error:  # alert once per distinct failure, not per retry
-                    guard.last_error = error
-                    await self.bus.publish(ev.VenueFailure(
-                        account=guard.account, operation="start-up check",
-                        error=type(exc).__name__, message=str(exc)))
-                    if isinstance(exc, OperatorError):
-                        await guard.halt(error)
-                await self.clock.sleep(delay)
-                delay = min(delay * 2, START_RETRY_MAX)
+        await guard.start_venue(retry=True)
         await guard.run()
+
+    async def check(self) -> tuple[list[ReconcileReport], bool]:
+        """`vigil check`: each account started as `run` starts it (journal first, then the
+        venue's self-check), one protection pass, and whether every position is protected."""
+        reports = []
+        for guard in self.guards.values():
+            await guard.load()
+            try:
+                await guard.start_venue(retry=False)
+                reports.append(await guard.reconcile_now())
+            except Exception as exc:  # one failing account must not hide the others
+                reports.append(ReconcileReport(
+                    account=guard.account, positions=0, unprotected_before=(),
+                    unprotected_after=(), events=(), venue_calls=0,
+                    error=f"{type(exc).__name__}: {exc}"))
+        status = self.control.status()
+        ok = (all(r.error is None and not r.unprotected_after for r in reports)
+              and not any(a.halted for a in status.accounts))
+        return reports, ok
 
     async def stop(self) -> None:
         for guard in self.guards.values():
@@ -185,9 +191,9 @@ class Engine:
 
     async def close(self) -> None:
         """After stop(), and after the chat delivered what it could: venues, then storage."""
-        for guard in self.guards.values():
+        for venue in self.venues.values():
             with suppress(Exception):
-                await guard.venue.close()
+                await venue.close()
         await self.db.close()
         if self.lock is not None:
             self.lock.release()
@@ -277,7 +283,7 @@ class Runtime:
         await engine.start()
         r = self.settings.reports
         self.reporter, reporting = await start_reporting(
-            bot=self.bot, dp=self.dp, control=engine.control, db=engine.db, state=engine.state,
+            bot=self.bot, dp=self.dp, control=engine.control, state=engine.state,
             notifier=self.notifier, i18n=i18n, daily_time=r.daily_time, timezone=r.timezone,
             clock=self.clock, telegram_clock=self.telegram_clock, sync=engine.ledger_sync)
         self._tasks.extend(reporting)

@@ -11,6 +11,9 @@ from decimal import Decimal
 from enum import Enum, IntEnum, StrEnum
 from typing import Any, ClassVar
 
+from engine.domain.reports import OrderKind
+from engine.domain.values import PositionSide
+
 
 class Severity(IntEnum):
     DEBUG = 0  # journaled only
@@ -21,6 +24,33 @@ class Severity(IntEnum):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+# --- the vocabulary events speak (journaled as their values) ---------------------------------
+class StopAction(StrEnum):
+    PLACE = "place"
+    AMEND = "amend"
+    REPLACE = "replace"  # a new stop placed before the old one is cancelled
+
+
+class CancelReason(StrEnum):
+    DUPLICATE = "duplicate"
+    WRONG_SIDE = "wrong_side"
+    REPLACED = "replaced"
+    POSITION_CLOSED = "position_closed"
+    ZOMBIE = "zombie"
+    CANCEL_ALL = "cancel_all"
+
+
+class CloseReason(StrEnum):
+    STOP_CROSSED = "stop_crossed"  # the stop would trigger at once and the policy closes
+    MANUAL = "manual"  # a person asked (after an approval)
+    ON_VENUE = "closed on venue"  # stopped out, closed by hand, liquidated
+
+
+class CrossedAction(StrEnum):
+    CLOSE = "close"
+    TIGHTEN = "tighten"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -106,7 +136,7 @@ class PositionAdopted(SymbolEvent):
 
     kind = "position_adopted"
     severity = Severity.WARNING
-    side: str
+    side: PositionSide
     qty: Decimal
     entry_price: Decimal
     generation: int
@@ -124,12 +154,12 @@ class PositionResized(SymbolEvent):
 class PositionClosed(SymbolEvent):
     kind = "position_closed"
     severity = Severity.INFO
-    side: str
+    side: PositionSide
     qty: Decimal
     entry_price: Decimal
     exit_price: Decimal | None
     realized_pnl: Decimal | None
-    reason: str
+    reason: CloseReason
 
 
 # --- protection ----------------------------------------------------------------------------
@@ -137,7 +167,7 @@ class PositionClosed(SymbolEvent):
 class StopMissing(SymbolEvent):
     kind = "stop_missing"
     severity = Severity.WARNING
-    side: str
+    side: PositionSide
     qty: Decimal
 
 
@@ -146,7 +176,7 @@ class StopIntent(SymbolEvent):
     """Written before the venue is called, with the client id the call will carry."""
 
     kind = "stop_intent"
-    action: str  # place | amend | replace
+    action: StopAction
     client_id: str
     trigger_price: Decimal
     qty: Decimal
@@ -189,7 +219,8 @@ class CancelIntent(SymbolEvent):
     kind = "cancel_intent"
     order_id: str
     client_id: str | None
-    reason: str  # duplicate | wrong_side | replaced | position_closed | zombie | cancel_all
+    reason: CancelReason
+    by: str = ""  # who asked, for a person's cancel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,7 +228,7 @@ class StopCancelled(SymbolEvent):
     kind = "stop_cancelled"
     order_id: str
     client_id: str | None
-    reason: str  # duplicate | wrong_side | replaced | position_closed
+    reason: CancelReason
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -217,7 +248,7 @@ class StopCrossed(SymbolEvent):
     severity = Severity.CRITICAL
     stop_price: Decimal
     mark_price: Decimal
-    action: str
+    action: CrossedAction
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -225,7 +256,8 @@ class CloseIntent(SymbolEvent):
     kind = "close_intent"
     client_id: str
     qty: Decimal
-    reason: str
+    reason: CloseReason
+    by: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -234,7 +266,8 @@ class CloseSubmitted(SymbolEvent):
     severity = Severity.INFO
     order_id: str
     qty: Decimal
-    reason: str
+    reason: CloseReason
+    by: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -243,7 +276,7 @@ class ZombieCancelled(SymbolEvent):
     severity = Severity.WARNING
     order_id: str
     client_id: str | None
-    order_kind: str
+    order_kind: OrderKind
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -58,13 +58,14 @@ class PnlReports:
         for view in self.control.positions():
             open_pnl.setdefault(view.account, []).append((view.symbol, view.unrealized_pnl))
         accounts = []
-        for name, guard in self.control.guards.items():
+        for name in self.control.accounts():
             sums = await self.repo.sums(name, start, until)
             # The chart ends with the report's last day (`until` itself is excluded).
             last = end if end < until else until - timedelta(microseconds=1)
             daily = await self.repo.daily(name, chart_days or self.chart_days, self.tz,
                                           max(last, start))
-            accounts.append(account_pnl(name, guard.venue.name, sums, open_pnl.get(name, []),
-                                        daily, error=self.sync.errors.get(name)))
+            accounts.append(account_pnl(name, self.control.venue_name(name), sums,
+                                        open_pnl.get(name, []), daily,
+                                        error=self.sync.errors.get(name)))
         return DailyReport(start.astimezone(self.tz), end.astimezone(self.tz), self.tz_name,
                            tuple(accounts))

@@ -19,40 +19,34 @@ from engine.domain import events as ev
 from engine.domain.reports import (
     Fill,
     FillUpdate,
+    OrderReport,
     OrderUpdate,
     PositionUpdate,
     StreamStatus,
     VenueEvent,
 )
-from engine.domain.values import ZERO
-from engine.errors import (
-    OperatorError,
-    OutcomeUnknown,
-    Rejected,
-    RejectReason,
-    Transient,
-    VenueError,
-)
+from engine.domain.values import ZERO, PositionSide
+from engine.errors import OperatorError, VenueError
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue
+from engine.protection.context import AccountContext
+from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, OrderGateway
 from engine.protection.policy import ProtectionPolicy
 from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
-from engine.protection.supervisor import PositionSupervisor
+from engine.protection.supervisor import CloseResult, PositionSupervisor
 from engine.protection.view import AccountView
+from engine.results import (
+    CancelSkip,
+    CloseStatus,
+    GuardStatus,
+    PositionView,
+    ReconcileReport,
+    StreamHealth,
+)
 from engine.retry import retry_transient
 
 STREAM_RESTART_SECONDS = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ReconcileReport:
-    account: str
-    positions: int
-    unprotected_before: tuple[str, ...]
-    unprotected_after: tuple[str, ...]
-    events: tuple[ev.Event, ...]
-    venue_calls: int
-    error: str | None = None  # the account could not be reconciled (venue down, halted)
+START_RETRY_MAX = 60.0
 
 
 @dataclass(slots=True)
@@ -77,10 +71,16 @@ class AccountGuard:
         self.interval = interval_seconds
         self.rng = random.Random(seed)
         self.view = AccountView(absence_grace=policy.snapshot_lag_seconds)
+        self.flags = AccountFlags()
+        self.orders = OrderGateway(account, venue, view=self.view, bus=bus, clock=clock,
+                                   rng=self.rng, metrics=metrics, flags=self.flags)
+        self.ctx = AccountContext(
+            account=account, venue=venue, view=self.view, orders=self.orders, flags=self.flags,
+            clock=clock, bus=bus, store=store, state=state, policy=policy, metrics=metrics,
+            rng=self.rng, started_at=clock.now(), spawn=self.spawn, halt=self.halt,
+            realized_since=self.realized_since, retire=self._retire)
         self.zombies = ZombieClock()
         self.stream = _Stream()
-        self.started_at: datetime = clock.now()
-        self.halted: str | None = None
         self.last_reconcile: datetime | None = None
         self.last_error: str | None = None
         self.supervisors: dict[str, PositionSupervisor] = {}
@@ -88,13 +88,44 @@ class AccountGuard:
         self._reconcile_lock = asyncio.Lock()
         self._stopping = False
 
+    @property
+    def halted(self) -> str | None:
+        return self.flags.halted
+
+    @property
+    def started_at(self) -> datetime:
+        return self.ctx.started_at
+
     # --- lifecycle -------------------------------------------------------------------------
     async def load(self) -> None:
         """Start-up: the journal's positions first, then the venue's view decides."""
-        self.started_at = self.clock.now()
-        self.halted = await self.state.get("halt", self.account)
+        self.ctx.started_at = self.clock.now()
+        self.flags.halted = await self.state.get("halt", self.account)
         for known in await self.store.load(self.account):
-            self.supervisors[known.symbol] = PositionSupervisor(self, known.symbol, known)
+            self.supervisors[known.symbol] = PositionSupervisor(self.ctx, known.symbol, known)
+
+    async def start_venue(self, *, retry: bool = True) -> None:
+        """The venue's start-up self-check (markets, account readable). Each distinct failure
+        is alerted once and an operator error halts the account; with `retry` it is retried
+        with back-off until it passes (`vigil run`), else the error is raised (`vigil check`)."""
+        delay = 1.0
+        while True:
+            try:
+                await self.venue.start()
+                return
+            except Exception as exc:  # not only VenueError: an account must never go silent
+                error = f"start-up check failed: {exc}"
+                if error != self.last_error:  # alert once per distinct failure, not per retry
+                    self.last_error = error
+                    await self.bus.publish(ev.VenueFailure(
+                        account=self.account, operation="start-up check",
+                        error=type(exc).__name__, message=str(exc)))
+                    if isinstance(exc, OperatorError):
+                        await self.halt(error)
+                if not retry:
+                    raise
+                await self.clock.sleep(delay)
+                delay = min(delay * 2, START_RETRY_MAX)
 
     async def run(self) -> None:
         """Reconcile loop, stream consumer and SLA watchdog until `stop()`."""
@@ -187,46 +218,49 @@ class AccountGuard:
             if self.halted:
                 break
             order = action.order
-            sup = self.supervisors.get(order.symbol)
-            if self.view.position(order.symbol) is not None or (sup and sup.known):
-                continue  # a position appeared meanwhile: it is not a zombie any more
-            await self.bus.publish(ev.CancelIntent(
-                account=self.account, symbol=order.symbol, order_id=order.order_id,
-                client_id=order.client_id, reason="zombie"))
             try:
-                await retry_transient(lambda o=order: self.venue.cancel_order(o), self.clock,
-                                      rng=self.rng)
-            except Rejected as exc:
-                if exc.reason is not RejectReason.ORDER_NOT_FOUND:
-                    await self._zombie_failed(order.order_id, exc)
-                    continue
-            except (Transient, OutcomeUnknown) as exc:  # still in the view; the next look decides
-                await self._zombie_failed(order.order_id, exc)
+                skipped = await self._cancel_flat(order, ev.CancelReason.ZOMBIE)
+            except VenueError as exc:  # still in the view; the next look decides
+                await self.bus.publish(ev.VenueFailure(
+                    account=self.account, operation=f"cancel zombie {order.order_id}",
+                    error=type(exc).__name__, message=str(exc)))
                 continue
-            self.view.drop_order(order.order_id)
+            if skipped is not None and skipped is not CancelSkip.GONE:
+                continue
             self.metrics.zombies_cancelled.labels(self.account).inc()
             event = ev.ZombieCancelled(account=self.account, symbol=order.symbol,
                                        order_id=order.order_id, client_id=order.client_id,
-                                       order_kind=order.kind.value)
+                                       order_kind=order.kind)
             events.append(event)
             await self.bus.publish(event)
         return events
 
-    async def _zombie_failed(self, order_id: str, exc: Exception) -> None:
-        await self.bus.publish(ev.VenueFailure(
-            account=self.account, operation=f"cancel zombie {order_id}",
-            error=type(exc).__name__, message=str(exc)))
+    async def _cancel_flat(self, order: OrderReport, reason: ev.CancelReason, by: str = ""
+                           ) -> CancelSkip | None:
+        """The owner of orders on flat symbols: cancel one under the symbol's writer lock, so a
+        position opening meanwhile (whose supervisor would adopt this very order as its stop)
+        waits until the cancel is done and then sees the truth. None: cancelled. Raises the
+        venue's error when the cancel failed."""
+        async with self.orders.writer(order.symbol):
+            sup = self.supervisors.get(order.symbol)
+            if self.view.position(order.symbol) is not None or (sup and sup.known):
+                return CancelSkip.PROTECTS  # a position appeared: not ours to cancel any more
+            try:
+                done = await self.orders.cancel(order, reason, self.bus.publish, by=by)
+            except AccountHalted:
+                return CancelSkip.HALTED
+        return CancelSkip.GONE if done is Cancelled.GONE else None
 
     # --- supervisors -------------------------------------------------------------------------
     def supervisor(self, symbol: str) -> PositionSupervisor:
         sup = self.supervisors.get(symbol)
         if sup is None:
-            sup = self.supervisors[symbol] = PositionSupervisor(self, symbol)
+            sup = self.supervisors[symbol] = PositionSupervisor(self.ctx, symbol)
         return sup
 
-    def retire(self, sup: PositionSupervisor) -> None:
-        if self.supervisors.get(sup.symbol) is sup:
-            del self.supervisors[sup.symbol]
+    def _retire(self, symbol: str, sup: object) -> None:
+        if self.supervisors.get(symbol) is sup:
+            del self.supervisors[symbol]
 
     def _attend(self, symbol: str) -> None:
         """A stream event touched this symbol: its supervisor looks at once."""
@@ -329,10 +363,84 @@ class AccountGuard:
     async def halt(self, reason: str) -> None:
         if self.halted:
             return
-        self.halted = reason
+        self.flags.halted = reason
         await self.state.put("halt", self.account, reason)
         await self.bus.publish(ev.AccountHalted(account=self.account, reason=reason))
 
     async def unhalt(self) -> None:
-        self.halted = None
+        self.flags.halted = None
         await self.state.put("halt", self.account, None)
+
+    # --- the read model: typed answers, nothing of the guard's insides ------------------------
+    @property
+    def venue_name(self) -> str:
+        return self.venue.name
+
+    def resolve_symbol(self, text: str) -> str:
+        return self.venue.resolve_symbol(text)
+
+    def status(self) -> GuardStatus:
+        sups = [s for s in self.supervisors.values() if s.known is not None]
+        ttps = [s.known.last_time_to_protect for s in sups
+                if s.known is not None and s.known.last_time_to_protect is not None]
+        return GuardStatus(
+            account=self.account, venue=self.venue.name, halted=self.halted,
+            stream=StreamHealth(self.stream.up, self.stream.reason),
+            amend_in_place=self.venue.capabilities.amend_stop_in_place,
+            last_reconcile=self.last_reconcile, last_error=self.last_error,
+            positions=len(self.view.positions()),
+            unprotected=sum(1 for s in sups if not s.protected),
+            last_time_to_protect=ttps[-1] if ttps else None)
+
+    def positions(self) -> list[PositionView]:
+        """Every open position with its protection, by symbol."""
+        now = self.clock.now()
+        views = []
+        for symbol, report in sorted(self.view.positions().items()):
+            sup = self.supervisors.get(symbol)
+            known = sup.known if sup else None
+            stops = [o for o in self.view.orders(symbol) if o.is_stop_for(report.side)]
+            views.append(PositionView(
+                account=self.account, symbol=symbol, side=report.side, qty=report.qty,
+                entry_price=report.entry_price, mark_price=report.mark_price,
+                unrealized_pnl=report.unrealized_pnl,
+                stop_price=stops[0].trigger_price if stops else None,
+                unprotected_seconds=sup.unprotected_for(now) if sup else 0.0,
+                last_time_to_protect=known.last_time_to_protect if known else None,
+                generation=known.generation if known else None))
+        return views
+
+    def unrealized_pnl(self) -> Decimal:
+        return sum((p.unrealized_pnl for p in self.view.positions().values()), ZERO)
+
+    async def resting_orders(self) -> list[OrderReport]:
+        """Every resting order: trigger orders from the view, plain ones (limits) asked for now
+        (one call; snapshots list trigger orders only)."""
+        orders = {o.order_id: o for o in self.view.orders()}
+        for order in await retry_transient(self.venue.fetch_open_orders, self.clock,
+                                           rng=self.rng):
+            orders.setdefault(order.order_id, order)
+        return list(orders.values())
+
+    def known_orders(self) -> list[OrderReport]:
+        """The trigger orders the view holds (no venue call)."""
+        return self.view.orders()
+
+    def is_protective_stop(self, order: OrderReport) -> bool:
+        position = self.view.position(order.symbol)
+        return position is not None and order.is_stop_for(position.side)
+
+    # --- requests from the control layer, each through the symbol's one writer --------------
+    async def close_position(self, symbol: str, *, by: str, side: PositionSide,
+                             max_qty: Decimal, generation: int | None) -> CloseResult:
+        if self.view.position(symbol) is None and symbol not in self.supervisors:
+            return CloseResult(CloseStatus.ALREADY_FLAT)
+        return await self.supervisor(symbol).close(
+            ev.CloseReason.MANUAL, by=by, max_qty=max_qty, side=side, generation=generation)
+
+    async def cancel_order(self, order: OrderReport, *, by: str) -> CancelSkip | None:
+        """A person's cancel of one resting order (never a position's stop): through the
+        position's supervisor, or the flat-symbol owner. None: cancelled."""
+        if self.view.position(order.symbol) is not None or order.symbol in self.supervisors:
+            return await self.supervisor(order.symbol).cancel_order(order, by=by)
+        return await self._cancel_flat(order, ev.CancelReason.CANCEL_ALL, by)

@@ -244,6 +244,12 @@ class FakeControl:
     def positions(self) -> list[PositionView]:
         return self.views
 
+    def accounts(self) -> list[str]:
+        return list(self.guards)
+
+    def venue_name(self, account: str) -> str:
+        return self.guards[account].venue.name
+
 
 def view(account: str, symbol: str, pnl: str) -> PositionView:
     return PositionView(account=account, symbol=symbol, side=PositionSide.LONG,

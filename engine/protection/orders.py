@@ -1,0 +1,193 @@
+"""OrderGateway: the one path by which any order of an account is placed, amended or cancelled.
+
+Every change goes the same way: the intent is journaled (with its deterministic client id) before
+the venue is called, transient errors are retried with back-off, an unknown outcome of a create is
+looked up by client id before anything is sent again, "already gone" is one answer, and the view
+is updated once. Nothing else in the engine calls a venue's commands.
+
+Who may call it: a position's supervisor for that symbol's orders, and the account's zombie owner
+for orders on flat symbols. Both hold the symbol's writer lock (`writer(symbol)`) across their
+check and the venue call, so no other writer can act on the symbol in between; the gateway
+refuses a call made without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from decimal import Decimal
+from enum import StrEnum
+
+from engine.bus import EventBus
+from engine.clock import Clock
+from engine.domain import events as ev
+from engine.domain.reports import (
+    MarketOrderRequest,
+    OrderReport,
+    OrderStatus,
+    StopRequest,
+)
+from engine.domain.values import ZERO
+from engine.errors import OutcomeUnknown, Rejected, RejectReason
+from engine.metrics import Metrics
+from engine.ports import Venue
+from engine.protection.view import AccountView
+from engine.retry import retry_transient
+
+CREATE_LOOKUPS = 3  # create -> unknown -> look up by client id, at most this many rounds
+
+
+class AccountHalted(Exception):
+    """The account is on HALT: no venue command is sent (journal-only work may go on)."""
+
+
+class Cancelled(StrEnum):
+    DONE = "done"
+    GONE = "gone"  # the venue no longer had it (filled, triggered, cancelled meanwhile)
+
+
+class AccountFlags:
+    """Per-account state every writer must respect; owned by the guard."""
+
+    def __init__(self) -> None:
+        self.halted: str | None = None
+
+
+class OrderGateway:
+    def __init__(self, account: str, venue: Venue, *, view: AccountView, bus: EventBus,
+                 clock: Clock, rng: random.Random, metrics: Metrics,
+                 flags: AccountFlags) -> None:
+        self.account = account
+        self.venue = venue
+        self.view = view
+        self.bus = bus
+        self.clock = clock
+        self.rng = rng
+        self.metrics = metrics
+        self.flags = flags
+        self._writers: dict[str, asyncio.Lock] = {}
+
+    def writer(self, symbol: str) -> asyncio.Lock:
+        """The symbol's writer lock: one writer (supervisor or zombie owner) at a time."""
+        lock = self._writers.get(symbol)
+        if lock is None:
+            lock = self._writers[symbol] = asyncio.Lock()
+        return lock
+
+    # --- commands ------------------------------------------------------------------------------
+    async def place_stop(self, request: StopRequest, action: ev.StopAction,
+                         publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
+        """Journal the intent, place (looking up by client id after an unknown outcome), and put
+        the resting order in the view. Raises Rejected, OutcomeUnknown, AccountHalted."""
+        self._enter(request.symbol)
+        await publish(ev.StopIntent(
+            account=self.account, symbol=request.symbol, action=action,
+            client_id=request.client_id, trigger_price=request.trigger_price, qty=request.qty))
+        order = await self._create(request.symbol, request.client_id,
+                                   lambda: self.venue.place_stop(request), "place_stop")
+        self._count("place_stop")
+        if order.is_resting:
+            self.view.set_order(order)
+        return order
+
+    async def amend_stop(self, order: OrderReport, trigger_price: Decimal, qty: Decimal,
+                         publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport | None:
+        """Amend in place (venues that can). None: the order was gone (dropped from the view).
+        Raises Rejected, OutcomeUnknown (it may or may not have taken), AccountHalted."""
+        self._enter(order.symbol)
+        await publish(ev.StopIntent(
+            account=self.account, symbol=order.symbol, action=ev.StopAction.AMEND,
+            client_id=order.client_id or order.order_id, trigger_price=trigger_price, qty=qty))
+        try:
+            amended = await retry_transient(
+                lambda: self.venue.amend_stop(order, trigger_price, qty), self.clock,
+                rng=self.rng)
+        except Rejected as exc:
+            if exc.reason is not RejectReason.ORDER_NOT_FOUND:
+                raise
+            self.view.drop_order(order.order_id)
+            return None
+        finally:
+            self._count("amend_stop")
+        self.view.set_order(amended)
+        return amended
+
+    async def cancel(self, order: OrderReport, reason: ev.CancelReason,
+                     publish: Callable[[ev.Event], Awaitable[None]], *,
+                     by: str = "") -> Cancelled:
+        """Journal the intent, cancel, drop it from the view. An order the venue no longer has
+        is GONE, not an error. Raises Rejected (other reasons), OutcomeUnknown (still in the
+        view: the next look decides), Transient past the retries, AccountHalted."""
+        self._enter(order.symbol)
+        await publish(ev.CancelIntent(
+            account=self.account, symbol=order.symbol, order_id=order.order_id,
+            client_id=order.client_id, reason=reason, by=by))
+        try:
+            await retry_transient(lambda: self.venue.cancel_order(order), self.clock,
+                                  rng=self.rng)
+            outcome = Cancelled.DONE
+        except Rejected as exc:
+            if exc.reason is not RejectReason.ORDER_NOT_FOUND:
+                raise
+            outcome = Cancelled.GONE
+        finally:
+            self._count("cancel_order")
+        self.view.drop_order(order.order_id)
+        return outcome
+
+    async def close(self, request: MarketOrderRequest, reason: ev.CloseReason, by: str,
+                    publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
+        """Reduce-only market close: journal the intent, send (looking up by client id after an
+        unknown outcome), and when it filled at once shrink the position in the view so nobody
+        closes it a second time on an older picture."""
+        self._enter(request.symbol)
+        await publish(ev.CloseIntent(account=self.account, symbol=request.symbol,
+                                     client_id=request.client_id, qty=request.qty,
+                                     reason=reason, by=by))
+        order = await self._create(request.symbol, request.client_id,
+                                   lambda: self.venue.market_order(request), "close")
+        self._count("market_order")
+        if order.status is OrderStatus.FILLED and order.qty is not None:
+            # A reduce-only fill smaller than asked means the venue clamped it to the position:
+            # flat, whatever our (older) view said.
+            report = self.view.position(request.symbol)
+            if report is not None:
+                left = report.qty - order.qty if order.qty >= request.qty else ZERO
+                self.view.set_position(request.symbol,
+                                       replace(report, qty=left) if left > 0 else None)
+        return order
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _enter(self, symbol: str) -> None:
+        """Every command: the caller is the symbol's writer, and the account is not halted."""
+        if not self.writer(symbol).locked():
+            raise RuntimeError(f"{symbol}: order change outside its writer")
+        if self.flags.halted:
+            raise AccountHalted(self.flags.halted)
+
+    async def _create(self, symbol: str, cid: str, call: Callable[[], Awaitable[OrderReport]],
+                      operation: str) -> OrderReport:
+        """Create with retries; after an unknown outcome (or a reused id), look the order up by
+        client id first, so a lost response never becomes a second order."""
+        for _ in range(CREATE_LOOKUPS):
+            if self.flags.halted:
+                raise AccountHalted(self.flags.halted)
+            try:
+                return await retry_transient(call, self.clock, rng=self.rng)
+            except Rejected as exc:
+                if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
+                    raise
+            except OutcomeUnknown:
+                pass
+            found = await retry_transient(lambda: self.venue.find_order(symbol, cid),
+                                          self.clock, rng=self.rng)
+            self._count("find_order")
+            if found is not None:
+                return found
+        raise OutcomeUnknown(f"{operation} {symbol}: outcome still unknown for {cid}")
+
+    def _count(self, operation: str) -> None:
+        self.metrics.venue_calls.labels(self.account, operation).inc()
+
