@@ -11,19 +11,15 @@ from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
 from bot.routers import core, hold, language, monitor, pnl, protection, trading
 from engine.control import ControlService
-from engine.pnl.service import PnlReports
 from engine.ports import StateStore
 
 
 def build_dispatcher(*, control: ControlService, approvals: ApprovalService, roles: RoleBook,
                      i18n: I18n, state: StateStore,
-                     on_stranger: StrangerHook | None = None,
-                     reports: PnlReports | None = None) -> Dispatcher:
+                     on_stranger: StrangerHook | None = None) -> Dispatcher:
     dp = Dispatcher(name="vigil")
     dp["control"] = control
     dp["approvals"] = approvals
-    if reports is not None:  # else bot.reports.start_reporting sets it later
-        dp["reports"] = reports
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(),

@@ -13,12 +13,12 @@ import asyncio
 import io
 import itertools
 import threading
-from collections.abc import Sequence
-from datetime import datetime, time
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from aiogram import Bot, Dispatcher
+from aiogram import Bot
 from aiogram.exceptions import TelegramRetryAfter
 from aiogram.types import BufferedInputFile
 from aiogram.utils.i18n import I18n
@@ -29,14 +29,10 @@ from bot.i18n import user_locale
 from bot.notifier import Notifier
 from bot.render import signed
 from engine.clock import Clock, SystemClock
-from engine.control import ControlService
-from engine.pnl.ledger_sync import LedgerSync
-from engine.pnl.model import DayTotals
-from engine.pnl.report import AccountPnl, DailyReport
-from engine.pnl.schedule import DailySchedule
-from engine.pnl.service import PnlReports
+from engine.domain.pnl import AccountPnl, DailyReport, DayTotals
 from engine.ports import StateStore
 
+ReportForSlot = Callable[[datetime, datetime], Awaitable[DailyReport]]
 CAPTION_LIMIT = 1024  # Telegram's limit for a photo caption
 GREEN, RED, LINE = "#2e9e4f", "#d64541", "#1f5fa8"
 _DRAWING = threading.Lock()  # matplotlib is not thread-safe: one chart at a time
@@ -168,19 +164,19 @@ class DailyReporter:
     """What the daily schedule runs: sync the ledger, build the report, send it to every alert
     chat as text (through the outbox) and one chart per account (a photo)."""
 
-    def __init__(self, bot: Bot, reports: PnlReports, notifier: Notifier, *, i18n: I18n,
-                 state: StateStore, clock: Clock | None = None) -> None:
+    def __init__(self, bot: Bot, report_for_slot: ReportForSlot, notifier: Notifier, *,
+                 i18n: I18n, state: StateStore, clock: Clock | None = None) -> None:
         self.bot = bot
-        self.reports = reports
+        self.report_for_slot = report_for_slot
         self.notifier = notifier
         self.i18n = i18n
         self.state = state
         self.clock = clock or SystemClock()  # Telegram's retry_after is in real seconds
         self.sent: list[datetime] = []  # ends of the reports sent (for the record and tests)
-        self.schedule: DailySchedule | None = None  # set by start_reporting
+        self.schedule: Any = None  # the schedule that runs it (set by the runtime)
 
     async def send_scheduled(self, slot: datetime, previous: datetime) -> None:
-        report = await self.reports.for_slot(slot, previous)
+        report = await self.report_for_slot(slot, previous)
         await self.send(report, daily=True)
 
     async def send(self, report: DailyReport, *, daily: bool = True) -> None:
@@ -217,22 +213,3 @@ class DailyReporter:
                                type(exc).__name__, exc)
                 return False
         return False
-
-
-async def start_reporting(*, bot: Bot, dp: Dispatcher, control: ControlService,
-                          state: StateStore, notifier: Notifier, i18n: I18n, daily_time: time,
-                          timezone: str, clock: Clock, sync: LedgerSync,
-                          telegram_clock: Clock | None = None
-                          ) -> tuple[DailyReporter, list[asyncio.Task[None]]]:
-    """Wire daily PnL: `/pnl` (through dp["reports"]) and the daily report at `daily_time` in
-    `timezone` on `clock`, on the engine's ledger sync. Returns the reporter and its task, which
-    the caller cancels at shutdown before closing the database."""
-    repo = sync.repo
-    reports = PnlReports(control, repo, sync, tz=timezone, clock=clock)
-    dp["reports"] = reports
-    reporter = DailyReporter(bot, reports, notifier, i18n=i18n, state=state,
-                             clock=telegram_clock)
-    schedule = DailySchedule(reporter.send_scheduled, at=daily_time, tz=timezone, clock=clock,
-                             state=state)
-    reporter.schedule = schedule
-    return reporter, [asyncio.create_task(schedule.run(), name="daily report")]

@@ -4,13 +4,16 @@ Commands in, typed results out; nothing here knows about Telegram."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from datetime import datetime
 from decimal import Decimal
 
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
+from engine.domain.pnl import MAX_REPORT_DAYS, DailyReport
 from engine.domain.reports import OrderReport
 from engine.errors import Rejected, RejectReason, VenueError
+from engine.pnl.service import PnlReports
 from engine.ports import StateStore
 from engine.protection.guard import AccountGuard
 from engine.results import (
@@ -30,9 +33,9 @@ from engine.results import (
 )
 
 __all__ = [  # the result types, re-exported: callers need only this module
-    "AccountStatus", "CancelOutcome", "CancelSkip", "CloseOutcome", "CloseStatus", "CloseTarget",
-    "ControlService", "EngineStatus", "HoldKind", "HoldResult", "HoldState", "OrderTarget",
-    "PositionView", "ReconcileReport",
+    "MAX_REPORT_DAYS", "AccountStatus", "CancelOutcome", "CancelSkip", "CloseOutcome",
+    "CloseStatus", "CloseTarget", "ControlService", "DailyReport", "EngineStatus", "HoldKind",
+    "HoldResult", "HoldState", "OrderTarget", "PositionView", "ReconcileReport",
 ]
 
 
@@ -47,6 +50,20 @@ class ControlService:
         self.mode = mode
         self.started_at = clock.now()
         self._holds: dict[str, HoldState] = {}
+        self.reports: PnlReports | None = None  # wired by the composition root
+
+    # --- PnL --------------------------------------------------------------------------------
+    async def pnl(self, days: int) -> DailyReport:
+        """The last `days` local calendar days, today included, up to now."""
+        if self.reports is None:
+            raise RuntimeError("PnL reports are not wired")
+        return await self.reports.for_days(days)
+
+    async def pnl_for_slot(self, slot: datetime, previous: datetime) -> DailyReport:
+        """The scheduled daily report for [previous, slot)."""
+        if self.reports is None:
+            raise RuntimeError("PnL reports are not wired")
+        return await self.reports.for_slot(slot, previous)
 
     async def load(self) -> None:
         for name in self._guards:

@@ -5,42 +5,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
+from engine.approvals import Approval, ApprovalAction, ApprovalStatus
 from storage.db import Database
-
-
-class ApprovalStatus(StrEnum):
-    PENDING = "pending"
-    EXECUTING = "executing"
-    DONE = "done"
-    CANCELLED = "cancelled"
-    EXPIRED = "expired"
-
-
-@dataclass(frozen=True, slots=True)
-class Approval:
-    id: str
-    action: str
-    args: dict[str, Any]
-    requested_by: int
-    requested_by_name: str
-    chat_id: int
-    message_id: int | None
-    lang: str
-    created_at: datetime
-    expires_at: datetime
-    status: ApprovalStatus
-    decided_by: int | None
-    outcome: str | None
 
 
 def _row(r: Any) -> Approval:
     return Approval(
-        id=r["id"], action=r["action"], args=json.loads(r["args"]),
+        id=r["id"], action=ApprovalAction(r["action"]), args=json.loads(r["args"]),
         requested_by=r["requested_by"], requested_by_name=r["requested_by_name"],
         chat_id=r["chat_id"], message_id=r["message_id"], lang=r["lang"],
         created_at=datetime.fromisoformat(r["created_at"]),
@@ -92,7 +66,8 @@ class ApprovalRepo:
     async def cancel(self, approval_id: str, by: int, now: datetime) -> bool:
         cur = await self.db.conn.execute(
             "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?"
-            " WHERE id = ? AND status = 'pending'", (by, _iso(now), approval_id))
+            " WHERE id = ? AND status = 'pending' AND expires_at > ?",
+            (by, _iso(now), approval_id, _iso(now)))
         await self.db.conn.commit()
         return cur.rowcount == 1
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
@@ -25,11 +24,9 @@ PASSPHRASE = "bitget-passphrase-Zq81"
 
 
 @pytest.fixture
-async def conn(tmp_path: Path) -> AsyncIterator[aiosqlite.Connection]:
+def conn(db: Database) -> aiosqlite.Connection:
     """The secrets table exactly as the project's migrations create it."""
-    db = await Database.open(tmp_path / "vigil.db")
-    yield db.conn
-    await db.close()
+    return db.conn
 
 
 def _read_all_files(directory: Path) -> bytes:
@@ -70,13 +67,13 @@ async def test_repr_hides_the_values() -> None:
     assert API_KEY not in text and SECRET not in text and PASSPHRASE not in text
 
 
-async def test_database_file_never_holds_the_values_in_clear(tmp_path: Path,
+async def test_database_file_never_holds_the_values_in_clear(db_path: Path,
                                                              conn: aiosqlite.Connection) -> None:
     store = KeyStore(conn, Fernet.generate_key())
     await store.put("bitget-main", ApiCredentials.of(API_KEY, SECRET, PASSPHRASE))
     await conn.execute("PRAGMA wal_checkpoint(FULL)")
 
-    raw = _read_all_files(tmp_path)
+    raw = _read_all_files(db_path.parent)
     assert b"bitget-main" in raw  # the file is really the one written...
     for value in (API_KEY, SECRET, PASSPHRASE):
         assert value.encode() not in raw  # ...and the secrets are not in it

@@ -24,8 +24,9 @@ from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_cons
 from bot.dispatcher import build_dispatcher
 from bot.i18n import build_i18n
 from bot.notifier import PER_CHAT_INTERVAL, Notifier
-from bot.reports import DailyReporter, start_reporting
+from bot.reports import DailyReporter
 from bot.roles import RoleBook
+from engine.approvals import Approvals
 from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
@@ -33,6 +34,8 @@ from engine.domain import events as ev
 from engine.errors import OperatorError
 from engine.metrics import Metrics
 from engine.pnl.ledger_sync import LedgerSync
+from engine.pnl.schedule import DailySchedule
+from engine.pnl.service import PnlReports
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import CrossedPolicy, FixedDistancePricer, ProtectionPolicy
@@ -117,6 +120,8 @@ class Engine:
             lock.release()
             raise
         ledger_sync = LedgerSync(venues, LedgerRepo(db), clock)
+        control.reports = PnlReports(control, ledger_sync.repo, ledger_sync,
+                                     tz=settings.reports.timezone, clock=clock)
         return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims,
                    lock=lock, ledger_sync=ledger_sync, venues=venues)
 
@@ -270,10 +275,10 @@ class Runtime:
                                  # a terminal has no flood limits: no pacing at the console
                                  per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
         engine.bus.subscribe(self.notifier.on_event)
-        approvals = ApprovalService(
-            ApprovalRepo(engine.db), engine.control, clock=self.clock, i18n=i18n,
+        approvals = ApprovalService(Approvals(
+            ApprovalRepo(engine.db), engine.control, clock=self.clock,
             ttl_seconds=self.settings.approvals.ttl_seconds,
-            two_person=self.settings.approvals.two_person)
+            two_person=self.settings.approvals.two_person), i18n=i18n)
         self.dp = build_dispatcher(control=engine.control, approvals=approvals, roles=roles,
                                    i18n=i18n, state=engine.state,
                                    on_stranger=self.notifier.on_stranger)
@@ -282,11 +287,12 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         await engine.start()
         r = self.settings.reports
-        self.reporter, reporting = await start_reporting(
-            bot=self.bot, dp=self.dp, control=engine.control, state=engine.state,
-            notifier=self.notifier, i18n=i18n, daily_time=r.daily_time, timezone=r.timezone,
-            clock=self.clock, telegram_clock=self.telegram_clock, sync=engine.ledger_sync)
-        self._tasks.extend(reporting)
+        self.reporter = DailyReporter(self.bot, engine.control.pnl_for_slot, self.notifier,
+                                      i18n=i18n, state=engine.state, clock=self.telegram_clock)
+        schedule = self.reporter.schedule = DailySchedule(
+            self.reporter.send_scheduled, at=r.daily_time, tz=r.timezone, clock=self.clock,
+            state=engine.state)
+        self._tasks.append(asyncio.create_task(schedule.run(), name="daily report"))
         if self.console:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))

@@ -44,11 +44,9 @@ def build_router() -> Router:
         hold = control.hold_state
         if control.resume_needs_approval and hold is not None:
             # The daily loss limit stopped trading: lifting it is a risky action.
-            await approvals.request(
-                message.bot, chat_id=message.chat.id, user=event_from_user, action="resume",
-                args={"reason": hold.reason},
-                summary=_("Lift the HOLD set by the daily loss limit: {reason}").format(
-                    reason=hold.reason), lang=get_i18n().current_locale)
+            await approvals.ask_resume(message.bot, chat_id=message.chat.id,
+                                       user=event_from_user, lang=get_i18n().current_locale,
+                                       reason=hold.reason)
             return
         result = await control.resume(actor)
         await message.answer(_("▶️ HOLD lifted: new entries are allowed.") if result.changed

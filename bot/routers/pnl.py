@@ -13,18 +13,18 @@ from aiogram.utils.i18n import gettext as _
 from bot.commands import role_flag
 from bot.reports import account_chart, caption, report_text
 from bot.routers.replies import answer_long
-from engine.pnl.service import MAX_DAYS, PnlReports
+from engine.control import MAX_REPORT_DAYS, ControlService
 
 
 def parse_days(args: str | None) -> int | None:
-    """`/pnl` -> 1, `/pnl 7` -> 7; None for anything else or out of 1..MAX_DAYS."""
+    """`/pnl` -> 1, `/pnl 7` -> 7; None for anything else or out of 1..MAX_REPORT_DAYS."""
     text = (args or "").strip()
     if not text:
         return 1
     if not text.isdigit() or not text.isascii():
         return None
     days = int(text)
-    return days if 1 <= days <= MAX_DAYS else None
+    return days if 1 <= days <= MAX_REPORT_DAYS else None
 
 
 def build_router() -> Router:
@@ -32,16 +32,13 @@ def build_router() -> Router:
 
     @router.message(Command("pnl"), flags=role_flag("pnl"))
     async def pnl(message: Message, command: CommandObject,
-                  reports: PnlReports | None = None) -> None:
+                  control: ControlService) -> None:
         days = parse_days(command.args)
         if days is None:
             await message.answer(_("Usage: /pnl [days], days from 1 to {max}").format(
-                max=MAX_DAYS))
+                max=MAX_REPORT_DAYS))
             return
-        if reports is None:
-            await message.answer(_("PnL reports are not available right now."))
-            return
-        report = await reports.for_days(days)
+        report = await control.pnl(days)
         await answer_long(message, report_text(report))
         for account in report.accounts:
             png = await account_chart(account)

@@ -8,10 +8,10 @@ from aiogram.types import CallbackQuery, Message, User
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
-from bot import render
-from bot.approvals import ApprovalCallback, ApprovalService, Decision, to_args
+from bot.approvals import ApprovalCallback, ApprovalService
 from bot.commands import role_flag
 from bot.roles import Role
+from engine.approvals import Decision
 from engine.control import CloseTarget, ControlService
 from engine.errors import Rejected
 
@@ -31,10 +31,8 @@ def decision_text(decision: str) -> str:
 async def ask_to_close(message: Message, approvals: ApprovalService, user: User,
                        targets: list[CloseTarget]) -> None:
     """Show exactly what will be closed, with Confirm / Cancel; nothing happens before."""
-    await approvals.request(
-        message.bot, chat_id=message.chat.id, user=user, action="close",
-        args={"targets": [to_args(t) for t in targets]},
-        summary=render.close_summary(targets), lang=get_i18n().current_locale)
+    await approvals.ask_close(message.bot, chat_id=message.chat.id, user=user,
+                              lang=get_i18n().current_locale, targets=targets)
 
 
 def build_router() -> Router:
@@ -82,10 +80,8 @@ def build_router() -> Router:
             await message.answer(_("No orders to cancel (protective stops are never "
                                    "cancelled)."))
             return
-        await approvals.request(
-            message.bot, chat_id=message.chat.id, user=event_from_user, action="cancel_all",
-            args={"orders": [to_args(t) for t in targets]},
-            summary=render.cancel_summary(targets), lang=get_i18n().current_locale)
+        await approvals.ask_cancel(message.bot, chat_id=message.chat.id, user=event_from_user,
+                                   lang=get_i18n().current_locale, targets=targets)
 
     @router.callback_query(ApprovalCallback.filter())
     async def decide(callback: CallbackQuery, callback_data: ApprovalCallback,

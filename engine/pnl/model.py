@@ -4,40 +4,17 @@ does not import storage: storage/ledger.py implements it on SQLite)."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, tzinfo
 from decimal import Decimal
 from typing import Protocol
 
 from engine.domain.ledger import LedgerEntry, LedgerKind
-from engine.domain.values import ZERO
+from engine.domain.pnl import DayTotals, NetPnl
 
 # symbol (None: not tied to one market) -> kind -> total
 LedgerSums = dict[str | None, dict[LedgerKind, Decimal]]
 
-
-class NetPnl:
-    """Net = realized + fees + funding (fees negative when paid, funding positive when
-    received); unrealized PnL is not part of it."""
-
-    __slots__ = ()
-    realized: Decimal
-    fees: Decimal
-    funding: Decimal
-
-    @property
-    def net(self) -> Decimal:
-        return self.realized + self.fees + self.funding
-
-
-@dataclass(frozen=True, slots=True)
-class DayTotals(NetPnl):
-    """One local calendar day of an account: what the chart draws."""
-
-    day: date
-    realized: Decimal = ZERO
-    fees: Decimal = ZERO
-    funding: Decimal = ZERO
+__all__ = ["DayTotals", "LedgerStore", "LedgerSums", "NetPnl", "local_midnight"]
 
 
 def local_midnight(day: date, tz: tzinfo) -> datetime:

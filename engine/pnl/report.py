@@ -8,50 +8,17 @@ Unrealized PnL is what the open positions show now; it is not part of net.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal
 
 from engine.domain.ledger import LedgerKind
+from engine.domain.pnl import AccountPnl, DailyReport, DayTotals, SymbolPnl
 from engine.domain.values import ZERO
-from engine.pnl.model import DayTotals, LedgerSums, NetPnl, local_midnight
+from engine.pnl.model import LedgerSums, local_midnight
 
 CURRENCY = "USDT"  # every account we guard settles in USDT
 
-
-@dataclass(frozen=True, slots=True)
-class SymbolPnl(NetPnl):
-    symbol: str | None  # None: movements not tied to one market
-    realized: Decimal = ZERO
-    fees: Decimal = ZERO
-    funding: Decimal = ZERO
-    unrealized: Decimal = ZERO
-
-
-@dataclass(frozen=True, slots=True)
-class AccountPnl(NetPnl):
-    account: str
-    venue: str
-    currency: str
-    realized: Decimal
-    fees: Decimal
-    funding: Decimal
-    unrealized: Decimal  # open positions, now
-    symbols: tuple[SymbolPnl, ...]
-    daily: tuple[DayTotals, ...]  # the chart: one row per local day, oldest first
-    error: str | None = None  # the ledger could not be updated: figures may be incomplete
-
-
-@dataclass(frozen=True, slots=True)
-class DailyReport:
-    start: datetime  # in the report's time zone
-    end: datetime
-    tz: str
-    accounts: tuple[AccountPnl, ...]
-
-    @property
-    def net(self) -> Decimal:
-        return sum((a.net for a in self.accounts), ZERO)
+__all__ = ["AccountPnl", "DailyReport", "SymbolPnl", "account_pnl", "calendar_period"]
 
 
 def calendar_period(now: datetime, tz: tzinfo, days: int) -> tuple[datetime, datetime]:

@@ -9,21 +9,33 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from engine.clock import Clock
-from engine.control import ControlService
+from engine.domain.pnl import MAX_REPORT_DAYS
 from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.model import LedgerStore, local_midnight
 from engine.pnl.report import DailyReport, account_pnl, calendar_period
+from engine.results import PositionView
 
 CHART_DAYS = 30
 ON_DEMAND_FRESH_SECONDS = 5.0  # /pnl reuses a sync this recent (spam cannot eat the rate limit)
-MAX_DAYS = 90
+MAX_DAYS = MAX_REPORT_DAYS
+
+
+class AccountBook(Protocol):
+    """What a report reads of the accounts (ControlService answers it)."""
+
+    def accounts(self) -> list[str]: ...
+
+    def venue_name(self, account: str) -> str: ...
+
+    def positions(self) -> list[PositionView]: ...
 
 
 class PnlReports:
-    def __init__(self, control: ControlService, repo: LedgerStore, sync: LedgerSync, *,
+    def __init__(self, control: AccountBook, repo: LedgerStore, sync: LedgerSync, *,
                  tz: str, clock: Clock, chart_days: int = CHART_DAYS) -> None:
         self.control = control
         self.repo = repo

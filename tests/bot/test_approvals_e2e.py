@@ -150,7 +150,7 @@ async def test_expiry_removes_buttons_and_nothing_runs(
     r, clock = clocked
     approval, message = await ask(r, TRADER, "/close_all")
     await clock.advance(119)
-    assert (await r.runtime.dp["approvals"].repo.get(approval)).status == "pending"
+    assert (await r.runtime.dp["approvals"].approvals.store.get(approval)).status == "pending"
     await advance_until(r, clock, lambda c: c.params.get("message_id") == message, 2)
     final = await edited(r, message, "Expired: nothing was done")
     assert final.params.get("reply_markup") is None
@@ -183,7 +183,7 @@ async def test_strangers_button_press_does_nothing(clocked: tuple[Running, Manua
     assert "requester or an admin" in reply.params["text"]
     assert ETH in sim(r).positions
     assert r.api.sent("editMessageText") == []
-    stored = await r.runtime.dp["approvals"].repo.get(approval)
+    stored = await r.runtime.dp["approvals"].approvals.store.get(approval)
     assert stored.status == "pending"
 
 
@@ -231,12 +231,12 @@ async def test_an_approval_cut_off_by_a_crash_is_reported_not_rerun(
     async with running(api, tmp_path / "data", clock=ManualClock()) as r:
         await _protected(r)
         approval, message = await ask(r, TRADER, "/close ETHUSDT")
-        repo = r.runtime.dp["approvals"].repo
+        repo = r.runtime.dp["approvals"].approvals.store
         assert await repo.claim(approval, ADMIN, r.runtime.clock.now())  # "crash" mid-run
     async with running(api, tmp_path / "data", clock=ManualClock()) as r:
         final = await edited(r, message, "restarted while this was running")
         assert final.params.get("reply_markup") is None
-        assert (await r.runtime.dp["approvals"].repo.get(approval)).status == "done"
+        assert (await r.runtime.dp["approvals"].approvals.store.get(approval)).status == "done"
 
 
 async def test_resume_after_the_loss_cap_needs_a_confirmation(

@@ -3,11 +3,9 @@ computation, the simulated exchange's ledger and the ledger sync, on real SQLite
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any, cast
 from zoneinfo import ZoneInfo
 
@@ -40,12 +38,8 @@ def e(ref: str, kind: LedgerKind, amount: str, at: datetime, symbol: str | None 
 
 
 @pytest.fixture
-async def repo(tmp_path: Path) -> AsyncIterator[LedgerRepo]:
-    db = await Database.open(tmp_path / "vigil.sqlite3")
-    try:
-        yield LedgerRepo(db)
-    finally:
-        await db.close()
+def repo(db: Database) -> LedgerRepo:
+    return LedgerRepo(db)
 
 
 # --- the ledger table ---------------------------------------------------------------------------

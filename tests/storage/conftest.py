@@ -1,25 +1,8 @@
-"""Real SQLite files in a temp dir; every Database opened here is closed at the end."""
+"""Storage test helpers; the `db` and `db_path` fixtures come from tests/conftest.py."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-
 from storage.db import Database
-
-
-@pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "data" / "vigil.sqlite3"
-
-
-@pytest.fixture
-async def db(db_path: Path) -> AsyncIterator[Database]:
-    database = await Database.open(db_path)
-    yield database
-    await database.close()
 
 
 async def scalar(db: Database, sql: str, *args: object) -> object:
