@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from aiogram import Dispatcher, Router
+from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import I18n
+from loguru import logger
 
 from bot.access import AccessMiddleware, RoleGate, StrangerHook
 from bot.approvals import ApprovalService
@@ -30,4 +32,14 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
         router.message.middleware(RoleGate())
         router.callback_query.middleware(RoleGate())
         dp.include_router(router)
+    dp.errors.register(_on_error)
     return dp
+
+
+async def _on_error(event: ErrorEvent) -> bool:
+    """The one place a handler's failure ends: logged with the update, never re-raised into
+    polling (which would retry nothing and only spam the log)."""
+    logger.opt(exception=event.exception).error(
+        "update {} failed: {}: {}", event.update.update_id, type(event.exception).__name__,
+        event.exception)
+    return True

@@ -39,6 +39,18 @@ XRP = "XRP/USDT:USDT"
 ACCOUNT = "paper"
 
 
+class RecordingClock(ManualClock):
+    """A manual clock that remembers every sleep asked of it (back-offs, intervals)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        await super().sleep(seconds)
+
+
 class MemoryState:
     """StateStore in a dict: survives a "restart" when the next instance gets the same one."""
 
@@ -243,7 +255,7 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
                     exchange: SimExchange | None = None, clock: ManualClock | None = None,
                     db_name: str = "v.db", interval: float = 10, load: bool = True,
                     latency: float = 0.0, spy: bool = False) -> Rig:
-        clock = clock or (exchange.clock if exchange else ManualClock())  # type: ignore[assignment]
+        clock = clock or (exchange.clock if exchange else RecordingClock())  # type: ignore[assignment]
         assert isinstance(clock, ManualClock)
         exchange = exchange or SimExchange(clock, seed=1)
         venue = SimVenue(exchange, clock, amend_in_place=amend_in_place, streaming=streaming,
@@ -263,3 +275,18 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
     yield build
     for db in opened:
         await db.close()
+
+
+SpyRigFactory = Callable[..., Awaitable[tuple[Rig, SpyVenue]]]
+
+
+@pytest.fixture
+def spy_rig(rig_factory: RigFactory) -> SpyRigFactory:
+    """A rig whose guard talks to a SpyVenue: (rig, spy)."""
+
+    async def build(**kwargs: Any) -> tuple[Rig, SpyVenue]:
+        rig = await rig_factory(spy=True, **kwargs)
+        assert isinstance(rig.port, SpyVenue)
+        return rig, rig.port
+
+    return build

@@ -24,7 +24,7 @@ from tests.engine.conftest import (
     MemoryState,
     Rig,
     RigFactory,
-    SpyVenue,
+    SpyRigFactory,
     StopWatch,
     default_policy,
     eventually,
@@ -62,11 +62,8 @@ def flat_stop(rig: Rig, symbol: str, trigger: Decimal, qty: Decimal) -> OrderRep
 @pytest.mark.parametrize("moment", ["before_sweep", "at_intent", "in_venue_call",
                                     "after_cancel"])
 async def test_zombie_cancel_racing_a_position_opening_leaves_exactly_one_stop(
-        rig_factory: RigFactory, moment: str) -> None:
-    rig = await rig_factory(streaming=True, spy=True,
-                            policy=default_policy(zombie_grace_seconds=0))
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+        spy_rig: SpyRigFactory, moment: str) -> None:
+    rig, spy = await spy_rig(streaming=True, policy=default_policy(zombie_grace_seconds=0))
     zombie = flat_stop(rig, BTC, D(60000), D("0.5"))
     opened: list[bool] = []
 
@@ -111,13 +108,11 @@ async def test_zombie_cancel_racing_a_position_opening_leaves_exactly_one_stop(
 
 @pytest.mark.parametrize("moment", ["place_new", "cancel_old"])
 async def test_cancel_all_racing_a_stop_replacement_keeps_one_stop_throughout(
-        rig_factory: RigFactory, moment: str) -> None:
+        spy_rig: SpyRigFactory, moment: str) -> None:
     """The venue cannot amend: a resize places the new stop, then cancels the old one. A
     /cancel_all confirmed in the middle waits for the writer, never cancels a protective stop,
     and the position never has a moment without one."""
-    rig = await rig_factory(streaming=True, spy=True, amend_in_place=False)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+    rig, spy = await spy_rig(streaming=True, amend_in_place=False)
     control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=MemoryState(),
                              bus=rig.guard.bus, clock=rig.clock, mode="paper")
     rig.hand.open(BTC, LONG, D("0.5"))

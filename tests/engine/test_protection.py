@@ -28,8 +28,10 @@ from tests.engine.conftest import (
     ETH,
     SOL,
     XRP,
+    RecordingClock,
     Rig,
     RigFactory,
+    SpyRigFactory,
     SpyVenue,
     StopWatch,
     default_policy,
@@ -111,10 +113,8 @@ async def test_short_gets_its_stop_above_with_the_per_symbol_distance(
 
 
 async def test_stop_intent_is_journaled_before_the_venue_sees_the_order(
-        rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True, amend_in_place=False)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig(amend_in_place=False)
     checked: list[tuple[str, bool]] = []
 
     async def intent_first(method: str, arg: object) -> None:
@@ -185,12 +185,10 @@ async def test_crossed_stop_with_tighten_policy_rests_just_off_the_mark(
 
 
 @pytest.mark.parametrize("crossed", [CrossedPolicy.CLOSE, CrossedPolicy.TIGHTEN])
-async def test_venue_says_would_trigger_immediately(rig_factory: RigFactory,
+async def test_venue_says_would_trigger_immediately(spy_rig: SpyRigFactory,
                                                     crossed: CrossedPolicy) -> None:
     """The snapshot's mark was fine, but the market moved through the stop before it arrived."""
-    rig = await rig_factory(spy=True, policy=default_policy(crossed=crossed))
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+    rig, spy = await spy_rig(policy=default_policy(crossed=crossed))
 
     async def crash_the_market(method: str, arg: object) -> None:
         if method == "place_stop" and rig.exchange.marks[BTC] > D(63000):
@@ -491,12 +489,10 @@ async def test_lost_response_after_placement_is_found_by_client_id(
 
 
 async def test_retry_after_unknown_outcome_meets_a_duplicate_client_id(
-        rig_factory: RigFactory) -> None:
+        spy_rig: SpyRigFactory) -> None:
     """The first attempt executed but its response was lost and the lookup did not see it yet;
     the retry carries the same client id, the venue refuses the duplicate, the lookup finds it."""
-    rig = await rig_factory(spy=True)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+    rig, spy = await spy_rig()
     inner = spy.inner
     state = {"placed": 0, "lookups": 0}
 
@@ -527,10 +523,8 @@ async def test_retry_after_unknown_outcome_meets_a_duplicate_client_id(
 
 
 async def test_transient_errors_are_retried_with_backoff_and_jitter(
-        rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig()
     failures = {"left": 2}
 
     async def flaky(method: str, arg: object) -> None:
@@ -540,9 +534,13 @@ async def test_transient_errors_are_retried_with_backoff_and_jitter(
 
     spy.before = flaky
     rig.hand.open(BTC, LONG, D("0.5"))
-    await drive(rig.clock, rig.guard.reconcile_now(), step=0.01)
+    clock = rig.clock
+    assert isinstance(clock, RecordingClock)
+    await drive(clock, rig.guard.reconcile_now(), step=0.01)
     assert len(rig.stops(BTC)) == 1 and spy.commands() == ["place_stop"] * 3
-    assert rig.clock.monotonic() > 0  # it waited on the clock between attempts
+    # Two back-offs between the three attempts, each a full jitter of 0.2 s then 0.4 s.
+    first, second = clock.sleeps
+    assert 0 <= first <= 0.2 and 0 <= second <= 0.4 and first != second
 
 
 async def test_retry_transient_backs_off_exponentially_with_full_jitter() -> None:
@@ -582,10 +580,8 @@ async def test_retry_transient_backs_off_exponentially_with_full_jitter() -> Non
 
 
 async def test_operator_error_halts_the_account_and_stops_all_commands(
-        rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+        rig_factory: RigFactory, spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig()
 
     async def bad_keys(method: str, arg: object) -> None:
         if method == "place_stop":
@@ -850,12 +846,10 @@ def test_view_never_brings_back_an_order_it_knows_is_gone() -> None:
     assert view.orders() == [resting]  # a snapshot taken after everything still decides
 
 
-async def test_a_close_clamped_by_the_venue_is_not_sent_twice(rig_factory: RigFactory) -> None:
+async def test_a_close_clamped_by_the_venue_is_not_sent_twice(spy_rig: SpyRigFactory) -> None:
     """Streaming off, the view is older than the venue: the position shrank by hand after the
     snapshot. The reduce-only close fills less than asked: that means flat, not 'some left'."""
-    rig = await rig_factory(spy=True)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+    rig, spy = await spy_rig()
 
     async def hand_closes_part_first(method: str, arg: object) -> None:
         if method == "market_order" and rig.exchange.positions[BTC].qty == D("0.5"):
@@ -875,10 +869,8 @@ async def test_a_close_clamped_by_the_venue_is_not_sent_twice(rig_factory: RigFa
 
 # --- failures that must not spread -------------------------------------------------------
 async def test_a_failing_zombie_cancel_does_not_hold_up_protection(
-        rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True, policy=default_policy(zombie_grace_seconds=0))
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig(policy=default_policy(zombie_grace_seconds=0))
 
     async def refuse_cancels(method: str, arg: object) -> None:
         if method == "cancel_order":
@@ -901,10 +893,8 @@ async def test_a_failing_zombie_cancel_does_not_hold_up_protection(
     assert not rig.exchange.orders[zombie.order_id].is_resting
 
 
-async def test_one_rejection_costs_one_cycle_not_the_sla(rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True, interval=1)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+async def test_one_rejection_costs_one_cycle_not_the_sla(spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig(interval=1)
     refusals = {"left": 1}
 
     async def refuse_once(method: str, arg: object) -> None:
@@ -955,10 +945,8 @@ async def test_generation_counter_is_safe_next_to_other_commits(rig_factory: Rig
         n for _ in range(5) for n in range(1, 13))
 
 
-async def test_the_reconcile_loop_survives_an_unexpected_error(rig_factory: RigFactory) -> None:
-    rig = await rig_factory(spy=True, interval=1)
-    spy = rig.port
-    assert isinstance(spy, SpyVenue)
+async def test_the_reconcile_loop_survives_an_unexpected_error(spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig(interval=1)
     broken = {"left": 1}
 
     async def explode(method: str, arg: object) -> None:
