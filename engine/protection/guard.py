@@ -47,6 +47,7 @@ from engine.retry import retry_transient
 
 STREAM_RESTART_SECONDS = 5.0
 START_RETRY_MAX = 60.0
+MIN_POLL_SECONDS = 1.0  # never poll faster than this, whatever the SLA (venue weight budgets)
 
 
 @dataclass(slots=True)
@@ -144,7 +145,15 @@ class AccountGuard:
             except Exception as exc:  # a bug or a storage hiccup must not end protection
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 logger.exception("reconcile of {} failed", self.account)
-            await self.clock.sleep(self.interval)
+            await self.clock.sleep(self.poll_interval)
+
+    @property
+    def poll_interval(self) -> float:
+        """Seconds to the next snapshot. While the stream is down (or the venue has none),
+        snapshots are the only way to see a new position: look at least twice per SLA."""
+        if self.stream.up:
+            return self.interval
+        return min(self.interval, max(self.policy.sla_seconds / 2, MIN_POLL_SECONDS))
 
     async def stop(self) -> None:
         self._stopping = True

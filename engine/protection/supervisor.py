@@ -44,8 +44,12 @@ from engine.protection.reconcile import (
 from engine.results import CancelSkip, CloseStatus
 from engine.retry import retry_transient
 
-MAX_ROUNDS = 4  # plan -> act -> re-plan; a healthy position settles in one or two
+# plan -> act -> re-plan. Each round sends at most one venue command, then plans again from the
+# view that command changed; a healthy position settles in one to three rounds.
+MAX_ROUNDS = 12
 REJECT_BACKOFF = (0.5, 30.0)  # after a hard rejection: first pause, longest pause (doubling)
+REJECTIONS_FORGOTTEN_AFTER = 60.0  # seconds without a rejection: the next one starts over
+VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +74,7 @@ class PositionSupervisor:
         self._missing_announced = False
         self.backoff_until: float = 0.0  # after a hard rejection, don't hammer the venue
         self._rejections = 0  # in a row; the backoff doubles with each
+        self._last_rejection = float("-inf")
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -186,16 +191,19 @@ class PositionSupervisor:
             if not actions:
                 return
             for action in actions:
-                await self._execute(action)
-                if self.finished:
-                    return
+                progressed = await self._execute(action)
+                if self.finished or not progressed:
+                    return  # nothing changed: the next wake or look tries again
+                if isinstance(action, VENUE_ACTIONS):
+                    break  # the venue moved on: plan again on what it now shows
 
-    async def _execute(self, action: Action) -> None:
+    async def _execute(self, action: Action) -> bool:
+        """Carry out one action; False when it made no progress (refused, unknown, halted)."""
         match action:
             case AdoptPosition(position=report):
                 await self._adopt(report)
             case RecordClose(leftovers=leftovers):
-                await self._record_close(leftovers)
+                return await self._record_close(leftovers)
             case Resized(new_qty=new_qty, old_qty=old_qty):
                 assert self.known is not None
                 self.known.qty = new_qty
@@ -204,15 +212,16 @@ class PositionSupervisor:
                     new_qty=new_qty))
                 await self.ctx.store.save(self.known)
             case PlaceStop():
-                await self._place(action)
+                return await self._place(action)
             case AdoptStop(order=order):
                 await self._adopt_stop(order)
             case ResizeStop(order=order, qty=qty):
-                await self._resize(order, qty)
+                return await self._resize(order, qty)
             case CancelStop(order=order, reason=reason):
-                await self._cancel(order, ev.CancelReason(reason))
+                return await self._cancel(order, ev.CancelReason(reason))
             case ClosePosition():
-                await self._close(action)
+                return await self._close(action)
+        return True
 
     # --- actions -----------------------------------------------------------------------------
     async def _adopt(self, report: PositionReport) -> None:
@@ -229,11 +238,14 @@ class PositionSupervisor:
             entry_price=report.entry_price, generation=generation))
         await ctx.store.save(self.known)
 
-    async def _record_close(self, leftovers: tuple[OrderReport, ...]) -> None:
+    async def _record_close(self, leftovers: tuple[OrderReport, ...]) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None
-        if leftovers and not ctx.halted and await self._fresh_position() is not None:
-            return  # our view said flat, the venue says otherwise: keep every stop, re-plan
+        if leftovers and not ctx.halted:
+            fresh = await self._fresh_position()
+            if fresh is not None and fresh.side is known.side:
+                return False  # our view said flat, the venue says otherwise: keep every stop
+            # Flat, or flipped: the old side is closed either way (its close is recorded).
         for order in leftovers:  # the venue shows it flat: now, and only now, its stops may go
             if ctx.halted:
                 break  # no commands on HALT; they stay as zombies for later
@@ -252,6 +264,7 @@ class PositionSupervisor:
         self.known = None
         if ctx.view.position(self.symbol) is None:
             self._finish()
+        return True
 
     async def _place(self, action: PlaceStop, *, replacing: OrderReport | None = None) -> bool:
         ctx, known = self.ctx, self.known
@@ -280,11 +293,11 @@ class PositionSupervisor:
             known.stop_seq += 1
             await ctx.store.save(known)
             if exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None:
-                await self._on_would_trigger(action, report)
-            else:
-                await self._rejected(cid, exc)
+                return await self._on_would_trigger(action, report)
+            await self._rejected(cid, exc)
             return False
         known.stop_seq += 1
+        self._succeeded()
         if not order.is_resting:  # found by client id, but it already fired or was cancelled
             await ctx.store.save(known)
             return False
@@ -303,7 +316,7 @@ class PositionSupervisor:
         await ctx.store.save(known)
         return True
 
-    async def _on_would_trigger(self, action: PlaceStop, report: PositionReport) -> None:
+    async def _on_would_trigger(self, action: PlaceStop, report: PositionReport) -> bool:
         """The venue says the stop is already through the market: the policy decides."""
         ctx = self.ctx
         market = ctx.venue.market(self.symbol)
@@ -312,13 +325,13 @@ class PositionSupervisor:
             # refused again and close a position the policy said to keep.
             fresh = await self._fresh_position()
             if fresh is None:
-                return  # gone meanwhile: the next round records the close
+                return True  # gone meanwhile: the next round records the close
             tight = ctx.policy.tightened(fresh.side, fresh.mark_price, market)
-            await self._place(replace(action, trigger_price=tight,
-                                      crossed_from=action.trigger_price))
-            return
-        await self._close(ClosePosition(self.symbol, report.qty, ev.CloseReason.STOP_CROSSED,
-                                        action.trigger_price, report.mark_price))
+            return await self._place(replace(action, trigger_price=tight,
+                                             crossed_from=action.trigger_price))
+        return await self._close(ClosePosition(
+            self.symbol, report.qty, ev.CloseReason.STOP_CROSSED, action.trigger_price,
+            report.mark_price))
 
     async def _fresh_position(self) -> PositionReport | None:
         ctx = self.ctx
@@ -338,7 +351,7 @@ class PositionSupervisor:
             client_id=order.client_id, trigger_price=order.trigger_price, qty=order.qty))
         await self.ctx.store.save(known)
 
-    async def _resize(self, order: OrderReport, qty: Decimal) -> None:
+    async def _resize(self, order: OrderReport, qty: Decimal) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None and order.trigger_price is not None
         if ctx.venue.capabilities.amend_stop_in_place:
@@ -346,37 +359,41 @@ class PositionSupervisor:
                 amended = await ctx.orders.amend_stop(order, order.trigger_price, qty,
                                                       self._publish)
             except OutcomeUnknown:
-                return  # the next snapshot tells whether it took; the stop is still resting
+                return False  # the next snapshot tells whether it took; the stop still rests
             except Rejected as exc:
                 await self._rejected(order.client_id or order.order_id, exc)
-                return
+                return False
+            self._succeeded()
             if amended is None:
-                return  # gone: the next round places a new one
+                return True  # gone: the next round places a new one
             known.stop = _stop_ref(amended)
             await self._publish(ev.StopAmended(
                 account=ctx.account, symbol=self.symbol, order_id=amended.order_id,
                 trigger_price=order.trigger_price, qty=qty))
             await ctx.store.save(known)
-            return
+            return True
         # No amend on this venue: the new stop rests before the old one goes, never a gap.
         placed = await self._place(PlaceStop(self.symbol, order.trigger_price, qty),
                                    replacing=order)
         if placed:
             await self._cancel(order, ev.CancelReason.REPLACED)
+        return placed
 
-    async def _cancel(self, order: OrderReport, reason: ev.CancelReason) -> None:
+    async def _cancel(self, order: OrderReport, reason: ev.CancelReason) -> bool:
         try:
             await self.ctx.orders.cancel(order, reason, self._publish)
         except Rejected as exc:
             await self._rejected(order.client_id or order.order_id, exc)
-            return
+            return False
         except OutcomeUnknown:
-            return  # still in the view; the next look decides
+            return False  # still in the view; the next look decides
+        self._succeeded()
         await self._publish(ev.StopCancelled(
             account=self.ctx.account, symbol=self.symbol, order_id=order.order_id,
             client_id=order.client_id, reason=reason))
+        return True
 
-    async def _close(self, action: ClosePosition, *, by: str = "") -> None:
+    async def _close(self, action: ClosePosition, *, by: str = "") -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None
         reason = ev.CloseReason(action.reason)
@@ -396,7 +413,8 @@ class PositionSupervisor:
             known.close_seq += 1
             await ctx.store.save(known)
             await self._rejected(cid, exc)
-            return
+            return False
+        self._succeeded()
         known.close_seq += 1
         known.move_to(PositionState.CLOSING)
         known.close_pending_until = ctx.clock.now() + timedelta(
@@ -405,16 +423,34 @@ class PositionSupervisor:
                                               order_id=order.order_id, qty=action.qty,
                                               reason=reason, by=by))
         await ctx.store.save(known)
+        return True
 
     # --- helpers -----------------------------------------------------------------------------
     async def _rejected(self, client_id: str, exc: Rejected) -> None:
+        """Back off after a hard refusal, doubling while they repeat; while the position still
+        has SLA time left, the next try comes before it runs out (then the doubling goes on,
+        with the SLA alert already loud)."""
+        now = self.ctx.clock.monotonic()
+        if now - self._last_rejection > REJECTIONS_FORGOTTEN_AFTER:
+            self._rejections = 0  # an old refusal says nothing about this one
         first, longest = REJECT_BACKOFF
         pause = min(first * 2 ** self._rejections, longest)
+        waited = self.unprotected_for(self.ctx.clock.now())
+        if self.known is not None and self.known.unprotected_since is not None:
+            left = self.ctx.policy.sla_seconds - waited
+            if left > 0:
+                pause = min(pause, max(left / 2, first))
         self._rejections += 1
-        self.backoff_until = self.ctx.clock.monotonic() + pause
+        self._last_rejection = now
+        self.backoff_until = now + pause
         await self._publish(ev.StopRejected(
             account=self.ctx.account, symbol=self.symbol, client_id=client_id,
             reason=exc.reason.value, message=exc.message))
+
+    def _succeeded(self) -> None:
+        """The venue took a command: earlier refusals no longer slow this position down."""
+        self._rejections = 0
+        self.backoff_until = 0.0
 
     def _mark_protected(self) -> None:
         known = self.known

@@ -1,0 +1,193 @@
+"""Issue 15: ways a position could lose its stop or be closed twice. One regression test per
+finding (the docstrings name it); each failed on the code before its fix."""
+
+from __future__ import annotations
+
+import asyncio
+from decimal import Decimal
+
+from engine.control import CloseStatus, ControlService
+from engine.domain import events as ev
+from engine.domain.values import PositionSide
+from engine.errors import Rejected, RejectReason
+from storage.repositories import PositionRepo
+from tests.engine.conftest import (
+    ACCOUNT,
+    BTC,
+    MemoryState,
+    Rig,
+    RigFactory,
+    SpyRigFactory,
+    eventually,
+)
+
+D = Decimal
+LONG, SHORT = PositionSide.LONG, PositionSide.SHORT
+
+
+def control_of(rig: Rig) -> ControlService:
+    return ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=MemoryState(),
+                          bus=rig.guard.bus, clock=rig.clock, mode="paper")
+
+
+async def test_stream_down_polls_within_the_sla(rig_factory: RigFactory) -> None:
+    """Finding 1: with the stream down and default settings (interval 10 s, SLA 5 s) a position
+    opened right after a snapshot waited ~10 s for its stop. Snapshots now come at least twice
+    per SLA while the stream is down."""
+    rig = await rig_factory(streaming=False, interval=10)
+    run = asyncio.create_task(rig.guard.run())
+    try:
+        await eventually(lambda: rig.guard.last_reconcile is not None)
+        rig.hand.open(BTC, LONG, D("0.5"))  # just after the first snapshot
+        await rig.clock.advance(2.6)
+        await eventually(lambda: len(rig.stops(BTC)) == 1)
+        assert rig.guard.poll_interval == 2.5
+    finally:
+        await rig.guard.stop()
+        run.cancel()
+
+
+async def test_old_refusals_do_not_slow_a_new_placement(spy_rig: SpyRigFactory) -> None:
+    """Finding 2: refusals of earlier commands (here: amends) kept the back-off counter high,
+    so a stop refused once much later waited 16-30 s. The counter starts over after a quiet
+    period and after any command the venue took; a placement is retried within the SLA."""
+    rig, spy = await spy_rig()
+    refuse = {"amend_stop": 5, "place_stop": 0}
+
+    async def refusing(method: str, arg: object) -> None:
+        if refuse.get(method, 0) > 0:
+            refuse[method] -= 1
+            raise Rejected(RejectReason.OTHER, f"refused {method}")
+
+    spy.before = refusing
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    rig.hand.open(BTC, LONG, D("0.1"))  # grows: the amend is refused, again and again
+    for _ in range(6):
+        await rig.guard.reconcile_now()
+        await rig.clock.advance(20)
+    await rig.clock.advance(120)  # quiet
+    rig.hand.cancel(rig.stops(BTC)[0].order_id)  # the stop is gone; its replacement is refused once
+    refuse["place_stop"] = 1
+    await rig.guard.reconcile_now()
+    assert rig.stops(BTC) == []
+    started = rig.clock.monotonic()
+    while not rig.stops(BTC):
+        await rig.clock.advance(0.25)
+        await rig.guard.reconcile_now()
+    assert rig.clock.monotonic() - started <= rig.guard.policy.sla_seconds
+
+
+async def test_a_close_on_a_halted_account_says_halted_not_flat(rig_factory: RigFactory) -> None:
+    """Finding 3: a close on a HALTed account answered "already flat" while the position was
+    open."""
+    rig = await rig_factory()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    control = control_of(rig)
+    (target,) = control.close_targets("BTCUSDT")
+    await rig.guard.halt("revoked key")
+
+    (outcome,) = await control.close([target], "trader")
+
+    assert outcome.status is CloseStatus.HALTED
+    assert BTC in rig.exchange.positions
+
+
+async def test_an_approved_close_never_closes_a_newer_position(rig_factory: RigFactory) -> None:
+    """Finding 4: the long is stopped out, the trader re-enters long, and a Confirm tap within
+    the TTL closed the new one. The target carries the position's generation."""
+    rig = await rig_factory()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    control = control_of(rig)
+    (target,) = control.close_targets("BTCUSDT")
+    assert target.generation == 1
+    rig.hand.close(BTC)  # stopped out...
+    await rig.guard.reconcile_now()
+    rig.hand.open(BTC, LONG, D("0.5"))  # ...and a new long, same side, same size
+    await rig.guard.reconcile_now()
+
+    (outcome,) = await control.close([target], "trader")
+
+    assert (outcome.status, outcome.detail) == (CloseStatus.CHANGED, "reopened")
+    assert rig.exchange.positions[BTC].qty == D("0.5")
+
+
+async def test_a_flip_journals_the_close_of_the_old_side(rig_factory: RigFactory) -> None:
+    """Finding 7: long -> short between two looks: the close of the long was never journaled
+    (a fresh snapshot showed *a* position), so no position_closed and no realized PnL."""
+    rig = await rig_factory()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    rig.hand.open(BTC, SHORT, D("0.8"))  # through zero: short 0.3; the long's stop is useless
+    await rig.guard.reconcile_now()
+
+    closed = [e for e in rig.events if isinstance(e, ev.PositionClosed)]
+    assert [(e.side, e.qty) for e in closed] == [(LONG, D("0.5"))]
+    (stop,) = rig.stops(BTC)
+    assert stop.is_stop_for(SHORT) and stop.qty == D("0.3")
+
+
+async def test_each_event_is_journaled_before_its_state_is_saved(rig_factory: RigFactory
+                                                                 ) -> None:
+    """Finding 8: adopt, stop placed and close saved the position before journaling the event:
+    a crash between the two lost the event. Every save now finds its event already journaled."""
+    rig = await rig_factory()
+    store = rig.guard.store
+    assert isinstance(store, PositionRepo)
+    seen: list[tuple[str, list[str]]] = []
+    original_save, original_delete = store.save, store.delete
+
+    async def save(position: object) -> None:
+        seen.append(("save", await rig.kinds()))
+        await original_save(position)  # type: ignore[arg-type]
+
+    async def delete(account: str, symbol: str) -> None:
+        seen.append(("delete", await rig.kinds()))
+        await original_delete(account, symbol)
+
+    store.save, store.delete = save, delete  # type: ignore[method-assign]
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    rig.hand.close(BTC)
+    await rig.guard.reconcile_now()
+
+    saves = [(op, kinds[-1]) for op, kinds in seen]
+    assert ("save", "position_adopted") in saves
+    assert ("save", "stop_placed") in saves
+    assert ("delete", "position_closed") in saves
+
+
+async def test_one_plan_never_acts_on_a_view_its_own_commands_changed(
+        spy_rig: SpyRigFactory) -> None:
+    """Finding 9: all actions of one plan ran across awaited venue calls, so later ones acted
+    on a picture earlier ones had changed. The supervisor plans again after every venue
+    command: here the hand closes the position while the duplicate stop is being cancelled
+    (the stream says so at once), and the next action of the old plan (the resize of the kept
+    stop) is not sent for a position that is gone."""
+    rig, spy = await spy_rig(streaming=True, amend_in_place=True)
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    (ours,) = rig.stops(BTC)
+    rig.hand.place_stop(BTC, D(60000), D("0.5"))  # a duplicate...
+    rig.hand.open(BTC, LONG, D("0.2"))  # ...and the position grows: cancel dup, resize ours
+
+    async def close_during_cancel(method: str, arg: object) -> None:
+        if method == "cancel_order" and BTC in rig.exchange.positions:
+            rig.hand.close(BTC)
+            await asyncio.sleep(0.005)  # the stream tells the guard before the cancel returns
+
+    run = asyncio.create_task(rig.guard.run())
+    try:
+        await eventually(lambda: rig.guard.last_reconcile is not None)
+        spy.before = close_during_cancel
+        await rig.guard.reconcile_now()
+        await eventually(lambda: BTC not in rig.guard.supervisors)
+    finally:
+        await rig.guard.stop()
+        run.cancel()
+
+    assert "amend_stop" not in spy.commands()
+    assert BTC not in rig.exchange.positions and rig.stops(BTC) == []
+    assert ours.order_id not in {o.order_id for o in rig.exchange.open_orders()}
