@@ -59,8 +59,10 @@ class GuardedPosition:
     sla_alerted: bool = False
     last_mark: Decimal | None = None
     last_time_to_protect: Decimal | None = None
-    # A reduce-only close is in flight until then: no second close, no stop racing it.
+    # A reduce-only close is in flight until then: no second close, and no stop racing it
+    # until its fill is seen (the position's size no longer `close_from_qty`).
     close_pending_until: datetime | None = None
+    close_from_qty: Decimal | None = None
 
     def move_to(self, new: PositionState) -> None:
         if new is self.state:

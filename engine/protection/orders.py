@@ -25,18 +25,20 @@ from engine.clock import Clock
 from engine.domain import events as ev
 from engine.domain.reports import (
     MarketOrderRequest,
+    OrderKind,
     OrderReport,
     OrderStatus,
+    PositionReport,
     StopRequest,
 )
-from engine.domain.values import ZERO
-from engine.errors import OutcomeUnknown, Rejected, RejectReason
+from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.metrics import Metrics
 from engine.ports import Venue
 from engine.protection.view import AccountView
 from engine.retry import retry_transient
 
 CREATE_LOOKUPS = 3  # create -> unknown -> look up by client id, at most this many rounds
+CLOSE_RECHECK_SECONDS = 0.5  # a close not found yet may still be in flight: wait, look again
 
 
 class AccountHalted(Exception):
@@ -139,25 +141,69 @@ class OrderGateway:
 
     async def close(self, request: MarketOrderRequest, reason: ev.CloseReason, by: str,
                     publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
-        """Reduce-only market close: journal the intent, send (looking up by client id after an
-        unknown outcome), and when it filled at once shrink the position in the view so nobody
-        closes it a second time on an older picture."""
+        """Reduce-only market close: journal the intent, send, and when it filled at once shrink
+        the position in the view so nobody closes it a second time on an older picture.
+
+        A market order is never sent twice on a guess. Any failed send may have executed (a
+        5xx is "status unknown" on Binance, which also accepts a filled order's client id
+        again), so before a resend the order is looked up by client id AND the position is
+        read: if it already shrank by the requested size, the close is taken as done."""
         self._enter(request.symbol)
         await publish(ev.CloseIntent(account=self.account, symbol=request.symbol,
                                      client_id=request.client_id, qty=request.qty,
                                      reason=reason, by=by))
-        order = await self._create(request.symbol, request.client_id,
-                                   lambda: self.venue.market_order(request), "close")
-        self._count("market_order")
-        if order.status is OrderStatus.FILLED and order.qty is not None:
-            # A reduce-only fill smaller than asked means the venue clamped it to the position:
-            # flat, whatever our (older) view said.
-            report = self.view.position(request.symbol)
-            if report is not None:
-                left = report.qty - order.qty if order.qty >= request.qty else ZERO
-                self.view.set_position(request.symbol,
-                                       replace(report, qty=left) if left > 0 else None)
+        before = self.view.position(request.symbol)
+        order = await self._send_close(request, before)
+        report = self.view.position(request.symbol)
+        if order.status is OrderStatus.FILLED and order.qty is not None and report is not None:
+            if order.qty < request.qty:
+                # A reduce-only fill smaller than asked: the venue clamped it to the position.
+                self.view.set_position(request.symbol, None)
+            elif report.qty > order.qty:
+                self.view.set_position(request.symbol, replace(report, qty=report.qty - order.qty))
+            else:
+                # Our view says this closed it all, but the position may have grown since our
+                # last look: ask, rather than take it for flat and leave the rest unguarded.
+                snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
+                self._count("snapshot")
+                self.view.set_position(request.symbol, snapshot.position(request.symbol))
         return order
+
+    async def _send_close(self, request: MarketOrderRequest,
+                          before: PositionReport | None) -> OrderReport:
+        symbol, cid = request.symbol, request.client_id
+        for attempt in range(CREATE_LOOKUPS):
+            if self.flags.halted:
+                raise AccountHalted(self.flags.halted)
+            try:
+                return await self.venue.market_order(request)
+            except Rejected as exc:
+                if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
+                    raise
+            except (Transient, OutcomeUnknown):
+                pass  # may have executed: find out before anything is sent again
+            finally:
+                self._count("market_order")
+            found = await retry_transient(lambda: self.venue.find_order(symbol, cid),
+                                          self.clock, rng=self.rng)
+            self._count("find_order")
+            if found is not None:
+                return found
+            snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
+            self._count("snapshot")
+            now = snapshot.position(symbol)
+            if now is not None:
+                self.view.set_position(symbol, now)
+            if before is not None and (now is None or now.side is not before.side
+                                       or now.qty <= before.qty - request.qty):
+                # Not found by id (yet), but the position shrank by what we asked: it ran.
+                return OrderReport(
+                    order_id=f"unknown:{cid}", client_id=cid, symbol=symbol,
+                    kind=OrderKind.MARKET, side=request.side, qty=request.qty,
+                    trigger_price=None, reduce_only=True, status=OrderStatus.FILLED,
+                    updated_at=self.clock.now())
+            await self.clock.sleep(CLOSE_RECHECK_SECONDS * (attempt + 1))
+        raise OutcomeUnknown(f"close {symbol}: outcome still unknown for {cid}")
 
     # --- helpers -------------------------------------------------------------------------------
     def _enter(self, symbol: str) -> None:

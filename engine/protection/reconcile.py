@@ -160,15 +160,18 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
 
     stops = [o for o in orders if o.is_stop_for(report.side)]
     known_stop = known.stop if known is not None else None
+    closing = (known is not None and known.close_pending_until is not None
+               and now is not None and now < known.close_pending_until)
     if not stops:
-        if (known is not None and known.close_pending_until is not None and now is not None
-                and now < known.close_pending_until):
-            return actions  # a close is in flight: neither a second close nor a stop racing it
+        if closing and known is not None and (known.close_from_qty is None
+                                              or report.qty == known.close_from_qty):
+            return actions  # a close is in flight, its fill not seen: no stop racing it
+        # (Closing but the size moved: the close filled; what is left gets its stop now.)
         last = known_stop.trigger_price if known_stop is not None else None
         wanted = conservative_stop(policy.pricer.desired_stop(report, last), report.side,
                                    market.tick)
         if policy.is_crossed(report.side, wanted, report.mark_price):
-            if policy.crossed is CrossedPolicy.CLOSE:
+            if policy.crossed is CrossedPolicy.CLOSE and not closing:  # never a second close
                 actions.append(ClosePosition(report.symbol, report.qty, "stop_crossed",
                                              wanted, report.mark_price))
             else:

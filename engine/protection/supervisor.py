@@ -406,6 +406,7 @@ class PositionSupervisor:
                 mark_price=action.mark_price or ZERO, action=ev.CrossedAction.CLOSE))
         cid = client_order_id(ctx.account, self.symbol, known.generation, OrderPurpose.CLOSE,
                               known.close_seq)
+        before = ctx.view.position(self.symbol)
         request = MarketOrderRequest(self.symbol, known.side.close_side, action.qty, True, cid)
         try:
             order = await ctx.orders.close(request, reason, by, self._publish)
@@ -416,6 +417,7 @@ class PositionSupervisor:
             return False
         self._succeeded()
         known.close_seq += 1
+        known.close_from_qty = before.qty if before is not None else None
         known.move_to(PositionState.CLOSING)
         known.close_pending_until = ctx.clock.now() + timedelta(
             seconds=ctx.policy.close_pending_seconds)
@@ -459,6 +461,7 @@ class PositionSupervisor:
         known.unprotected_since = None
         known.sla_alerted = False
         known.close_pending_until = None
+        known.close_from_qty = None
         self._missing_announced = False
         self._rejections = 0
 

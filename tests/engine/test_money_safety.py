@@ -4,12 +4,15 @@ finding (the docstrings name it); each failed on the code before its fix."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from decimal import Decimal
 
 from engine.control import CloseStatus, ControlService
 from engine.domain import events as ev
+from engine.domain.reports import MarketOrderRequest, OrderReport
 from engine.domain.values import PositionSide
-from engine.errors import Rejected, RejectReason
+from engine.errors import Rejected, RejectReason, Transient
+from engine.sim.venue import SimVenue
 from storage.repositories import PositionRepo
 from tests.engine.conftest import (
     ACCOUNT,
@@ -18,6 +21,9 @@ from tests.engine.conftest import (
     Rig,
     RigFactory,
     SpyRigFactory,
+    SpyVenue,
+    default_policy,
+    drive,
     eventually,
 )
 
@@ -191,3 +197,69 @@ async def test_one_plan_never_acts_on_a_view_its_own_commands_changed(
     assert "amend_stop" not in spy.commands()
     assert BTC not in rig.exchange.positions and rig.stops(BTC) == []
     assert ours.order_id not in {o.order_id for o in rig.exchange.open_orders()}
+
+
+class BinanceLikeVenue(SpyVenue):
+    """The simulated exchange behind Binance USD-M's rules where they differ: a filled order's
+    client id may be used again (unique among *open* orders only), a 5xx after execution comes
+    back as a transient error, and a lookup by client id may miss an order still in
+    processing."""
+
+    def __init__(self, inner: SimVenue) -> None:
+        super().__init__(inner)
+        self.sent: list[str] = []
+
+    async def market_order(self, request: MarketOrderRequest) -> OrderReport:
+        self.sent.append(request.client_id)
+        # Binance accepts a filled order's id again: model it with a fresh id per send.
+        fresh = replace(request, client_id=f"{request.client_id}-{len(self.sent)}")
+        await self.inner.market_order(fresh)
+        raise Transient("502 Bad Gateway: execution status unknown")
+
+    async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
+        return None  # still being processed
+
+
+async def test_a_close_is_never_sent_twice_after_an_unknown_outcome(
+        rig_factory: RigFactory) -> None:
+    """Finding 5: de-duplication relied on the venue refusing a reused client id, and a 5xx
+    (mapped to a transient error) was resent with no lookup; on Binance the second send closes
+    again. Now a failed send is outcome-unknown: looked up, and the position read, before any
+    resend; a position that shrank by the requested size means the close ran."""
+    rig = await rig_factory()
+    binance = BinanceLikeVenue(rig.venue)
+    rig.guard.venue = binance  # type: ignore[assignment]
+    rig.guard.orders.venue = binance  # type: ignore[assignment]
+    rig.guard.ctx.venue = binance  # type: ignore[assignment]
+    rig.hand.open(BTC, LONG, D("1"))
+    await rig.guard.reconcile_now()
+    control = control_of(rig)
+    (target,) = control.close_targets("BTCUSDT")
+
+    (outcome,) = await drive(rig.clock, control.close([replace(target, qty=D("0.5"))], "t"))
+
+    assert len(binance.sent) == 1, binance.sent
+    assert rig.exchange.positions[BTC].qty == D("0.5")
+    assert outcome.status is CloseStatus.SUBMITTED
+
+
+async def test_the_rest_of_a_protective_close_gets_its_stop_at_once(
+        spy_rig: SpyRigFactory) -> None:
+    """Finding 11: a crossed stop closes the position; the hand added to it meanwhile, so the
+    close left a remainder, which waited 15 s ("close pending") without a stop. Once the fill
+    is seen the remainder is protected; only a second close stays blocked."""
+    rig, spy = await spy_rig(policy=default_policy())
+    rig.hand.open(BTC, LONG, D("0.5"))
+    rig.exchange.set_mark(BTC, D(60000))  # far below the 2 % stop: crossed, the policy closes
+
+    async def hand_adds_first(method: str, arg: object) -> None:
+        if method == "market_order" and rig.exchange.positions[BTC].qty == D("0.5"):
+            rig.hand.open(BTC, LONG, D("0.2"))
+
+    spy.before = hand_adds_first
+    await rig.guard.reconcile_now()  # the close's fill is checked against a fresh look: 0.2 left
+
+    assert rig.exchange.positions[BTC].qty == D("0.2")
+    (stop,) = rig.stops(BTC)
+    assert stop.qty == D("0.2") and stop.trigger_price < D(60000)
+    assert [m for m in spy.commands() if m == "market_order"] == ["market_order"]
