@@ -311,6 +311,9 @@ class AccountGuard:
                 self._attend(symbol)
             case OrderUpdate(order=order):
                 self.view.set_order(order)
+                sup = self.supervisors.get(order.symbol)
+                if sup is not None:
+                    sup.order_seen(order)
                 self._attend(order.symbol)
             case FillUpdate(fill=fill):
                 self.stream.fills.setdefault(fill.symbol, []).append(fill)

@@ -21,6 +21,7 @@ from engine.domain.reports import (
     MarketOrderRequest,
     OrderKind,
     OrderReport,
+    OrderStatus,
     PositionReport,
     StopRequest,
 )
@@ -147,6 +148,14 @@ class PositionSupervisor:
                 return CancelSkip.GONE
             self.wake()  # what is left of the symbol's orders is re-planned at once
             return None
+
+    def order_seen(self, order: OrderReport) -> None:
+        """The stream reported one of this symbol's orders: note when it is our stop firing."""
+        known = self.known
+        if (known is not None and known.stop is not None
+                and order.order_id == known.stop.order_id
+                and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
+            known.stop_fired = True
 
     @property
     def closing(self) -> bool:

@@ -76,6 +76,8 @@ class SimExchange:
         self._ids = itertools.count(1)
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
         self._listeners: list[Callable[[VenueEvent], None]] = []
+        # Whether position reports say when the position opened (ccxt's do not).
+        self.opened_at_known = True
 
     # --- streams ---------------------------------------------------------------------------
     def subscribe(self) -> asyncio.Queue[VenueEvent]:
@@ -113,7 +115,8 @@ class SimExchange:
         return PositionReport(
             symbol=symbol, side=pos.side, qty=pos.qty, entry_price=pos.entry_price,
             mark_price=mark, unrealized_pnl=(mark - pos.entry_price) * pos.qty * pos.side.sign,
-            opened_at=pos.opened_at, updated_at=self.clock.now())  # type: ignore[arg-type]
+            opened_at=pos.opened_at if self.opened_at_known else None,  # type: ignore[arg-type]
+            updated_at=self.clock.now())
 
     def open_orders(self) -> list[OrderReport]:
         return [o for o in self.orders.values() if o.is_resting]

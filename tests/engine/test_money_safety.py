@@ -263,3 +263,34 @@ async def test_the_rest_of_a_protective_close_gets_its_stop_at_once(
     (stop,) = rig.stops(BTC)
     assert stop.qty == D("0.2") and stop.trigger_price < D(60000)
     assert [m for m in spy.commands() if m == "market_order"] == ["market_order"]
+
+
+async def test_a_re_entry_after_a_stop_out_is_protected_not_closed(
+        rig_factory: RigFactory) -> None:
+    """Finding 10: ccxt positions carry no open time, so when our stop fired and the trader
+    re-entered the same side before Vigil looked, the new position inherited the old stop
+    price (now crossed) and the default policy market-closed it. A fired stop now records the
+    close; the re-entry is a new position priced from its own entry."""
+    rig = await rig_factory(streaming=True)
+    rig.exchange.opened_at_known = False  # as on ccxt: no open time in position reports
+    run = asyncio.create_task(rig.guard.run())
+    try:
+        await eventually(lambda: rig.guard.last_reconcile is not None)
+        rig.hand.open(BTC, LONG, D("0.5"))
+        await eventually(lambda: len(rig.stops(BTC)) == 1)
+        (old,) = rig.stops(BTC)
+        assert old.trigger_price is not None
+        rig.exchange.set_mark(BTC, old.trigger_price - 100)  # stopped out...
+        rig.hand.open(BTC, LONG, D("0.5"))  # ...and back in at once, below the old stop
+        await eventually(lambda: len(rig.stops(BTC)) == 1
+                         and rig.stops(BTC)[0].order_id != old.order_id)
+        await eventually(lambda: not any(t.get_name().endswith(f"ensure {BTC}")
+                                         for t in asyncio.all_tasks()))
+    finally:
+        await rig.guard.stop()
+        run.cancel()
+    assert rig.exchange.positions[BTC].qty == D("0.5")  # kept, not closed
+    (new,) = rig.stops(BTC)
+    assert new.trigger_price is not None and new.trigger_price < old.trigger_price - 100
+    closed = [e for e in rig.events if isinstance(e, ev.PositionClosed)]
+    assert len(closed) == 1 and not any(isinstance(e, ev.CloseIntent) for e in rig.events)
