@@ -63,9 +63,11 @@ class GuardedPosition:
     # until its fill is seen (the position's size no longer `close_from_qty`).
     close_pending_until: datetime | None = None
     close_from_qty: Decimal | None = None
-    # Our stop was seen to fire: this position is closed, whatever is open on the symbol now
-    # (a re-entry is a new position with a new stop, never the old, crossed, one).
+    # The stream showed our stop fire and then the symbol flat: this position is closed,
+    # whatever is open on the symbol now (a re-entry is a new position with its own stop,
+    # never the old, crossed, one).
     stop_fired: bool = False
+    flat_after_stop: bool = False
 
     def move_to(self, new: PositionState) -> None:
         if new is self.state:

@@ -218,8 +218,8 @@ class AccountGuard:
         """Keep each guarded position's last mark fresh (it prices the close if it vanishes)."""
         for sup in self.supervisors.values():
             report = self.view.position(sup.symbol)
-            if sup.known is not None and report is not None:
-                sup.known.last_mark = report.mark_price
+            if report is not None:
+                sup.position_seen(report)
 
     async def _cancel_zombies(self, actions: list[CancelZombie]) -> list[ev.Event]:
         events: list[ev.Event] = []
@@ -306,8 +306,8 @@ class AccountGuard:
             case PositionUpdate(position=report, symbol=symbol):
                 self.view.set_position(symbol, report, streamed_at=self.clock.now())
                 sup = self.supervisors.get(symbol)
-                if report is not None and sup is not None and sup.known is not None:
-                    sup.known.last_mark = report.mark_price
+                if sup is not None:
+                    sup.position_seen(report)
                 self._attend(symbol)
             case OrderUpdate(order=order):
                 self.view.set_order(order)
@@ -356,12 +356,8 @@ class AccountGuard:
     async def check_sla(self) -> None:
         now = self.clock.now()
         for sup in list(self.supervisors.values()):
-            known = sup.known
-            if known is None or known.sla_alerted:
-                continue
-            waited = sup.unprotected_for(now)
-            if waited > self.policy.sla_seconds:
-                known.sla_alerted = True
+            waited = sup.sla_breached(now)
+            if waited is not None:
                 await self.bus.publish(ev.SlaBreached(
                     account=self.account, symbol=sup.symbol,
                     unprotected_seconds=Decimal(str(round(waited, 1)))))

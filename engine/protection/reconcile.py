@@ -152,7 +152,7 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         # position opened tell us): record the close; the resting stops protect the new one.
         actions.append(RecordClose(known.symbol, ()))
         known = None
-    elif known is not None and known.stop_fired:
+    elif known is not None and known.flat_after_stop:
         # Our stop fired and a position on the same side is open: a re-entry, not the old one.
         actions.append(RecordClose(known.symbol, ()))
         known = None

@@ -157,6 +157,29 @@ class PositionSupervisor:
                 and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
             known.stop_fired = True
 
+    def sla_breached(self, now: datetime) -> float | None:
+        """Seconds without a stop, the first time they pass the SLA (once per episode)."""
+        known = self.known
+        if known is None or known.sla_alerted:
+            return None
+        waited = self.unprotected_for(now)
+        if waited <= self.ctx.policy.sla_seconds:
+            return None
+        known.sla_alerted = True
+        return waited
+
+    def position_seen(self, report: PositionReport | None) -> None:
+        """The venue reported the symbol: keep the last mark (it prices the close if the
+        position vanishes). Flat after our stop fired is this position's end, even if a new
+        one on the same side is open before we look."""
+        known = self.known
+        if known is None:
+            return
+        if report is not None:
+            known.last_mark = report.mark_price
+        elif known.stop_fired:
+            known.flat_after_stop = True
+
     @property
     def closing(self) -> bool:
         pending = self.known.close_pending_until if self.known is not None else None
