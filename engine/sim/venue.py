@@ -40,11 +40,14 @@ class FaultPlan:
     lost_response: float = 0.0  # executed, but the caller only sees a timeout
     reject: float = 0.0  # rejected as invalid
     late_positions_seconds: float = 0.0  # snapshots miss positions younger than this
+    # Executed, but the caller sees a transient error: an HTTP 5xx, which ccxt maps to
+    # ExchangeNotAvailable though Binance documents it as "execution status unknown".
+    error_after: float = 0.0
 
     @property
     def any(self) -> bool:
         return any((self.transient, self.timeout_before, self.lost_response, self.reject,
-                    self.late_positions_seconds))
+                    self.late_positions_seconds, self.error_after))
 
 
 class SimVenue:
@@ -96,9 +99,12 @@ class SimVenue:
             if (report := self.exchange.position_report(symbol)) is not None
             and not (self.faults.late_positions_seconds and report.opened_at
                      and report.opened_at > hide_after))
-        await self._rest("fetch_open_orders", can_fail=True)
+        page = self.exchange.rules.open_orders_page
+        pages = max(1, -(-len(self.exchange.open_orders()) // page)) if page else 1
+        for _ in range(pages):  # a venue that pages its listing charges a call per page
+            await self._rest("fetch_open_orders", can_fail=True)
         orders = tuple(self.exchange.open_orders())
-        return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=2)
+        return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=1 + pages)
 
     async def fetch_open_orders(self) -> list[OrderReport]:
         """Resting non-trigger orders, all symbols, one call. The sim rests only trigger orders
@@ -187,6 +193,9 @@ class SimVenue:
             await self.clock.sleep(self.latency / 2)
         if roll < f.lost_response:
             raise OutcomeUnknown(f"simulated timeout in {method} (executed)")
+        roll -= f.lost_response
+        if roll < f.error_after:
+            raise Transient(f"simulated HTTP 503 in {method} (executed)")
         return result
 
 
