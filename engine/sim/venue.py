@@ -66,6 +66,7 @@ class SimVenue:
                                                streams=streaming)
         self.calls = 0
         self.calls_by_method: dict[str, int] = {}
+        self.faults_injected = 0
         self._closed = False
 
     @property
@@ -166,12 +167,16 @@ class SimVenue:
         self.calls += 1
         self.calls_by_method[method] = self.calls_by_method.get(method, 0) + 1
 
+    def _fault(self, error: Exception) -> Exception:
+        self.faults_injected += 1
+        return error
+
     async def _rest(self, method: str, *, can_fail: bool = False) -> None:
         self._count(method)
         if self.latency:
             await self.clock.sleep(self.latency)
         if can_fail and self.faults.transient and self._rng.random() < self.faults.transient:
-            raise Transient(f"simulated network error in {method}")
+            raise self._fault(Transient(f"simulated network error in {method}"))
 
     async def _command(self, method: str, execute: Callable[[], T]) -> T:
         self._count(method)
@@ -180,22 +185,22 @@ class SimVenue:
             await self.clock.sleep(self.latency / 2)
         roll = self._rng.random()
         if roll < f.transient:
-            raise Transient(f"simulated network error in {method}")
+            raise self._fault(Transient(f"simulated network error in {method}"))
         roll -= f.transient
         if roll < f.timeout_before:
-            raise OutcomeUnknown(f"simulated timeout in {method} (not executed)")
+            raise self._fault(OutcomeUnknown(f"simulated timeout in {method} (not executed)"))
         roll -= f.timeout_before
         if roll < f.reject:
-            raise Rejected(RejectReason.OTHER, f"simulated rejection of {method}")
+            raise self._fault(Rejected(RejectReason.OTHER, f"simulated rejection of {method}"))
         roll -= f.reject
         result = execute()
         if self.latency:
             await self.clock.sleep(self.latency / 2)
         if roll < f.lost_response:
-            raise OutcomeUnknown(f"simulated timeout in {method} (executed)")
+            raise self._fault(OutcomeUnknown(f"simulated timeout in {method} (executed)"))
         roll -= f.lost_response
         if roll < f.error_after:
-            raise Transient(f"simulated HTTP 503 in {method} (executed)")
+            raise self._fault(Transient(f"simulated HTTP 503 in {method} (executed)"))
         return result
 
 

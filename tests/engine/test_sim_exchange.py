@@ -479,7 +479,7 @@ async def test_faults_before_execution_leave_nothing_on_the_venue(
     with pytest.raises(error):
         await venue.market_order(MarketOrderRequest(BTC, OrderSide.SELL, D("0.5"), True, "vgc1"))
     assert ex.find_by_client_id("vgc1") is None and ex.positions[BTC].qty == D("0.5")
-    assert venue.calls_by_method == {"market_order": 1}
+    assert venue.calls_by_method == {"market_order": 1} and venue.faults_injected == 1
 
 
 async def test_latency_is_spent_on_the_clock(ex: SimExchange, clock: ManualClock) -> None:
