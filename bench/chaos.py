@@ -77,6 +77,11 @@ def main() -> None:
     parser.add_argument("--chunk", type=int, default=50, help="seeds per worker task")
     parser.add_argument("--scale", choices=sorted(SCALES), default="bench")
     args = parser.parse_args()
+    for flag in ("seeds", "workers", "chunk"):
+        if getattr(args, flag) < 1:
+            parser.error(f"--{flag} must be at least 1, got {getattr(args, flag)}")
+    if args.first_seed < 0:
+        parser.error(f"--first-seed must not be negative, got {args.first_seed}")
     wanted = [n for n in args.modes.split(",") if n]
     unknown = set(wanted) - {m.name for m in MODES}
     if unknown:

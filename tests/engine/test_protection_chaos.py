@@ -385,15 +385,15 @@ class Run:
                 assert not (order.kind is OrderKind.STOP_LOSS or order.reduce_only), (
                     f"{where}: zombie: left {order}")
         # never placed twice: one order per client id, one 'placed' per intent
+        # no close executed twice (a resent close id executes again where ids may be reused)
+        twice = [cid for cid, fills in self.close_fills.items() if fills > 1]
+        assert not twice, f"{where}: close executed twice: {twice}"
         ids = Counter(o.client_id for o in ex.orders.values() if o.client_id)
         assert max(ids.values(), default=1) == 1, (
             f"{where}: client id used twice: {ids.most_common(2)}")
         placed = Counter(e.client_id for e in self.journal if isinstance(e, ev.StopPlaced))
         assert max(placed.values(), default=1) == 1, (
             f"{where}: placed twice: {placed.most_common(2)}")
-        # no close executed twice (a resent close id executes again where ids may be reused)
-        twice = [cid for cid, fills in self.close_fills.items() if fills > 1]
-        assert not twice, f"{where}: close executed twice: {twice}"
         intents = {e.client_id for e in self.journal
                    if isinstance(e, ev.StopIntent | ev.CloseIntent)}
         for order in ex.orders.values():
@@ -523,3 +523,30 @@ def test_the_hand_side_covers_every_kind_of_move() -> None:
     assert kinds[OrderKind.STOP_LOSS] > 0 and kinds[OrderKind.TAKE_PROFIT] > 0
     assert sides[(OrderSide.BUY, False)] and sides[(OrderSide.SELL, False)]
     assert sides[(OrderSide.BUY, True)] and sides[(OrderSide.SELL, True)]
+
+
+async def test_the_checks_catch_a_close_executed_twice() -> None:
+    """Where ids may be reused (Binance), a resent close executes again: the check sees it."""
+    run = Run(0, Mode(False, 0.0, HARSH))
+    symbol = "BTC/USDT:USDT"
+    run.hand.open(symbol, PositionSide.LONG, D("1"))
+    cid = f"{CLOSE_PREFIX}{'0' * 20}"
+    for _ in range(2):
+        run.exchange.market_order(symbol=symbol, side=OrderSide.SELL, qty=D("0.5"),
+                                  reduce_only=True, client_id=cid)
+    with pytest.raises(AssertionError, match="close executed twice"):
+        run.check()
+
+
+async def test_the_sla_is_measured_per_position_on_the_virtual_clock() -> None:
+    """A position nobody protects is seen unprotected for as long as it stays open; a flip
+    starts the next position's clock."""
+    run = Run(0, Mode(False, 0.2, TODAY))
+    symbol = "ETH/USDT:USDT"
+    run.hand.open(symbol, PositionSide.LONG, D("1"))
+    await run.spin(3.0)
+    run.exchange.market_order(symbol=symbol, side=OrderSide.SELL, qty=D("2"),
+                              reduce_only=False, client_id=None)  # flip: a new position
+    await run.spin(SLA + 0.5)
+    run.finish_measuring()
+    assert run.worst == (pytest.approx(SLA + 0.5), symbol, pytest.approx(3.0))
