@@ -52,7 +52,11 @@ class OrderReport:
         return self.status is OrderStatus.OPEN
 
     def is_stop_for(self, side: PositionSide) -> bool:
-        return self.kind is OrderKind.STOP_LOSS and self.side is side.close_side
+        """A stop-loss that can only close this position: reduce-only, or a whole-position stop
+        (no qty). A plain stop on the close side is a stop-and-reverse entry: once the position
+        is gone it opens the other way, so it protects nothing (issue 15 finding 6)."""
+        return (self.kind is OrderKind.STOP_LOSS and self.side is side.close_side
+                and (self.reduce_only or self.qty is None))
 
     def covers(self, qty: Decimal) -> bool:
         return self.qty is None or self.qty == qty

@@ -172,6 +172,12 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
             return actions  # a close is in flight, its fill not seen: no stop racing it
         # (Closing but the size moved: the close filled; what is left gets its stop now.)
         last = known_stop.trigger_price if known_stop is not None else None
+        if (last is not None and known is not None and report.entry_price != known.entry_price
+                and policy.is_crossed(report.side, last, report.mark_price)):
+            # Issue 15 finding 10: ccxt positions carry no open time, so a same-side re-entry
+            # after our stop fired looks like the old position. A crossed stop on a position
+            # with another entry is the one that fired: price from the new entry instead.
+            last = None
         wanted = conservative_stop(policy.pricer.desired_stop(report, last), report.side,
                                    market.tick)
         if policy.is_crossed(report.side, wanted, report.mark_price):

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import random
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
+from enum import StrEnum
 
 from engine.clock import Clock
 from engine.domain.reports import (
@@ -39,6 +41,50 @@ DEFAULT_MARKETS: dict[str, tuple[str, str, str, str]] = {
 }
 
 
+class ClientIdScope(StrEnum):
+    """Where a venue requires a client order id to be unique."""
+
+    ACCOUNT = "account"  # never reused on the account, whatever became of the first order
+    OPEN_ORDERS = "open_orders"  # only among open orders: a filled or cancelled order's id is free
+
+
+@dataclass(frozen=True, slots=True)
+class VenueRules:
+    """One venue's order-identity and listing rules, as the simulated exchange enforces them."""
+
+    name: str
+    client_id_scope: ClientIdScope
+    client_id_pattern: re.Pattern[str]  # the whole id must match
+    open_orders_page: int | None = None  # orders per listing page; None: one call lists all
+
+    def check_client_id(self, client_id: str) -> None:
+        if not self.client_id_pattern.fullmatch(client_id):
+            raise Rejected(RejectReason.INVALID_ORDER,
+                           f"client id {client_id!r} does not match {self.name}'s "
+                           f"{self.client_id_pattern.pattern}")
+
+
+# Sources: ../shared/VENUES.md ("Client ids", "Learned since"), engine/domain/ids.py (limits) and
+# each venue's order-create docs.
+# Binance USD-M: newClientOrderId / clientAlgoId `^[.A-Z:/a-z0-9_-]{1,36}$`, unique only among
+# OPEN orders, so the id of a filled close may be sent again and executes again (issue 15 #5).
+BINANCE_USDM = VenueRules("binanceusdm", ClientIdScope.OPEN_ORDERS,
+                          re.compile(r"[.A-Z:/a-z0-9_-]{1,36}"))
+# Bybit v5: orderLinkId up to 36 of letters, digits, '-' and '_'; a reused one is refused with
+# 110072 "OrderLinkedID is duplicate" also after the first order ended (we take the documented
+# "unique" as per account, for ever: the stricter reading). Listing pages by 50 (cursor).
+BYBIT = VenueRules("bybit", ClientIdScope.ACCOUNT, re.compile(r"[A-Za-z0-9_-]{1,36}"),
+                   open_orders_page=50)
+# Bitget v2 mix: clientOid unique (40786 "Duplicate clientOid"), up to 40 characters per our ids
+# module; listing pages by 100 (idLessThan).
+BITGET = VenueRules("bitget", ClientIdScope.ACCOUNT, re.compile(r"[A-Za-z0-9_-]{1,40}"),
+                    open_orders_page=100)
+# The default: the strictest of the three wherever it costs nothing (unique for ever, Bybit's
+# length and characters). Listing stays one call, so call counts match the venue layer's budget.
+STRICT = VenueRules("strict", ClientIdScope.ACCOUNT, re.compile(r"[A-Za-z0-9_-]{1,36}"))
+RULES: dict[str, VenueRules] = {r.name: r for r in (STRICT, BINANCE_USDM, BYBIT, BITGET)}
+
+
 @dataclass(slots=True)
 class SimPosition:
     symbol: str
@@ -58,8 +104,10 @@ class SimOrder:
 class SimExchange:
     def __init__(self, clock: Clock, *, seed: int = 1, fee_rate: Decimal = Decimal("0.0005"),
                  slippage_bps: Decimal = Decimal("2"),
-                 markets: dict[str, tuple[str, str, str, str]] | None = None) -> None:
+                 markets: dict[str, tuple[str, str, str, str]] | None = None,
+                 rules: VenueRules = STRICT) -> None:
         self.clock = clock
+        self.rules = rules
         self.rng = random.Random(seed)
         self.fee_rate = fee_rate
         self.slippage = slippage_bps / Decimal(10_000)
@@ -122,7 +170,9 @@ class SimExchange:
         return [o for o in self.orders.values() if o.is_resting]
 
     def find_by_client_id(self, client_id: str) -> OrderReport | None:
-        return next((o for o in self.orders.values() if o.client_id == client_id), None)
+        """The newest order with this id (where ids may be reused, the venue answers the last)."""
+        return next((o for o in reversed(self.orders.values()) if o.client_id == client_id),
+                    None)
 
     # --- prices ------------------------------------------------------------------------------
     def set_mark(self, symbol: str, price: Decimal) -> None:
@@ -199,7 +249,13 @@ class SimExchange:
 
     # --- internals ---------------------------------------------------------------------------
     def _check_client_id(self, client_id: str | None) -> None:
-        if client_id is not None and self.find_by_client_id(client_id) is not None:
+        if client_id is None:
+            return
+        self.rules.check_client_id(client_id)
+        used = self.find_by_client_id(client_id)
+        if used is None:
+            return
+        if self.rules.client_id_scope is ClientIdScope.ACCOUNT or used.is_resting:
             raise Rejected(RejectReason.DUPLICATE_CLIENT_ID, f"client id {client_id} already used")
 
     @staticmethod

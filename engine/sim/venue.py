@@ -40,11 +40,14 @@ class FaultPlan:
     lost_response: float = 0.0  # executed, but the caller only sees a timeout
     reject: float = 0.0  # rejected as invalid
     late_positions_seconds: float = 0.0  # snapshots miss positions younger than this
+    # Executed, but the caller sees a transient error: an HTTP 5xx, which ccxt maps to
+    # ExchangeNotAvailable though Binance documents it as "execution status unknown".
+    error_after: float = 0.0
 
     @property
     def any(self) -> bool:
         return any((self.transient, self.timeout_before, self.lost_response, self.reject,
-                    self.late_positions_seconds))
+                    self.late_positions_seconds, self.error_after))
 
 
 class SimVenue:
@@ -63,6 +66,7 @@ class SimVenue:
                                                streams=streaming)
         self.calls = 0
         self.calls_by_method: dict[str, int] = {}
+        self.faults_injected = 0
         self._closed = False
 
     @property
@@ -96,9 +100,12 @@ class SimVenue:
             if (report := self.exchange.position_report(symbol)) is not None
             and not (self.faults.late_positions_seconds and report.opened_at
                      and report.opened_at > hide_after))
-        await self._rest("fetch_open_orders", can_fail=True)
+        page = self.exchange.rules.open_orders_page
+        pages = max(1, -(-len(self.exchange.open_orders()) // page)) if page else 1
+        for _ in range(pages):  # a venue that pages its listing charges a call per page
+            await self._rest("fetch_open_orders", can_fail=True)
         orders = tuple(self.exchange.open_orders())
-        return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=2)
+        return VenueSnapshot(positions=positions, orders=orders, taken_at=now, calls=1 + pages)
 
     async def fetch_open_orders(self) -> list[OrderReport]:
         """Resting non-trigger orders, all symbols, one call. The sim rests only trigger orders
@@ -160,12 +167,16 @@ class SimVenue:
         self.calls += 1
         self.calls_by_method[method] = self.calls_by_method.get(method, 0) + 1
 
+    def _fault(self, error: Exception) -> Exception:
+        self.faults_injected += 1
+        return error
+
     async def _rest(self, method: str, *, can_fail: bool = False) -> None:
         self._count(method)
         if self.latency:
             await self.clock.sleep(self.latency)
         if can_fail and self.faults.transient and self._rng.random() < self.faults.transient:
-            raise Transient(f"simulated network error in {method}")
+            raise self._fault(Transient(f"simulated network error in {method}"))
 
     async def _command(self, method: str, execute: Callable[[], T]) -> T:
         self._count(method)
@@ -174,19 +185,22 @@ class SimVenue:
             await self.clock.sleep(self.latency / 2)
         roll = self._rng.random()
         if roll < f.transient:
-            raise Transient(f"simulated network error in {method}")
+            raise self._fault(Transient(f"simulated network error in {method}"))
         roll -= f.transient
         if roll < f.timeout_before:
-            raise OutcomeUnknown(f"simulated timeout in {method} (not executed)")
+            raise self._fault(OutcomeUnknown(f"simulated timeout in {method} (not executed)"))
         roll -= f.timeout_before
         if roll < f.reject:
-            raise Rejected(RejectReason.OTHER, f"simulated rejection of {method}")
+            raise self._fault(Rejected(RejectReason.OTHER, f"simulated rejection of {method}"))
         roll -= f.reject
         result = execute()
         if self.latency:
             await self.clock.sleep(self.latency / 2)
         if roll < f.lost_response:
-            raise OutcomeUnknown(f"simulated timeout in {method} (executed)")
+            raise self._fault(OutcomeUnknown(f"simulated timeout in {method} (executed)"))
+        roll -= f.lost_response
+        if roll < f.error_after:
+            raise self._fault(Transient(f"simulated HTTP 503 in {method} (executed)"))
         return result
 
 

@@ -130,8 +130,9 @@ async def test_stop_intent_is_journaled_before_the_venue_sees_the_order(
     await rig.guard.reconcile_now()
     rig.hand.open(BTC, LONG, D("0.3"))  # resize: place-new-then-cancel, a second intent
     await rig.guard.reconcile_now()
-    rig.exchange.set_mark(BTC, D(60000))  # triggers our stop: flat
-    rig.hand.open(BTC, LONG, D("0.1"))  # a new position whose wanted stop is crossed -> close
+    for stop in rig.stops(BTC):
+        rig.hand.cancel(stop.order_id)  # our stop cancelled by hand, then the mark falls
+    rig.exchange.set_mark(BTC, D(60000))  # through the stop we remember: crossed -> close
     await rig.guard.reconcile_now()
 
     assert checked == [("place_stop", True), ("place_stop", True), ("market_order", True)]

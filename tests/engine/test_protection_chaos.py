@@ -1,9 +1,16 @@
 """Randomized: many seeds of hand trading and price moves with venue faults injected; after
 settling, the exchange's own state must show exactly the promise of issue #3.
 
-Each seed runs on a ManualClock (time moves only when the driver moves it, so "unprotected for
-longer than the SLA" is measured exactly and reproducibly) with in-memory stores, so that a seed
-replays identically; tests/engine/test_protection.py covers the same paths on SQLite files.
+Each seed runs on a virtual clock (time moves only when the driver moves it) with in-memory
+stores, so that a seed replays identically; tests/engine/test_protection.py covers the same paths
+on SQLite files. The driver is event-driven: it lets every task run until the loop is idle, then
+jumps the clock to the next sleeper's deadline, so venue latency costs no real time and every
+exchange change is seen at the virtual instant it happened (the unprotected time is measured
+from the exchange's own mutations, exactly).
+
+Modes (issue 15): REST-only or streaming, venue latency 0 / 50 / 200 ms, and two fault profiles:
+today's, and a harsher one on Binance USD-M's client-id rule (unique among open orders only)
+with executed-then-5xx errors. `bench/chaos.py` runs the same modes over 1,000+ seeds.
 """
 
 from __future__ import annotations
@@ -20,26 +27,84 @@ import pytest
 from engine.bus import EventBus
 from engine.clock import ManualClock
 from engine.domain import events as ev
-from engine.domain.ids import is_ours
+from engine.domain.ids import OrderPurpose, is_ours
 from engine.domain.position import GuardedPosition
-from engine.domain.reports import OrderKind, PositionUpdate
+from engine.domain.reports import FillUpdate, OrderKind, OrderUpdate, PositionUpdate, VenueEvent
 from engine.domain.values import OrderSide, PositionSide, ceil_to_step, floor_to_step
 from engine.errors import Rejected, VenueError
 from engine.metrics import Metrics
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import FixedDistancePricer, ProtectionPolicy
-from engine.sim.exchange import HandApi, SimExchange
+from engine.sim.exchange import BINANCE_USDM, STRICT, HandApi, SimExchange, VenueRules
 from engine.sim.venue import FaultPlan, SimVenue
 from tests.engine.conftest import MemoryState
 
 D = Decimal
-SEEDS = range(40)
-STEPS = 45  # simulated seconds of trading per seed
+SEEDS = range(200)  # per mode, in `make test`
 INTERVAL = 1.0  # guard.interval
-TICK = 0.05  # how far the driver moves the clock at a time
+TICK = 0.05  # the least time one driver step takes
 SLA = 5.0
-FAULTS = dict(transient=0.05, timeout_before=0.03, lost_response=0.05, reject=0.03,
-              late_positions_seconds=1.0)
+CLOSE_PREFIX = f"vg{OrderPurpose.CLOSE.value}"
+
+
+@dataclass(frozen=True)
+class Scale:
+    steps: int  # simulated seconds of trading per seed
+    settle: int  # then the market, the person and the faults stop: this long, past the grace
+    zombie_grace: float
+
+
+TEST_SCALE = Scale(steps=30, settle=15, zombie_grace=8.0)  # 200 seeds x 12 modes in ~2 min
+BENCH_SCALE = Scale(steps=45, settle=35, zombie_grace=30.0)  # the policy's default grace
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    faults: dict[str, float]
+    rules: VenueRules
+
+
+TODAY = Profile("today", dict(transient=0.05, timeout_before=0.03, lost_response=0.05,
+                              reject=0.03, late_positions_seconds=1.0), STRICT)
+# About twice the failure rate, 5xx after execution, snapshots lagging 1.5 s, and Binance's
+# client-id rule, under which a resent id executes again instead of being refused.
+HARSH = Profile("harsh", dict(transient=0.12, timeout_before=0.06, lost_response=0.10,
+                              reject=0.05, error_after=0.05, late_positions_seconds=1.5),
+                BINANCE_USDM)
+
+
+@dataclass(frozen=True)
+class Mode:
+    streaming: bool
+    latency: float
+    profile: Profile
+
+    @property
+    def name(self) -> str:
+        stream = "streaming" if self.streaming else "rest-only"
+        return f"{stream}-{round(self.latency * 1000)}ms-{self.profile.name}"
+
+
+MODES = [Mode(streaming, latency, profile) for profile in (TODAY, HARSH)
+         for latency in (0.0, 0.05, 0.2) for streaming in (False, True)]
+
+
+class EventClock(ManualClock):
+    """ManualClock that tells the driver when its next sleeper is due."""
+
+    def next_deadline(self) -> float | None:
+        return min((d for d, _, f in self._sleepers if not f.done()), default=None)
+
+
+async def idle() -> None:
+    """Run every runnable task until none is left (all wait on the clock or a queue)."""
+    loop = asyncio.get_running_loop()
+    for _ in range(100_000):
+        await asyncio.sleep(0)
+        if not loop._ready:  # type: ignore[attr-defined]  # the only way to see "nothing runnable"
+            return
+    raise AssertionError("the loop never went idle")
 
 
 class MemoryPositions:
@@ -59,25 +124,30 @@ class MemoryPositions:
 @dataclass
 class Run:
     seed: int
-    streaming: bool
-    clock: ManualClock = field(default_factory=ManualClock)
+    mode: Mode
+    scale: Scale = TEST_SCALE
+    clock: EventClock = field(default_factory=EventClock)
     journal: list[ev.Event] = field(default_factory=list)
-    unprotected_since: dict[str, float] = field(default_factory=dict)
-    worst: tuple[float, str, float] = (0.0, "", 0.0)  # seconds, symbol, when
+    # symbol -> (position lifetime, since when it has had no resting stop)
+    unprotected_since: dict[str, tuple[int, float]] = field(default_factory=dict)
+    worst: tuple[float, str, float] = (0.0, "", 0.0)  # seconds, symbol, since
     # position lifetimes on the exchange (flat -> open, or a flip, starts a new one)
     lifetime: dict[str, tuple[int, PositionSide] | None] = field(default_factory=dict)
     lifetimes: int = 0
     adopted: dict[str, int] = field(default_factory=dict)  # symbol -> lifetime the guard holds
     adopted_ever: Counter[int] = field(default_factory=Counter)
+    ended: dict[str, tuple[int, PositionSide, float]] = field(default_factory=dict)  # last one
     journal_errors: list[str] = field(default_factory=list)
+    close_fills: Counter[str] = field(default_factory=Counter)  # our close id -> fills
 
     def __post_init__(self) -> None:
+        self.streaming = self.mode.streaming
         self.rng = random.Random(self.seed * 7919 + 1)
-        self.exchange = SimExchange(self.clock, seed=self.seed)
+        self.exchange = SimExchange(self.clock, seed=self.seed, rules=self.mode.profile.rules)
         self.hand = HandApi(self.exchange)
         self.venue = SimVenue(self.exchange, self.clock, streaming=self.streaming,
-                              amend_in_place=self.seed % 3 != 0,
-                              faults=FaultPlan(seed=self.seed, **FAULTS))
+                              amend_in_place=self.seed % 3 != 0, latency=self.mode.latency,
+                              faults=FaultPlan(seed=self.seed, **self.mode.profile.faults))
         self.positions = MemoryPositions()
 
         async def append(event: ev.Event) -> int:
@@ -86,11 +156,13 @@ class Run:
             return len(self.journal)
 
         self.exchange.listen(self._track_lifetimes)
+        self.exchange.listen(self._watch)
 
         self.guard = AccountGuard(
             "chaos", self.venue, bus=EventBus(append), store=self.positions,
-            state=MemoryState(), policy=ProtectionPolicy(FixedDistancePricer(D(2)),
-                                                         sla_seconds=SLA),
+            state=MemoryState(),
+            policy=ProtectionPolicy(FixedDistancePricer(D(2)), sla_seconds=SLA,
+                                    zombie_grace_seconds=self.scale.zombie_grace),
             metrics=Metrics(), clock=self.clock, interval_seconds=INTERVAL, seed=self.seed)
 
     # --- measuring, from the exchange's own state ----------------------------------------
@@ -98,6 +170,9 @@ class Run:
         if not isinstance(event, PositionUpdate):
             return
         current = self.lifetime.get(event.symbol)
+        if current is not None and (event.position is None
+                                    or current[1] is not event.position.side):
+            self.ended[event.symbol] = (*current, self.clock.monotonic())
         if event.position is None:
             self.lifetime[event.symbol] = None
         elif current is None or current[1] is not event.position.side:
@@ -108,13 +183,22 @@ class Run:
         """What the journal says happened must have happened on the exchange."""
         if isinstance(event, ev.PositionAdopted):
             life = self.lifetime.get(event.symbol)
-            if life is None:
-                self.journal_errors.append(f"adopted a flat {event.symbol}")
+            gone = self.ended.get(event.symbol)
+            # No view is fresher than one snapshot (two REST round trips): a position that
+            # ended within that time may still be adopted; anything older is a stale plan.
+            fresh = 2 * self.mode.latency
+            if life is not None and life[1] == event.side:
+                held = life[0]
+            elif (gone is not None and gone[1] == event.side
+                  and self.clock.monotonic() - gone[2] < fresh):
+                held = gone[0]
+            else:
+                self.journal_errors.append(f"adopted a {event.side} {event.symbol} that is gone")
                 return
-            self.adopted[event.symbol] = life[0]
-            self.adopted_ever[life[0]] += 1
-            if self.adopted_ever[life[0]] > 1:
-                self.journal_errors.append(f"{event.symbol} lifetime {life[0]} adopted twice")
+            self.adopted[event.symbol] = held
+            self.adopted_ever[held] += 1
+            if self.adopted_ever[held] > 1:
+                self.journal_errors.append(f"{event.symbol} lifetime {held} adopted twice")
         elif isinstance(event, ev.PositionClosed):
             life = self.lifetime.get(event.symbol)
             held = self.adopted.pop(event.symbol, None)
@@ -122,29 +206,71 @@ class Run:
                 self.journal_errors.append(
                     f"{event.symbol} recorded closed while open (lifetime {held})")
 
-    def sample(self) -> None:
+    def _watch(self, event: VenueEvent) -> None:
+        """At every exchange mutation: is the symbol it touched protected right now?"""
+        if isinstance(event, PositionUpdate):
+            self._observe(event.symbol)
+        elif isinstance(event, OrderUpdate):
+            self._observe(event.order.symbol)
+        elif isinstance(event, FillUpdate):
+            cid = event.fill.client_id
+            if cid and is_ours(cid) and cid.startswith(CLOSE_PREFIX):
+                self.close_fills[cid] += 1
+
+    def _observe(self, symbol: str) -> None:
+        """The SLA holds per position: a flip starts a new position and a new clock (the old
+        one's time without a stop is recorded when it ends)."""
         now = self.clock.monotonic()
-        resting = self.exchange.open_orders()
-        for symbol, pos in self.exchange.positions.items():
-            if any(o.symbol == symbol and o.is_stop_for(pos.side) for o in resting):
-                self.unprotected_since.pop(symbol, None)
-                continue
-            since = self.unprotected_since.setdefault(symbol, now)
-            if now - since > self.worst[0]:
-                self.worst = (now - since, symbol, since)
-        for symbol in list(self.unprotected_since):
-            if symbol not in self.exchange.positions:
+        pos = self.exchange.positions.get(symbol)
+        life = self.lifetime.get(symbol)
+        current = self.unprotected_since.get(symbol)
+        if current is not None and (life is None or current[0] != life[0]):
+            self._record(now - current[1], symbol, current[1])
+            del self.unprotected_since[symbol]
+            current = None
+        if pos is None or life is None:
+            return
+        if any(o.symbol == symbol and o.is_stop_for(pos.side)
+               for o in self.exchange.open_orders()):
+            if current is not None:
+                self._record(now - current[1], symbol, current[1])
                 del self.unprotected_since[symbol]
+        elif current is None:
+            self.unprotected_since[symbol] = (life[0], now)
+
+    def _record(self, seconds: float, symbol: str, since: float) -> None:
+        if seconds > self.worst[0]:
+            self.worst = (seconds, symbol, since)
+
+    def finish_measuring(self) -> None:
+        """Positions still unprotected at the end count up to now."""
+        now = self.clock.monotonic()
+        for symbol, (_, since) in self.unprotected_since.items():
+            self._record(now - since, symbol, since)
+
+    async def run_until(self, task: asyncio.Future[object], limit: float = 300.0) -> None:
+        """Move time event by event until `task` is done."""
+        start = self.clock.monotonic()
+        while True:
+            await idle()
+            if task.done():
+                return
+            due = self.clock.next_deadline()
+            if due is None or due - start > limit:
+                raise AssertionError(f"seed {self.seed} {self.mode.name}: blocked off the clock")
+            await self.clock.advance(due - self.clock.monotonic())
 
     async def spin(self, seconds: float) -> None:
-        """Let the guard work, moving time in small steps and sampling at every step (time
-        stands still between steps, so every change is seen at the time it happened)."""
-        for _ in range(round(seconds / TICK)):
-            for _ in range(30):
-                await asyncio.sleep(0)
-            self.sample()
-            await self.clock.advance(TICK)
-        self.sample()
+        """Let the guard work for `seconds` of virtual time, jumping from deadline to deadline."""
+        target = self.clock.monotonic() + seconds
+        while True:
+            await idle()
+            due = self.clock.next_deadline()
+            if due is None or due > target:
+                await self.clock.advance(target - self.clock.monotonic())
+                await idle()
+                return
+            await self.clock.advance(due - self.clock.monotonic())
 
     async def cycle(self) -> None:
         """One reconcile (streaming off: the test drives the loop, like run() would)."""
@@ -152,17 +278,9 @@ class Run:
             with contextlib.suppress(VenueError):  # run() journals it, tries again next time
                 await self.guard.reconcile_now()
 
-        task = asyncio.ensure_future(reconcile())
-        spent = 0.0
-        while not task.done():
-            for _ in range(30):
-                await asyncio.sleep(0)
-            if task.done():
-                break
-            self.sample()
-            await self.clock.advance(TICK)
-            spent += TICK
-        await self.spin(max(INTERVAL - spent, TICK))
+        start = self.clock.monotonic()
+        await self.run_until(asyncio.ensure_future(reconcile()))
+        await self.spin(max(INTERVAL - (self.clock.monotonic() - start), TICK))
 
     async def second(self) -> None:
         if self.streaming:
@@ -232,17 +350,18 @@ class Run:
     async def play(self) -> None:
         await self.guard.load()
         runner = asyncio.ensure_future(self.guard.run()) if self.streaming else None
+        await idle()  # the guard is listening before the person acts
         try:
-            for _ in range(STEPS):
+            for _ in range(self.scale.steps):
                 for _ in range(self.rng.choice([0, 1, 1, 2, 3])):
                     self.act()
                 self.move_prices()
-                self.sample()
                 await self.second()
             # Settle: the market and the person stop, the venue heals; past the zombie grace.
             self.venue.faults = FaultPlan()
-            for _ in range(35):
+            for _ in range(self.scale.settle):
                 await self.second()
+            self.finish_measuring()
         finally:
             if runner is not None:
                 await self.guard.stop()
@@ -252,82 +371,150 @@ class Run:
     # --- the promise -------------------------------------------------------------------
     def check(self) -> None:
         ex = self.exchange
-        where = f"seed {self.seed} streaming={self.streaming}"
+        where = f"seed {self.seed} {self.mode.name}"
         resting = ex.open_orders()
         for symbol, pos in ex.positions.items():
             stops = [o for o in resting if o.symbol == symbol and o.kind is OrderKind.STOP_LOSS]
-            assert len(stops) == 1, f"{where}: {symbol} has {len(stops)} stops: {stops}"
+            assert len(stops) == 1, f"{where}: stops: {symbol} has {len(stops)}: {stops}"
             (stop,) = stops
-            assert stop.is_stop_for(pos.side) and stop.reduce_only, f"{where}: {stop}"
-            assert stop.qty == pos.qty, f"{where}: {symbol} stop {stop.qty} vs {pos.qty}"
+            assert stop.is_stop_for(pos.side) and stop.reduce_only, (
+                f"{where}: stops: not a reduce-only stop for {pos.side}: {stop}")
+            assert stop.qty == pos.qty, f"{where}: stops: {symbol} stop {stop.qty} vs {pos.qty}"
         for order in resting:
             if order.symbol not in ex.positions:
                 assert not (order.kind is OrderKind.STOP_LOSS or order.reduce_only), (
-                    f"{where}: zombie left {order}")
+                    f"{where}: zombie: left {order}")
         # never placed twice: one order per client id, one 'placed' per intent
+        # no close executed twice (a resent close id executes again where ids may be reused)
+        twice = [cid for cid, fills in self.close_fills.items() if fills > 1]
+        assert not twice, f"{where}: close executed twice: {twice}"
         ids = Counter(o.client_id for o in ex.orders.values() if o.client_id)
-        assert max(ids.values(), default=1) == 1, f"{where}: {ids.most_common(2)}"
+        assert max(ids.values(), default=1) == 1, (
+            f"{where}: client id used twice: {ids.most_common(2)}")
         placed = Counter(e.client_id for e in self.journal if isinstance(e, ev.StopPlaced))
-        assert max(placed.values(), default=1) == 1, f"{where}: {placed.most_common(2)}"
+        assert max(placed.values(), default=1) == 1, (
+            f"{where}: placed twice: {placed.most_common(2)}")
         intents = {e.client_id for e in self.journal
                    if isinstance(e, ev.StopIntent | ev.CloseIntent)}
         for order in ex.orders.values():
             if is_ours(order.client_id):
                 assert order.client_id in intents, f"{where}: no intent for {order}"
-        assert self.journal_errors == [], f"{where}: {self.journal_errors}"
+        assert self.journal_errors == [], f"{where}: journal: {self.journal_errors}"
         # never unprotected longer than the SLA (measured on the exchange, at every step)
-        assert self.worst[0] <= SLA, f"{where}: {self.worst}"
+        seconds, symbol, since = self.worst
+        assert seconds <= SLA, (
+            f"{where}: SLA: {symbol} without a stop {seconds:.3f} s from {since:.3f}")
         # no leaked state: supervisors and stored positions are exactly the open positions
         guarded = {s for s, sup in self.guard.supervisors.items() if sup.known is not None}
-        assert guarded == set(ex.positions), f"{where}: {guarded} vs {set(ex.positions)}"
-        assert set(self.guard.supervisors) == set(ex.positions), where
-        assert {s for _, s in self.positions.rows} == set(ex.positions), where
-        assert not any(isinstance(e, ev.SlaBreached) for e in self.journal), where
-        assert self.guard.halted is None
+        assert guarded == set(ex.positions), f"{where}: guarded {guarded} vs {set(ex.positions)}"
+        assert set(self.guard.supervisors) == set(ex.positions), (
+            f"{where}: supervisors {set(self.guard.supervisors)} vs {set(ex.positions)}")
+        stored = {s for _, s in self.positions.rows}
+        assert stored == set(ex.positions), f"{where}: stored {stored} vs {set(ex.positions)}"
+        breached = [e.symbol for e in self.journal if isinstance(e, ev.SlaBreached)]
+        assert not breached, f"{where}: SLA breach journaled for {breached}"
+        assert self.guard.halted is None, f"{where}: halted: {self.guard.halted}"
 
 
 @dataclass
 class Totals:
+    """What one mode did over its seeds, and which seeds broke the promise."""
+
+    mode: Mode
     runs: int = 0
     positions_opened: int = 0
     stops_placed: int = 0
     closes: int = 0
     replacements: int = 0
     zombies: int = 0
-    faults_hit: int = 0
+    faults_hit: int = 0  # injected by the venue
+    worst_unprotected: tuple[float, int, str] = (0.0, -1, "")  # seconds, seed, symbol
+    worst_journaled_ttp: float = 0.0
+    failures: dict[int, str] = field(default_factory=dict)  # seed -> first broken check
+
+    def add(self, run: Run) -> None:
+        journal = run.journal
+        self.runs += 1
+        self.positions_opened += sum(isinstance(e, ev.PositionAdopted) for e in journal)
+        self.stops_placed += sum(isinstance(e, ev.StopPlaced) for e in journal)
+        self.closes += sum(isinstance(e, ev.PositionClosed) for e in journal)
+        self.zombies += sum(isinstance(e, ev.ZombieCancelled) for e in journal)
+        self.replacements += sum(isinstance(e, ev.StopAmended)
+                                 or (isinstance(e, ev.StopCancelled) and e.reason == "replaced")
+                                 for e in journal)
+        self.faults_hit += run.venue.faults_injected
+        if run.worst[0] > self.worst_unprotected[0]:
+            self.worst_unprotected = (run.worst[0], run.seed, run.worst[1])
+        self.worst_journaled_ttp = max(
+            [self.worst_journaled_ttp] + [float(e.time_to_protect) for e in journal
+                                          if isinstance(e, ev.StopPlaced) and e.time_to_protect])
+
+    def assert_exercised(self) -> None:
+        """The scenario really exercised the cases (not a quiet market)."""
+        n = self.runs
+        assert self.positions_opened > 5 * n and self.closes > 3 * n, self
+        assert self.replacements > n and self.faults_hit > n, self
+        if not self.mode.streaming:  # with the stream, closes are seen at once: not zombies
+            assert self.zombies > 0, self
 
 
+async def play_mode(mode: Mode, seeds: range, scale: Scale = TEST_SCALE) -> Totals:
+    totals = Totals(mode)
+    for seed in seeds:
+        run = Run(seed, mode, scale)
+        try:
+            await run.play()
+            run.check()
+        except AssertionError as exc:
+            totals.failures[seed] = str(exc).splitlines()[0][:300]
+        totals.add(run)
+    return totals
 
-@pytest.mark.parametrize("streaming", [False, True], ids=["rest-only", "streaming"])
-async def test_randomized_trading_with_faults_keeps_the_promise(streaming: bool) -> None:
-    totals = Totals()
-    for seed in SEEDS:
-        run = Run(seed, streaming)
-        await run.play()
-        run.check()
-        totals.runs += 1
-        totals.positions_opened += sum(isinstance(e, ev.PositionAdopted) for e in run.journal)
-        totals.stops_placed += sum(isinstance(e, ev.StopPlaced) for e in run.journal)
-        totals.closes += sum(isinstance(e, ev.PositionClosed) for e in run.journal)
-        totals.zombies += sum(isinstance(e, ev.ZombieCancelled) for e in run.journal)
-        totals.replacements += sum(isinstance(e, ev.StopAmended)
-                                   or (isinstance(e, ev.StopCancelled) and e.reason == "replaced")
-                                   for e in run.journal)
-        totals.faults_hit += sum(isinstance(e, ev.VenueFailure | ev.StopRejected)
-                                 for e in run.journal)
-    # the scenario really exercised the cases (not a quiet market)
-    assert totals.positions_opened > 5 * len(SEEDS)
-    assert totals.closes > 3 * len(SEEDS)
-    assert totals.replacements > len(SEEDS)
-    assert totals.faults_hit > len(SEEDS)
-    if not streaming:  # with the stream, closes are seen at once: leftovers, not zombies
-        assert totals.zombies > 0
+
+# Modes that break the promise because of supervisor/guard bugs of issue 15, to be fixed after
+# issue 8 lands (do not weaken this file to make them pass). Minimal reproductions: run
+# `play_mode(mode, range(seed, seed + 1))` for the seeds named.
+_BACKOFF = ("issue 15 finding 2: after a rejection the position is backed off (0.5 s doubling, "
+            "reset only once protected) and waits a whole reconcile pass per retry, so a few "
+            "refusals push a new position past the 5 s SLA (rest-only-0ms-harsh seed 95)")
+KNOWN: dict[str, str] = {
+    "streaming-200ms-today": (
+        "issue 15 finding 9: a close's fill is applied to a view that already had it (qty 8 "
+        "became 6), then a lagging snapshot's silence is taken as flat: recorded closed while "
+        "open, adopted again and market-closed (seed 85)"),
+    "rest-only-0ms-harsh": _BACKOFF,
+    "streaming-0ms-harsh": (
+        "issue 15 finding 5: a stop id is not used up when the create gives up (transient/"
+        "unknown) and the order it placed is adopted later; after that stop is cancelled the "
+        "same id is sent again and Binance accepts it (seeds 45, 72, 79)"),
+    "rest-only-50ms-harsh": _BACKOFF + "; same at seeds 52, 77, 141",
+    "rest-only-200ms-harsh": _BACKOFF + "; 11 of 200 seeds",
+    "streaming-200ms-harsh": (
+        "issue 15 finding 2 (and 1): one rejection backs the position off while snapshots fail "
+        "transiently; nothing retries it for 4.7 s (seed 187 XRP, seed 97 SOL)"),
+}
+
+
+def _param(mode: Mode) -> object:
+    reason = KNOWN.get(mode.name)
+    marks = [pytest.mark.xfail(strict=False, reason=reason)] if reason else []
+    return pytest.param(mode, id=mode.name, marks=marks)
+
+
+@pytest.mark.parametrize("mode", [_param(m) for m in MODES])
+async def test_randomized_trading_with_faults_keeps_the_promise(mode: Mode) -> None:
+    totals = await play_mode(mode, SEEDS)
+    assert not totals.failures, (
+        f"{mode.name}: {len(totals.failures)} of {len(SEEDS)} seeds broke the promise: "
+        + "; ".join(f"{s}: {m}" for s, m in list(totals.failures.items())[:5]))
+    totals.assert_exercised()
+    assert totals.worst_unprotected[0] <= SLA
 
 
 def test_the_hand_side_covers_every_kind_of_move() -> None:
     """The scripted person does all of it: open, add, partial close, close, extra stops, cancel
     our stops, take-profits, flips (checked on the exchange's order and fill history)."""
-    run = Run(3, streaming=False)
+    run = Run(3, MODES[0])
     for _ in range(400):
         run.act()
         run.exchange.random_walk()
@@ -336,3 +523,30 @@ def test_the_hand_side_covers_every_kind_of_move() -> None:
     assert kinds[OrderKind.STOP_LOSS] > 0 and kinds[OrderKind.TAKE_PROFIT] > 0
     assert sides[(OrderSide.BUY, False)] and sides[(OrderSide.SELL, False)]
     assert sides[(OrderSide.BUY, True)] and sides[(OrderSide.SELL, True)]
+
+
+async def test_the_checks_catch_a_close_executed_twice() -> None:
+    """Where ids may be reused (Binance), a resent close executes again: the check sees it."""
+    run = Run(0, Mode(False, 0.0, HARSH))
+    symbol = "BTC/USDT:USDT"
+    run.hand.open(symbol, PositionSide.LONG, D("1"))
+    cid = f"{CLOSE_PREFIX}{'0' * 20}"
+    for _ in range(2):
+        run.exchange.market_order(symbol=symbol, side=OrderSide.SELL, qty=D("0.5"),
+                                  reduce_only=True, client_id=cid)
+    with pytest.raises(AssertionError, match="close executed twice"):
+        run.check()
+
+
+async def test_the_sla_is_measured_per_position_on_the_virtual_clock() -> None:
+    """A position nobody protects is seen unprotected for as long as it stays open; a flip
+    starts the next position's clock."""
+    run = Run(0, Mode(False, 0.2, TODAY))
+    symbol = "ETH/USDT:USDT"
+    run.hand.open(symbol, PositionSide.LONG, D("1"))
+    await run.spin(3.0)
+    run.exchange.market_order(symbol=symbol, side=OrderSide.SELL, qty=D("2"),
+                              reduce_only=False, client_id=None)  # flip: a new position
+    await run.spin(SLA + 0.5)
+    run.finish_measuring()
+    assert run.worst == (pytest.approx(SLA + 0.5), symbol, pytest.approx(3.0))

@@ -100,10 +100,55 @@ def test_take_profits_and_wrong_side_stops_do_not_count_as_protection() -> None:
     assert plan(known(), pos(), orders) == [PlaceStop(BTC, D(58800), D("0.5"))]
 
 
+def test_a_stop_that_is_not_reduce_only_is_not_protection() -> None:
+    """Issue 15 finding 6: a stop-and-reverse entry (a plain, not reduce-only stop on the close
+    side, here twice the size) is no protective stop: we place our own and leave it alone."""
+    reverse = order("8", "59000", qty="1.0", reduce_only=False)
+    assert not reverse.is_stop_for(LONG)
+    assert plan(known(), pos(), [reverse]) == [PlaceStop(BTC, D(58800), D("0.5"))]
+    assert plan(None, pos(), [reverse]) == [AdoptPosition(pos()),
+                                            PlaceStop(BTC, D(58800), D("0.5"))]
+
+
+def test_reduce_only_and_whole_position_stops_are_protection() -> None:
+    """Issue 15 finding 6, the other side: reduce-only or close-position (no qty) still counts."""
+    assert order("1", reduce_only=True).is_stop_for(LONG)
+    assert order("2", qty=None, reduce_only=False).is_stop_for(LONG)  # closePosition / pos_loss
+    assert not order("3", reduce_only=True).is_stop_for(SHORT)  # wrong side
+    assert not order("4", kind=OrderKind.TAKE_PROFIT).is_stop_for(LONG)
+
+
 # --- stop already crossed -----------------------------------------------------------------------
 def test_crossed_stop_closes_by_default() -> None:
     actions = plan(known(), pos(mark="58000"), [])
     assert actions == [ClosePosition(BTC, D("0.5"), "stop_crossed", D(58800), D(58000))]
+
+
+def test_a_re_entry_after_a_stop_out_is_priced_from_its_own_entry() -> None:
+    """Issue 15 finding 10: our stop at 58800 fired, the trader re-entered long at 58500 before
+    we looked again. The remembered stop is crossed for the new position: it gets a stop 2 %
+    under its own entry, it is not market-closed."""
+    k = known(stop=order("5", "58800"))
+    reentered = pos(qty="0.3", entry="58500", mark="58500")
+    assert plan(k, reentered, []) == [Resized(BTC, D("0.5"), D("0.3")),
+                                      PlaceStop(BTC, D(57330), D("0.3"))]
+    short = known(side=SHORT, stop=order("6", "61200", side=OrderSide.BUY))
+    assert plan(short, pos(side=SHORT, entry="61500", mark="61500"), []) == [
+        PlaceStop(BTC, D(62730), D("0.5"))]
+
+
+def test_a_re_entry_whose_own_stop_is_crossed_too_is_still_closed() -> None:
+    """Issue 15 finding 10: pricing from the new entry does not bypass the crossed policy."""
+    k = known(stop=order("5", "58800"))
+    assert plan(k, pos(entry="58500", mark="57000"), []) == [
+        ClosePosition(BTC, D("0.5"), "stop_crossed", D(57330), D(57000))]
+
+
+def test_a_crossed_remembered_stop_on_the_same_entry_still_closes() -> None:
+    """The same position (same entry) whose stop vanished and was crossed keeps the old rule."""
+    k = known(stop=order("5", "59500"))
+    assert plan(k, pos(mark="59000"), []) == [
+        ClosePosition(BTC, D("0.5"), "stop_crossed", D(59500), D(59000))]
 
 
 def test_no_second_close_or_racing_stop_while_a_close_is_in_flight() -> None:

@@ -9,10 +9,12 @@ from decimal import Decimal
 import pytest
 
 from engine.clock import ManualClock
+from engine.domain.ids import OrderPurpose, client_order_id
 from engine.domain.reports import (
     FillUpdate,
     MarketOrderRequest,
     OrderKind,
+    OrderReport,
     OrderStatus,
     OrderUpdate,
     PositionUpdate,
@@ -20,11 +22,20 @@ from engine.domain.reports import (
 )
 from engine.domain.values import OrderSide, PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
-from engine.sim.exchange import HandApi, SimExchange
+from engine.sim.exchange import (
+    BINANCE_USDM,
+    BITGET,
+    BYBIT,
+    STRICT,
+    HandApi,
+    SimExchange,
+    VenueRules,
+)
 from engine.sim.venue import FaultPlan, SimVenue
 from tests.engine.conftest import BTC, ETH
 
 D = Decimal
+STOP_AT = D(64000)
 
 
 @pytest.fixture
@@ -251,6 +262,80 @@ def test_client_ids_are_unique_for_ever(ex: SimExchange, hand: HandApi) -> None:
     assert found is not None and found.status is OrderStatus.CANCELLED
 
 
+def _stop(ex: SimExchange, client_id: str, price: Decimal = STOP_AT) -> OrderReport:
+    return ex.place_trigger(symbol=BTC, side=OrderSide.SELL, qty=D("0.5"), trigger_price=price,
+                            kind=OrderKind.STOP_LOSS, client_id=client_id)
+
+
+def _close(ex: SimExchange, client_id: str) -> OrderReport:
+    return ex.market_order(symbol=BTC, side=OrderSide.SELL, qty=D("0.5"), reduce_only=True,
+                           client_id=client_id)
+
+
+def test_binance_client_ids_are_unique_only_among_open_orders(clock: ManualClock) -> None:
+    """Issue 15 finding 5: on Binance USD-M a filled close's id is free again, so resending it
+    executes a second close; only an id still open is refused."""
+    ex = SimExchange(clock, rules=BINANCE_USDM)
+    hand = HandApi(ex)
+    hand.open(BTC, PositionSide.LONG, D("1"))
+    first = _close(ex, "vgc1")
+    second = _close(ex, "vgc1")  # same id, executed again
+    assert first.status is second.status is OrderStatus.FILLED
+    assert first.order_id != second.order_id and BTC not in ex.positions
+    assert [f.client_id for f in ex.fills].count("vgc1") == 2
+    assert ex.find_by_client_id("vgc1") == second  # a lookup answers the newest
+
+    hand.open(BTC, PositionSide.LONG, D("0.5"))
+    resting = _stop(ex, "vgs1")
+    with pytest.raises(Rejected) as err:
+        _stop(ex, "vgs1", D(63000))  # still open: refused
+    assert err.value.reason is RejectReason.DUPLICATE_CLIENT_ID
+    ex.cancel(resting.order_id)
+    again = _stop(ex, "vgs1", D(63000))  # cancelled: free again
+    assert again.is_resting and again.order_id != resting.order_id
+
+
+@pytest.mark.parametrize("rules", [STRICT, BYBIT, BITGET], ids=lambda r: r.name)
+def test_bybit_bitget_and_the_default_never_take_an_id_twice(clock: ManualClock,
+                                                              rules: VenueRules) -> None:
+    ex = SimExchange(clock, rules=rules)
+    HandApi(ex).open(BTC, PositionSide.LONG, D("1"))
+    _close(ex, "vgc1")
+    with pytest.raises(Rejected) as err:
+        _close(ex, "vgc1")
+    assert err.value.reason is RejectReason.DUPLICATE_CLIENT_ID
+    assert ex.positions[BTC].qty == D("0.5") and len(ex.fills) == 2
+
+
+def test_the_default_rules_are_the_strictest() -> None:
+    assert SimExchange(ManualClock()).rules is STRICT
+    assert STRICT.client_id_scope is BYBIT.client_id_scope is BITGET.client_id_scope
+    assert STRICT.client_id_pattern.pattern == BYBIT.client_id_pattern.pattern
+
+
+@pytest.mark.parametrize(("rules", "client_id"), [
+    (STRICT, "a" * 37), (STRICT, "vg.s1"), (STRICT, ""), (BYBIT, "vg:s1"),
+    (BINANCE_USDM, "a" * 37), (BINANCE_USDM, "vg s1"), (BITGET, "a" * 41)])
+def test_a_client_id_outside_the_venue_format_is_refused_and_changes_nothing(
+        clock: ManualClock, rules: VenueRules, client_id: str) -> None:
+    ex = SimExchange(clock, rules=rules)
+    HandApi(ex).open(BTC, PositionSide.LONG, D("1"))
+    orders = dict(ex.orders)
+    for place in (_stop, _close):
+        with pytest.raises(Rejected) as err:
+            place(ex, client_id)
+        assert err.value.reason is RejectReason.INVALID_ORDER
+        assert rules.name in str(err.value)
+    assert ex.orders == orders and ex.positions[BTC].qty == D("1")
+
+
+def test_binance_accepts_its_wider_alphabet_and_our_ids_fit_every_venue() -> None:
+    ours = client_order_id("acct", BTC, 3, OrderPurpose.STOP, 9)
+    for rules in (STRICT, BINANCE_USDM, BYBIT, BITGET):
+        rules.check_client_id(ours)
+    BINANCE_USDM.check_client_id("x-Ab.c:d/e_f-1")
+
+
 @pytest.mark.parametrize(("qty", "price"), [(D("0.0005"), D(64000)), (D("0.0015"), D(64000)),
                                             (D("0.5"), D("64000.05")), (D("0.5"), D(0))])
 def test_qty_and_price_must_sit_on_lot_and_tick(ex: SimExchange, qty: Decimal,
@@ -334,6 +419,22 @@ async def test_snapshot_costs_two_calls_whatever_the_number_of_positions(
     assert snap.calls == 2 and venue.calls == 4 and len(snap.positions) == len(ex.markets)
 
 
+@pytest.mark.parametrize(("rules", "calls"), [(STRICT, 2), (BYBIT, 4), (BITGET, 3)],
+                         ids=lambda v: getattr(v, "name", str(v)))
+async def test_listing_costs_a_call_per_page_where_the_venue_pages(
+        clock: ManualClock, rules: VenueRules, calls: int) -> None:
+    ex = SimExchange(clock, rules=rules)
+    hand = HandApi(ex)
+    hand.open(BTC, PositionSide.LONG, D("1"))
+    mark = ex.marks[BTC]
+    for i in range(101):  # 101 resting stops: 3 pages of 50, 2 of 100
+        hand.place_stop(BTC, mark - 10 - i, D("0.001"))
+    venue = SimVenue(ex, clock)
+    snap = await venue.snapshot()
+    assert snap.calls == calls and venue.calls == calls and len(snap.orders) == 101
+    assert venue.calls_by_method["fetch_open_orders"] == calls - 1
+
+
 async def test_late_positions_are_hidden_from_snapshots_until_old_enough(
         ex: SimExchange, hand: HandApi, clock: ManualClock) -> None:
     venue = SimVenue(ex, clock, faults=FaultPlan(late_positions_seconds=3))
@@ -354,6 +455,17 @@ async def test_lost_response_executes_but_reports_a_timeout(ex: SimExchange, han
     assert found is not None and found.is_resting
 
 
+async def test_an_error_after_execution_looks_transient_but_the_order_ran(
+        ex: SimExchange, hand: HandApi, clock: ManualClock) -> None:
+    """Issue 15 finding 5: an HTTP 5xx arrives as a transient error though the close ran."""
+    hand.open(BTC, PositionSide.LONG, D("0.5"))
+    venue = SimVenue(ex, clock, faults=FaultPlan(error_after=1.0))
+    with pytest.raises(Transient):
+        await venue.market_order(MarketOrderRequest(BTC, OrderSide.SELL, D("0.5"), True, "vgc1"))
+    found = ex.find_by_client_id("vgc1")
+    assert found is not None and found.status is OrderStatus.FILLED and BTC not in ex.positions
+
+
 @pytest.mark.parametrize(("plan", "error"), [
     (FaultPlan(transient=1.0), Transient),
     (FaultPlan(timeout_before=1.0), OutcomeUnknown),
@@ -367,7 +479,7 @@ async def test_faults_before_execution_leave_nothing_on_the_venue(
     with pytest.raises(error):
         await venue.market_order(MarketOrderRequest(BTC, OrderSide.SELL, D("0.5"), True, "vgc1"))
     assert ex.find_by_client_id("vgc1") is None and ex.positions[BTC].qty == D("0.5")
-    assert venue.calls_by_method == {"market_order": 1}
+    assert venue.calls_by_method == {"market_order": 1} and venue.faults_injected == 1
 
 
 async def test_latency_is_spent_on_the_clock(ex: SimExchange, clock: ManualClock) -> None:
