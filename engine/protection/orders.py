@@ -178,6 +178,8 @@ class OrderGateway:
             try:
                 return await self.venue.market_order(request)
             except Rejected as exc:
+                if attempt > 0 and exc.reason is RejectReason.REDUCE_ONLY_REJECTED:
+                    return self._ran(request)  # nothing left to reduce: the first send ran
                 if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
                     raise
             except (Transient, OutcomeUnknown):
@@ -194,16 +196,21 @@ class OrderGateway:
             now = snapshot.position(symbol)
             if now is not None:
                 self.view.set_position(symbol, now)
-            if before is not None and (now is None or now.side is not before.side
-                                       or now.qty <= before.qty - request.qty):
-                # Not found by id (yet), but the position shrank by what we asked: it ran.
-                return OrderReport(
-                    order_id=f"unknown:{cid}", client_id=cid, symbol=symbol,
-                    kind=OrderKind.MARKET, side=request.side, qty=request.qty,
-                    trigger_price=None, reduce_only=True, status=OrderStatus.FILLED,
-                    updated_at=self.clock.now())
+            if before is not None and now is not None and (
+                    now.side is not before.side or now.qty <= before.qty - request.qty):
+                return self._ran(request)  # not found by id (yet), but the position shrank
+            # Still the size it was, or absent (REST may lag): a resend is safe, being
+            # reduce-only it can never open or grow a position.
             await self.clock.sleep(CLOSE_RECHECK_SECONDS * (attempt + 1))
         raise OutcomeUnknown(f"close {symbol}: outcome still unknown for {cid}")
+
+    def _ran(self, request: MarketOrderRequest) -> OrderReport:
+        """A close we know ran, though the venue never showed us the order."""
+        return OrderReport(
+            order_id=f"unknown:{request.client_id}", client_id=request.client_id,
+            symbol=request.symbol, kind=OrderKind.MARKET, side=request.side, qty=request.qty,
+            trigger_price=None, reduce_only=True, status=OrderStatus.FILLED,
+            updated_at=self.clock.now())
 
     # --- helpers -------------------------------------------------------------------------------
     def _enter(self, symbol: str) -> None:

@@ -321,6 +321,12 @@ class PositionSupervisor:
         kind = ev.StopAction.REPLACE if replacing else ev.StopAction.PLACE
         try:
             order = await ctx.orders.place_stop(request, kind, self._publish)
+        except (Transient, OutcomeUnknown):
+            # The id may have placed an order after all (adopted when it shows): it is used up,
+            # or a venue that takes a finished order's id again (Binance) would run it twice.
+            known.stop_seq += 1
+            await ctx.store.save(known)
+            raise
         except Rejected as exc:
             known.stop_seq += 1
             await ctx.store.save(known)
@@ -442,6 +448,10 @@ class PositionSupervisor:
         request = MarketOrderRequest(self.symbol, known.side.close_side, action.qty, True, cid)
         try:
             order = await ctx.orders.close(request, reason, by, self._publish)
+        except (Transient, OutcomeUnknown):
+            known.close_seq += 1  # used up, as for stops
+            await ctx.store.save(known)
+            raise
         except Rejected as exc:
             known.close_seq += 1
             await ctx.store.save(known)
