@@ -87,6 +87,7 @@ class AccountGuard:
         self.supervisors: dict[str, PositionSupervisor] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._reconcile_lock = asyncio.Lock()
+        self._sweep: asyncio.Task[Any] | None = None  # the zombie clean-up the loop started
         self._stopping = False
 
     @property
@@ -134,7 +135,7 @@ class AccountGuard:
         self.spawn(self._sla_loop(), "sla")
         while not self._stopping:
             try:
-                await self.reconcile_now()
+                await self.reconcile_now(wait=False)
             except OperatorError as exc:
                 await self.halt(str(exc))
             except VenueError as exc:
@@ -150,10 +151,12 @@ class AccountGuard:
     @property
     def poll_interval(self) -> float:
         """Seconds to the next snapshot. While the stream is down (or the venue has none),
-        snapshots are the only way to see a new position: look at least twice per SLA."""
+        snapshots are the only way to see a new position, and REST may show it a moment late:
+        look three times per SLA (within every venue's weight budget: a Binance cycle weighs
+        about 41 of the 2,400 a minute)."""
         if self.stream.up:
             return self.interval
-        return min(self.interval, max(self.policy.sla_seconds / 2, MIN_POLL_SECONDS))
+        return min(self.interval, max(self.policy.sla_seconds / 3, MIN_POLL_SECONDS))
 
     async def stop(self) -> None:
         self._stopping = True
@@ -174,8 +177,11 @@ class AccountGuard:
             logger.opt(exception=task.exception()).error("task {} failed", task.get_name())
 
     # --- reconcile -------------------------------------------------------------------------
-    async def reconcile_now(self, symbol: str | None = None) -> ReconcileReport:
-        """Snapshot (constant venue calls), pure reconcile, then let supervisors act."""
+    async def reconcile_now(self, symbol: str | None = None, *,
+                            wait: bool = True) -> ReconcileReport:
+        """Snapshot (constant venue calls), pure reconcile, then let supervisors act. With
+        `wait` (/fix_sl, `vigil check`) the report says what they did; the loop does not wait:
+        one position's slow venue work must never hold back the next look at all the others."""
         async with self._reconcile_lock:
             marker = self.view.mark()
             snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
@@ -194,6 +200,16 @@ class AccountGuard:
             positions = sorted({s for s in symbols
                                 if any(not isinstance(a, CancelZombie)
                                        for a in result.for_symbol(s))})
+            if not wait:
+                for s in positions:
+                    self.supervisor(s).wake()
+                if zombies and (self._sweep is None or self._sweep.done()):
+                    self._sweep = self.spawn(self._cancel_zombies(zombies), "zombies")
+                self._update_gauge()
+                return ReconcileReport(
+                    account=self.account, positions=len(self.view.positions()),
+                    unprotected_before=result.unprotected,
+                    unprotected_after=result.unprotected, events=(), venue_calls=snapshot.calls)
             # Protection first, all positions at once; zombies are only clean-up.
             done = await asyncio.gather(*(self.supervisor(s).ensure() for s in positions))
             zombie_events = await self._cancel_zombies(zombies)

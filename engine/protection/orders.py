@@ -38,7 +38,7 @@ from engine.protection.view import AccountView
 from engine.retry import retry_transient
 
 CREATE_LOOKUPS = 3  # create -> unknown -> look up by client id, at most this many rounds
-CLOSE_RECHECK_SECONDS = 0.5  # a close not found yet may still be in flight: wait, look again
+CLOSE_RECHECK_SECONDS = 0.2  # a close not found yet may still be in flight: wait, look again
 
 
 class AccountHalted(Exception):
@@ -87,6 +87,7 @@ class OrderGateway:
         await publish(ev.StopIntent(
             account=self.account, symbol=request.symbol, action=action,
             client_id=request.client_id, trigger_price=request.trigger_price, qty=request.qty))
+        self._still_allowed()  # HALT may have come while the intent was being written
         order = await self._create(request.symbol, request.client_id,
                                    lambda: self.venue.place_stop(request), "place_stop")
         self._count("place_stop")
@@ -102,6 +103,7 @@ class OrderGateway:
         await publish(ev.StopIntent(
             account=self.account, symbol=order.symbol, action=ev.StopAction.AMEND,
             client_id=order.client_id or order.order_id, trigger_price=trigger_price, qty=qty))
+        self._still_allowed()  # HALT may have come while the intent was being written
         try:
             amended = await retry_transient(
                 lambda: self.venue.amend_stop(order, trigger_price, qty), self.clock,
@@ -126,6 +128,7 @@ class OrderGateway:
         await publish(ev.CancelIntent(
             account=self.account, symbol=order.symbol, order_id=order.order_id,
             client_id=order.client_id, reason=reason, by=by))
+        self._still_allowed()  # HALT may have come while the intent was being written
         try:
             await retry_transient(lambda: self.venue.cancel_order(order), self.clock,
                                   rng=self.rng)
@@ -152,6 +155,7 @@ class OrderGateway:
         await publish(ev.CloseIntent(account=self.account, symbol=request.symbol,
                                      client_id=request.client_id, qty=request.qty,
                                      reason=reason, by=by))
+        self._still_allowed()  # HALT may have come while the intent was being written
         before = self.view.position(request.symbol)
         order = await self._send_close(request, before)
         report = self.view.position(request.symbol)
@@ -213,6 +217,10 @@ class OrderGateway:
             updated_at=self.clock.now())
 
     # --- helpers -------------------------------------------------------------------------------
+    def _still_allowed(self) -> None:
+        if self.flags.halted:
+            raise AccountHalted(self.flags.halted)
+
     def _enter(self, symbol: str) -> None:
         """Every command: the caller is the symbol's writer, and the account is not halted."""
         if not self.writer(symbol).locked():
@@ -222,18 +230,20 @@ class OrderGateway:
 
     async def _create(self, symbol: str, cid: str, call: Callable[[], Awaitable[OrderReport]],
                       operation: str) -> OrderReport:
-        """Create with retries; after an unknown outcome (or a reused id), look the order up by
-        client id first, so a lost response never becomes a second order."""
-        for _ in range(CREATE_LOOKUPS):
+        """Create; after any failure that may have reached the venue (an unknown outcome, a 5xx
+        that ccxt calls transient, a reused id), look the order up by client id before sending
+        it again, so a lost response never becomes a second order, even on a venue that takes
+        a finished order's id again."""
+        for attempt in range(CREATE_LOOKUPS):
             if self.flags.halted:
                 raise AccountHalted(self.flags.halted)
             try:
-                return await retry_transient(call, self.clock, rng=self.rng)
+                return await call()
             except Rejected as exc:
                 if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
                     raise
-            except OutcomeUnknown:
-                pass
+            except (Transient, OutcomeUnknown):
+                await self.clock.sleep(self.rng.uniform(0, 0.2 * 2 ** attempt))
             found = await retry_transient(lambda: self.venue.find_order(symbol, cid),
                                           self.clock, rng=self.rng)
             self._count("find_order")

@@ -222,6 +222,13 @@ class PositionSupervisor:
                                     ctx.policy, ctx.clock.now())
             if not actions:
                 return
+            if ctx.halted:
+                # No venue commands on HALT; what only the journal needs (adopting a position
+                # or a resting stop, a new size) still happens.
+                for action in actions:
+                    if not isinstance(action, VENUE_ACTIONS):
+                        await self._execute(action)
+                return
             for action in actions:
                 progressed = await self._execute(action)
                 if self.finished or not progressed:
@@ -487,9 +494,15 @@ class PositionSupervisor:
         self._rejections += 1
         self._last_rejection = now
         self.backoff_until = now + pause
+        self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
         await self._publish(ev.StopRejected(
             account=self.ctx.account, symbol=self.symbol, client_id=client_id,
             reason=exc.reason.value, message=exc.message))
+
+    async def _wake_after(self, pause: float) -> None:
+        """Try again as soon as the back-off ends, not at the next reconcile pass."""
+        await self.ctx.clock.sleep(pause)
+        self.wake()
 
     def _succeeded(self) -> None:
         """The venue took a command: earlier refusals no longer slow this position down."""

@@ -45,9 +45,9 @@ async def test_stream_down_polls_within_the_sla(rig_factory: RigFactory) -> None
     try:
         await eventually(lambda: rig.guard.last_reconcile is not None)
         rig.hand.open(BTC, LONG, D("0.5"))  # just after the first snapshot
-        await rig.clock.advance(2.6)
+        await rig.clock.advance(1.7)
         await eventually(lambda: len(rig.stops(BTC)) == 1)
-        assert rig.guard.poll_interval == 2.5
+        assert rig.guard.poll_interval == 5 / 3
     finally:
         await rig.guard.stop()
         run.cancel()

@@ -16,7 +16,6 @@ with executed-then-5xx errors. `bench/chaos.py` runs the same modes over 1,000+ 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import random
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -31,7 +30,7 @@ from engine.domain.ids import OrderPurpose, is_ours
 from engine.domain.position import GuardedPosition
 from engine.domain.reports import FillUpdate, OrderKind, OrderUpdate, PositionUpdate, VenueEvent
 from engine.domain.values import OrderSide, PositionSide, ceil_to_step, floor_to_step
-from engine.errors import Rejected, VenueError
+from engine.errors import Rejected
 from engine.metrics import Metrics
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import FixedDistancePricer, ProtectionPolicy
@@ -272,21 +271,8 @@ class Run:
                 return
             await self.clock.advance(due - self.clock.monotonic())
 
-    async def cycle(self) -> None:
-        """One reconcile (streaming off: the test drives the loop, like run() would)."""
-        async def reconcile() -> None:
-            with contextlib.suppress(VenueError):  # run() journals it, tries again next time
-                await self.guard.reconcile_now()
-
-        start = self.clock.monotonic()
-        await self.run_until(asyncio.ensure_future(reconcile()))
-        await self.spin(max(INTERVAL - (self.clock.monotonic() - start), TICK))
-
     async def second(self) -> None:
-        if self.streaming:
-            await self.spin(1.0)
-        else:
-            await self.cycle()
+        await self.spin(1.0)
 
     # --- a person trading by hand --------------------------------------------------------
     def act(self) -> None:
@@ -349,7 +335,7 @@ class Run:
     # --- the whole run -------------------------------------------------------------------
     async def play(self) -> None:
         await self.guard.load()
-        runner = asyncio.ensure_future(self.guard.run()) if self.streaming else None
+        runner = asyncio.ensure_future(self.guard.run())  # the loop users run, in every mode
         await idle()  # the guard is listening before the person acts
         try:
             for _ in range(self.scale.steps):
