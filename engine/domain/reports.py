@@ -46,16 +46,20 @@ class OrderReport:
     reduce_only: bool
     status: OrderStatus
     updated_at: datetime
+    # Closes whatever is held when it fires (Binance closePosition, Bybit qty 0, Bitget
+    # pos_loss): the form for positions below the minimum order size. It never needs resizing.
+    whole_position: bool = False
 
     @property
     def is_resting(self) -> bool:
         return self.status is OrderStatus.OPEN
 
     def is_stop_for(self, side: PositionSide) -> bool:
+        # The side test holds for whole-position stops too: they close by selling a long.
         return self.kind is OrderKind.STOP_LOSS and self.side is side.close_side
 
     def covers(self, qty: Decimal) -> bool:
-        return self.qty is None or self.qty == qty
+        return self.whole_position or self.qty is None or self.qty == qty
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +96,7 @@ class VenueSnapshot:
     orders: tuple[OrderReport, ...]
     taken_at: datetime
     calls: int = 0
+    weight: float = 0.0  # request weight it cost (venue units: Binance weight, ccxt's elsewhere)
 
     def position(self, symbol: str) -> PositionReport | None:
         return next((p for p in self.positions if p.symbol == symbol), None)

@@ -155,8 +155,10 @@ def _bitget_routes(http: Recorder, account: Account) -> None:
                lambda _r: p.bitget_ok({"entrustedList": account.stops, "endId": None}))
 
 
-def new_exchange(venue: str) -> Recorder:
-    config: dict[str, Any] = {"enableRateLimit": False}  # no throttling sleeps in tests
+def new_exchange(venue: str, *, rate_limit: bool = False) -> Recorder:
+    # Off by default: TestClock never advances, so a budget that had to wait would wait forever.
+    # The budget tests turn it on (as make_venue does) and stay inside the budget.
+    config: dict[str, Any] = {"enableRateLimit": rate_limit}
     if venue == "binance":
         return FakeBinance(config)
     if venue == "bybit":
@@ -234,9 +236,9 @@ class Harness:
 
 
 async def build(venue: str, *, start: bool = True, testnet: bool = False,
-                account: Account | None = None) -> Harness:
+                account: Account | None = None, rate_limit: bool = False) -> Harness:
     account = account or Account()
-    http = new_exchange(venue)
+    http = new_exchange(venue, rate_limit=rate_limit)
     {"binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}[venue](
         http, account)
     key, secret, password = CREDENTIALS[venue]

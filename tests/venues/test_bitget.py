@@ -185,7 +185,7 @@ async def test_websocket_plan_types_are_understood(bitget: Harness) -> None:
     assert bitget.venue.dialect.plan_type(event.order) == "loss_plan"  # type: ignore[attr-defined]
 
 
-async def test_amending_a_whole_position_stop_sends_no_size(bitget: Harness) -> None:
+async def test_amending_a_whole_position_stop_sends_an_empty_size(bitget: Harness) -> None:
     bitget.account.stops = [p.bitget_plan_order("bg-2", "", plan_type="pos_loss", size="")]
     (order,) = (await bitget.venue.snapshot()).orders
     bitget.http.route("POST", "/api/v2/mix/order/modify-tpsl-order",
@@ -193,5 +193,7 @@ async def test_amending_a_whole_position_stop_sends_no_size(bitget: Harness) -> 
 
     amended = await bitget.venue.amend_stop(order, Decimal("61000"), Decimal("0.01"))
 
-    assert "size" not in bitget.http.last("POST", "/api/v2/mix/order/modify-tpsl-order").body
+    # modify-tpsl-order requires the key; for a pos_loss it must be empty
+    assert bitget.http.last("POST", "/api/v2/mix/order/modify-tpsl-order").body["size"] == ""
     assert amended.qty is None and amended.trigger_price == Decimal("61000")
+    assert order.whole_position and amended.whole_position
