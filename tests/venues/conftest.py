@@ -222,7 +222,7 @@ class Harness:
     http: Recorder
     account: Account
     watcher: FakeWatcher
-    clock: TestClock
+    clock: ManualClock
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -236,13 +236,15 @@ class Harness:
 
 
 async def build(venue: str, *, start: bool = True, testnet: bool = False,
-                account: Account | None = None, rate_limit: bool = False) -> Harness:
+                account: Account | None = None, rate_limit: bool = False,
+                clock: ManualClock | None = None) -> Harness:
+    """`clock`: a ManualClock for tests that advance time (default: a TestClock)."""
     account = account or Account()
     http = new_exchange(venue, rate_limit=rate_limit)
     {"binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}[venue](
         http, account)
     key, secret, password = CREDENTIALS[venue]
-    watcher, clock = FakeWatcher(), TestClock()
+    watcher, clock = FakeWatcher(), clock or TestClock()
     instance = make_venue(f"acct-{venue}", venue, api_key=key, secret=secret, password=password,
                           testnet=testnet, exchange=http, clock=clock, watcher=watcher,
                           backoff=Backoff(initial=1.0, factor=2.0, cap=8.0, jitter=0.5))
