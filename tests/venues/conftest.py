@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import ccxt.pro
 import pytest
 
-from engine.clock import ManualClock
+from engine.clock import Clock, ManualClock
 from engine.venues import CcxtVenue, make_venue
 from engine.venues.dialects.base import Subscription
 from engine.venues.streams import Backoff
@@ -222,7 +222,7 @@ class Harness:
     http: Recorder
     account: Account
     watcher: FakeWatcher
-    clock: ManualClock
+    clock: Clock
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -237,8 +237,9 @@ class Harness:
 
 async def build(venue: str, *, start: bool = True, testnet: bool = False,
                 account: Account | None = None, rate_limit: bool = False,
-                clock: ManualClock | None = None) -> Harness:
-    """`clock`: a ManualClock for tests that advance time (default: a TestClock)."""
+                clock: Clock | None = None) -> Harness:
+    """`clock`: a ManualClock for tests that advance time, SystemClock for the bench (default:
+    a TestClock)."""
     account = account or Account()
     http = new_exchange(venue, rate_limit=rate_limit)
     {"binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}[venue](
