@@ -145,7 +145,7 @@ async def test_under_a_spent_read_share_the_stop_overtakes_the_snapshot() -> Non
     assert budget.stats().priority_wait_max == 0
 
 
-async def test_a_budget_wait_is_not_counted_for_a_venue_built_without_rate_limit() -> None:
+async def test_an_exchange_built_without_rate_limit_is_not_budgeted() -> None:
     harness = await build("bybit")  # enableRateLimit off: ccxt never calls the hook
     snapshot = await harness.venue.snapshot()
     await harness.venue.close()

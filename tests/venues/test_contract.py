@@ -177,19 +177,9 @@ async def test_below_the_minimum_the_stop_closes_the_whole_position(venue: Harne
     assert order.covers(Decimal(qty)) and order.covers(Decimal("3"))
 
 
-def whole_position_stop(venue: str) -> dict[str, object]:
-    """A resting whole-position sell stop as the venue lists it."""
-    if venue == "binance":
-        return {**p.binance_algo_order(601, "vgsw", qty="0.000", reduce_only=False),
-                "closePosition": True}
-    if venue == "bybit":
-        return p.bybit_stop_order("601", "vgsw", qty="0")
-    return p.bitget_plan_order("601", "vgsw", plan_type="pos_loss", size="")
-
-
 async def test_a_listed_whole_position_stop_covers_the_position(venue: Harness) -> None:
     venue.account.positions = [p.long_position(venue.name, "BTC", "0.010")]
-    venue.account.stops = [whole_position_stop(venue.name)]
+    venue.account.stops = [p.whole_position_stop(venue.name, "601", "vgsw")]
     snapshot = await venue.venue.snapshot()
 
     (order,) = snapshot.orders

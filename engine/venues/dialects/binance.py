@@ -3,7 +3,8 @@
 Conditional orders live on the Algo API since 2025-12 (POST/DELETE /fapi/v1/algoOrder,
 GET /fapi/v1/openAlgoOrders): ccxt routes there when `stopLossPrice` (create) or
 `trigger: True` (list, cancel, fetch) is given. An algo stop has its own algoId and clientAlgoId;
-there is no amend, so a stop is replaced by placing the new one and cancelling the old."""
+there is no amend, so a stop is replaced by placing the new one and cancelling the old. A
+position below the minimum order size gets a closePosition=true stop (no quantity)."""
 
 from __future__ import annotations
 

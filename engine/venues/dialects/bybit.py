@@ -2,7 +2,9 @@
 
 Our stop is a qty-sized conditional market order (POST /v5/order/create with triggerPrice,
 triggerDirection, reduceOnly, closeOnTrigger, triggerBy=MarkPrice, orderLinkId=client id). It can be
-amended in place (/v5/order/amend); triggerBy must be sent again or Bybit resets it to LastPrice."""
+amended in place (/v5/order/amend); triggerBy must be sent again or Bybit resets it to LastPrice.
+A position below the minimum order size gets the same order with qty "0", which closes the whole
+position when it fires."""
 
 from __future__ import annotations
 
