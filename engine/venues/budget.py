@@ -85,13 +85,14 @@ class RequestBudget:
     venue: str
     limits: BudgetLimits
     clock: Clock
-    _window: deque[tuple[float, float]] = field(default_factory=deque)
-    _used: float = 0.0
-    _priority_waiting: int = 0
-    _spent: dict[Lane, float] = field(default_factory=lambda: dict.fromkeys(Lane, 0.0))
-    _last: dict[str, float] = field(default_factory=dict)
-    _priority_wait_max: float = 0.0
-    _read_wait_total: float = 0.0
+    _window: deque[tuple[float, float]] = field(default_factory=deque, init=False)  # (at, w)
+    _used: float = field(default=0.0, init=False)
+    _priority_waiting: int = field(default=0, init=False)
+    _spent: dict[Lane, float] = field(default_factory=lambda: dict.fromkeys(Lane, 0.0),
+                                      init=False)
+    _last: dict[str, float] = field(default_factory=dict, init=False)
+    _priority_wait_max: float = field(default=0.0, init=False)
+    _read_wait_total: float = field(default=0.0, init=False)
 
     def install(self, exchange: Any) -> None:
         """Take the place of ccxt's throttle. ccxt calls it only with enableRateLimit on (as
