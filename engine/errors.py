@@ -13,6 +13,9 @@ class RejectReason(StrEnum):
     INVALID_ORDER = "invalid_order"
     BAD_SYMBOL = "bad_symbol"
     DUPLICATE_CLIENT_ID = "duplicate_client_id"
+    # Too many conditional orders on the symbol (Bybit 110009, Binance -4045): clean up the
+    # duplicates before placing again; retrying as is can never succeed.
+    TOO_MANY_STOPS = "too_many_stops"
     OTHER = "other"
 
 

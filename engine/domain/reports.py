@@ -46,6 +46,9 @@ class OrderReport:
     reduce_only: bool
     status: OrderStatus
     updated_at: datetime
+    # Closes whatever is held when it fires (Binance closePosition, Bybit qty 0, Bitget
+    # pos_loss): the form for positions below the minimum order size. It never needs resizing.
+    whole_position: bool = False
 
     @property
     def is_resting(self) -> bool:
@@ -53,13 +56,14 @@ class OrderReport:
 
     def is_stop_for(self, side: PositionSide) -> bool:
         """A stop-loss that can only close this position: reduce-only, or a whole-position stop
-        (no qty). A plain stop on the close side is a stop-and-reverse entry: once the position
-        is gone it opens the other way, so it protects nothing (issue 15 finding 6)."""
+        (no qty, or the venue's close-position form). A plain stop on the close side is a
+        stop-and-reverse entry: once the position is gone it opens the other way, so it
+        protects nothing (issue 15 finding 6)."""
         return (self.kind is OrderKind.STOP_LOSS and self.side is side.close_side
-                and (self.reduce_only or self.qty is None))
+                and (self.reduce_only or self.qty is None or self.whole_position))
 
     def covers(self, qty: Decimal) -> bool:
-        return self.qty is None or self.qty == qty
+        return self.whole_position or self.qty is None or self.qty == qty
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +100,7 @@ class VenueSnapshot:
     orders: tuple[OrderReport, ...]
     taken_at: datetime
     calls: int = 0
+    weight: float = 0.0  # request weight it cost (venue units: Binance weight, ccxt's elsewhere)
 
     def position(self, symbol: str) -> PositionReport | None:
         return next((p for p in self.positions if p.symbol == symbol), None)

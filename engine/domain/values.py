@@ -1,4 +1,4 @@
-"""Money, sides and symbols. Money is Decimal end to end; stops round away from the market."""
+"""Money, sides and symbols. Money is Decimal end to end; stops round toward the mark."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def round_to_step(value: Decimal, step: Decimal) -> Decimal:
 
 
 def conservative_stop(price: Decimal, side: PositionSide, tick: Decimal) -> Decimal:
-    """Round a stop price on the tick, away from the market: never a looser stop than asked.
+    """Round a stop price on the tick, toward the mark: never a looser stop than asked.
 
     A long's stop sits below the market, so it rounds up (closer, tighter); a short's rounds down.
     """

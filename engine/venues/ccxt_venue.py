@@ -1,7 +1,8 @@
 """`CcxtVenue`: the Venue port on ccxt (REST via ccxt.async_support, streams via ccxt.pro).
 
 Everything venue-specific is delegated to a Dialect; this class owns precision (quantities floored
-on the lot, stop prices rounded away from the market), call counting and the report types."""
+on the lot, stop prices rounded toward the mark), the whole-position stop for positions below the
+minimum order size, call counting, the request budget and the report types."""
 
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ from engine.domain.values import (
     floor_to_step,
 )
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
+from engine.venues.budget import Lane, RequestBudget
 from engine.venues.convert import dec, fmt, order_report, position_report
 from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
 from engine.venues.errors import translate
@@ -58,8 +60,10 @@ class CcxtVenue:
         self._exchange = exchange
         self._dialect = dialect
         self._clock: Clock = clock or SystemClock()
+        self._budget = RequestBudget(f"{self.name}[{account}]", dialect.budget, self._clock)
+        self._budget.install(exchange)
         self._rest = Rest(exchange, venue=f"{self.name}[{account}]", codes=dialect.codes,
-                          secrets=secrets)
+                          secrets=secrets, budget=self._budget)
         self._streams = StreamMux(
             dialect.subscriptions(), watcher or ExchangeWatcher(exchange), self._stream_events,
             self._describe_stream_error, sleep=self._clock.sleep,
@@ -69,6 +73,11 @@ class CcxtVenue:
     @property
     def dialect(self) -> Dialect:
         return self._dialect
+
+    @property
+    def budget(self) -> RequestBudget:
+        """Request weight spent and left; `budget.stats()` for /status and the metrics."""
+        return self._budget
 
     @property
     def exchange(self) -> Any:
@@ -86,7 +95,7 @@ class CcxtVenue:
         return self._dialect.capabilities
 
     async def start(self) -> None:
-        rest = self._rest.fresh()
+        rest = self._rest.fresh("start")
         await rest("load_markets", self._exchange.load_markets())
         await self._dialect.prepare(rest)
         if await self._dialect.is_hedged(rest):
@@ -127,7 +136,7 @@ class CcxtVenue:
     # --- snapshots ---------------------------------------------------------------------------
     async def snapshot(self) -> VenueSnapshot:
         """Positions (with marks) and resting stops of every symbol: two calls on every venue."""
-        rest = self._rest.fresh()
+        rest = self._rest.fresh("snapshot")
         positions_call = rest("fetch_positions", self._exchange.fetch_positions(
             None, self._dialect.positions_params()))
         raw_positions, raw_orders = await _both(positions_call,
@@ -144,12 +153,13 @@ class CcxtVenue:
             if report is not None:
                 positions.append(report)
         orders = tuple(self._orders(raw_orders))
-        return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls)
+        return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls,
+                             weight=rest.weight)
 
     async def fetch_open_orders(self) -> list[OrderReport]:
         """Resting non-trigger orders (limit entries, plain reduce-only limit take-profits) of
         every symbol: one call, more only past a full page (Bybit 50, Bitget 100)."""
-        rest = self._rest.fresh()
+        rest = self._rest.fresh("fetch_open_orders")
         if not self._exchange.markets:  # asked before start() finished: symbols need markets
             await rest("load_markets", self._exchange.load_markets())
         raws = await self._dialect.list_orders(rest)
@@ -161,7 +171,7 @@ class CcxtVenue:
         since_ms, now_ms = to_ms(since), to_ms(self._clock.now())
         if since_ms >= now_ms:  # nothing can have happened yet (or our clock is behind)
             return []
-        rest = self._rest.fresh()
+        rest = self._rest.fresh("fetch_ledger")
         if not self._exchange.markets:  # asked before start() finished: symbols need markets
             await rest("load_markets", self._exchange.load_markets())
         entries = await self._dialect.fetch_ledger(rest, since_ms, now_ms)
@@ -169,7 +179,8 @@ class CcxtVenue:
 
     async def find_order(self, symbol: str, client_id: str) -> OrderReport | None:
         self._perpetual(symbol)
-        rest = self._rest.fresh()
+        # The lookup after an unknown outcome decides whether a stop is placed again: priority.
+        rest = self._rest.fresh("find_order", Lane.PRIORITY)
         resting = await self._dialect.list_stops(rest, symbol)
         match = next((o for o in self._orders(resting) if o.client_id == client_id), None)
         if match is not None:
@@ -179,13 +190,16 @@ class CcxtVenue:
 
     # --- commands ----------------------------------------------------------------------------
     async def place_stop(self, request: StopRequest) -> OrderReport:
+        """A stop sized to the position, or a whole-position stop where the sized form cannot
+        rest (the position is below the venue's minimum order size)."""
         market = self.market(request.symbol)
-        qty = self._qty(market, request.qty)
+        whole = self._below_minimum(market, request.qty)
+        qty = None if whole else self._qty(market, request.qty)
         trigger = self._stop_price(market, request.trigger_price, request.position_side)
         side = request.position_side.close_side
-        params = self._dialect.stop_params(request, fmt(trigger))
-        raw = await self._rest.fresh()("create_order(stop)", self._exchange.create_order(
-            request.symbol, "market", side.value, fmt(qty), None, params))
+        raw = await self._dialect.place_stop(self._rest.fresh("place_stop", Lane.PRIORITY),
+                                             request, fmt(trigger),
+                                             None if qty is None else fmt(qty))
         return OrderReport(
             order_id=_order_id(raw, request.client_id),
             client_id=raw.get("clientOrderId") or request.client_id,
@@ -197,6 +211,7 @@ class CcxtVenue:
             reduce_only=True,
             status=OrderStatus.OPEN,
             updated_at=self._clock.now(),
+            whole_position=whole,
         )
 
     async def amend_stop(self, order: OrderReport, trigger_price: Decimal,
@@ -209,24 +224,30 @@ class CcxtVenue:
                            f"only stop-loss orders are amended, not {order.kind.value}")
         market = self.market(order.symbol)
         held = PositionSide.LONG if order.side is OrderSide.SELL else PositionSide.SHORT
-        new_qty = self._qty(market, qty)
+        whole = order.whole_position or order.qty is None  # its size is not ours to change
+        new_qty = None if whole else self._qty(market, qty)
         trigger = self._stop_price(market, trigger_price, held)
-        raw = await self._dialect.amend_stop(self._rest.fresh(), order, fmt(trigger),
-                                             fmt(new_qty))
+        raw = await self._dialect.amend_stop(self._rest.fresh("amend_stop", Lane.PRIORITY),
+                                             order, fmt(trigger),
+                                             None if new_qty is None else fmt(new_qty))
         return dataclasses.replace(order, order_id=str(raw.get("id") or order.order_id),
-                                   qty=None if order.qty is None else new_qty,
+                                   qty=new_qty,
                                    trigger_price=trigger,
                                    status=OrderStatus.OPEN, updated_at=self._clock.now())
 
     async def cancel_order(self, order: OrderReport) -> None:
-        raw = await self._rest.fresh()("cancel_order", self._exchange.cancel_order(
+        # Cancels are protective (a duplicate, a zombie, the old stop after a replacement).
+        rest = self._rest.fresh("cancel_order", Lane.PRIORITY)
+        raw = await rest("cancel_order", self._exchange.cancel_order(
             order.order_id, order.symbol, self._dialect.cancel_params(order)))
         self._dialect.check_cancelled(raw or {}, order)
 
     async def market_order(self, request: MarketOrderRequest) -> OrderReport:
         market = self.market(request.symbol)
         qty = self._qty(market, request.qty)
-        raw = await self._rest.fresh()("create_order(market)", self._exchange.create_order(
+        lane = Lane.PRIORITY if request.reduce_only else Lane.READ  # a close goes first
+        rest = self._rest.fresh("market_order", lane)
+        raw = await rest("create_order(market)", self._exchange.create_order(
             request.symbol, "market", request.side.value, fmt(qty), None,
             self._dialect.market_order_params(request)))
         status = (self._dialect.order_status(raw, OrderKind.MARKET) if raw.get("status")
@@ -310,6 +331,14 @@ class CcxtVenue:
                            f"{market.symbol}: quantity {qty} is below the minimum "
                            f"{market.min_qty} (lot {market.lot})")
         return floored
+
+    @staticmethod
+    def _below_minimum(market: MarketInfo, qty: Decimal) -> bool:
+        """A positive size the sized stop cannot carry: under the minimum once on the lot."""
+        if qty <= 0:
+            return False  # a bad request: _qty says so
+        floored = floor_to_step(qty, market.lot)
+        return floored <= 0 or floored < market.min_qty
 
     @staticmethod
     def _stop_price(market: MarketInfo, price: Decimal, side: PositionSide) -> Decimal:

@@ -66,6 +66,7 @@ def order_report(raw: Raw, dialect: Dialect, now: datetime) -> OrderReport | Non
     side = dialect.order_side(raw, kind)
     if side is None:
         return None
+    qty = dialect.order_qty(raw, kind)
     updated = utc_from_ms(raw.get("lastUpdateTimestamp")) or utc_from_ms(raw.get("timestamp"))
     return OrderReport(
         order_id=str(order_id),
@@ -73,13 +74,14 @@ def order_report(raw: Raw, dialect: Dialect, now: datetime) -> OrderReport | Non
         symbol=str(symbol),
         kind=kind,
         side=side,
-        qty=dialect.order_qty(raw, kind),
+        qty=qty,
         # A limit's price is not a trigger; ccxt reads the TP/SL attached to an entry (Bitget
         # presetStopLossPrice, Bybit stopLoss) as stopLossPrice/takeProfitPrice: not ours either.
         trigger_price=None if kind in _PLAIN_KINDS else dialect.order_trigger(raw),
         reduce_only=dialect.order_reduce_only(raw, kind),
         status=dialect.order_status(raw, kind),
         updated_at=updated or now,
+        whole_position=qty is None and kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT),
     )
 
 

@@ -36,8 +36,13 @@ class VenueCodes:
     duplicate_client_id: frozenset[str] = frozenset()
     order_not_found: frozenset[str] = frozenset()
     reduce_only: frozenset[str] = frozenset()
+    too_many_stops: frozenset[str] = frozenset()
     transient: frozenset[str] = frozenset()
     outcome_unknown: frozenset[str] = frozenset()
+    operator: frozenset[str] = frozenset()  # a person must act (revoked key, IP not allowed)
+    # Where codes are undocumented or many: a message (regex, case-insensitive) that means the
+    # stop would trigger at once.
+    would_trigger_message: str | None = None
     by_reason: dict[str, RejectReason] = field(default_factory=dict, init=False)
 
     def __post_init__(self) -> None:
@@ -47,6 +52,7 @@ class VenueCodes:
             (self.duplicate_client_id, RejectReason.DUPLICATE_CLIENT_ID),
             (self.order_not_found, RejectReason.ORDER_NOT_FOUND),
             (self.reduce_only, RejectReason.REDUCE_ONLY_REJECTED),
+            (self.too_many_stops, RejectReason.TOO_MANY_STOPS),
         ):
             table.update(dict.fromkeys(codes, reason))
         object.__setattr__(self, "by_reason", table)
@@ -94,8 +100,13 @@ def translate(exc: BaseException, *, venue: str, action: str, codes: VenueCodes,
             return Transient(message)
         if code in codes.outcome_unknown:
             return OutcomeUnknown(message)
+        if code in codes.operator:
+            return OperatorError(message)
         if code in codes.by_reason:
             return Rejected(codes.by_reason[code], message)
+    if codes.would_trigger_message and isinstance(exc, cx.ExchangeError) and re.search(
+            codes.would_trigger_message, str(exc), re.IGNORECASE):
+        return Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY, message)
 
     # OperationFailed branch: RequestTimeout and BadResponse first, they sit inside it.
     if isinstance(exc, cx.RequestTimeout | cx.BadResponse | cx.CancelPending):

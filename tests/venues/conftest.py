@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 import ccxt.pro
 import pytest
 
-from engine.clock import ManualClock
+from engine.clock import Clock, ManualClock
 from engine.venues import CcxtVenue, make_venue
 from engine.venues.dialects.base import Subscription
 from engine.venues.streams import Backoff
@@ -155,8 +155,10 @@ def _bitget_routes(http: Recorder, account: Account) -> None:
                lambda _r: p.bitget_ok({"entrustedList": account.stops, "endId": None}))
 
 
-def new_exchange(venue: str) -> Recorder:
-    config: dict[str, Any] = {"enableRateLimit": False}  # no throttling sleeps in tests
+def new_exchange(venue: str, *, rate_limit: bool = False) -> Recorder:
+    # Off by default: TestClock never advances, so a budget that had to wait would wait forever.
+    # The budget tests turn it on (as make_venue does) and stay inside the budget.
+    config: dict[str, Any] = {"enableRateLimit": rate_limit}
     if venue == "binance":
         return FakeBinance(config)
     if venue == "bybit":
@@ -220,7 +222,7 @@ class Harness:
     http: Recorder
     account: Account
     watcher: FakeWatcher
-    clock: TestClock
+    clock: Clock
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -234,13 +236,16 @@ class Harness:
 
 
 async def build(venue: str, *, start: bool = True, testnet: bool = False,
-                account: Account | None = None) -> Harness:
+                account: Account | None = None, rate_limit: bool = False,
+                clock: Clock | None = None) -> Harness:
+    """`clock`: a ManualClock for tests that advance time, SystemClock for the bench (default:
+    a TestClock)."""
     account = account or Account()
-    http = new_exchange(venue)
+    http = new_exchange(venue, rate_limit=rate_limit)
     {"binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}[venue](
         http, account)
     key, secret, password = CREDENTIALS[venue]
-    watcher, clock = FakeWatcher(), TestClock()
+    watcher, clock = FakeWatcher(), clock or TestClock()
     instance = make_venue(f"acct-{venue}", venue, api_key=key, secret=secret, password=password,
                           testnet=testnet, exchange=http, clock=clock, watcher=watcher,
                           backoff=Backoff(initial=1.0, factor=2.0, cap=8.0, jitter=0.5))

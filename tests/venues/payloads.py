@@ -229,6 +229,17 @@ def resting_stop(venue: str, order_id: str, client_id: str, base: str = "BTC") -
     return bitget_plan_order(order_id, client_id, base=base)
 
 
+def whole_position_stop(venue: str, order_id: str, client_id: str, *,
+                        trigger: str = "60000.1") -> Json:
+    """A resting whole-position sell stop (protecting a long) as the venue lists it."""
+    if venue == "binance":
+        return {**binance_algo_order(int(order_id), client_id, qty="0.000", trigger=trigger,
+                                     reduce_only=False), "closePosition": True}
+    if venue == "bybit":
+        return bybit_stop_order(order_id, client_id, qty="0", trigger=trigger)
+    return bitget_plan_order(order_id, client_id, plan_type="pos_loss", size="", trigger=trigger)
+
+
 def long_position(venue: str, base: str, qty: str = "0.010") -> Json:
     if venue == "binance":
         return binance_position(base, qty)

@@ -185,7 +185,7 @@ async def test_websocket_plan_types_are_understood(bitget: Harness) -> None:
     assert bitget.venue.dialect.plan_type(event.order) == "loss_plan"  # type: ignore[attr-defined]
 
 
-async def test_amending_a_whole_position_stop_sends_no_size(bitget: Harness) -> None:
+async def test_amending_a_whole_position_stop_sends_an_empty_size(bitget: Harness) -> None:
     bitget.account.stops = [p.bitget_plan_order("bg-2", "", plan_type="pos_loss", size="")]
     (order,) = (await bitget.venue.snapshot()).orders
     bitget.http.route("POST", "/api/v2/mix/order/modify-tpsl-order",
@@ -193,5 +193,70 @@ async def test_amending_a_whole_position_stop_sends_no_size(bitget: Harness) -> 
 
     amended = await bitget.venue.amend_stop(order, Decimal("61000"), Decimal("0.01"))
 
-    assert "size" not in bitget.http.last("POST", "/api/v2/mix/order/modify-tpsl-order").body
+    # modify-tpsl-order requires the key; for a pos_loss it must be empty
+    assert bitget.http.last("POST", "/api/v2/mix/order/modify-tpsl-order").body["size"] == ""
     assert amended.qty is None and amended.trigger_price == Decimal("61000")
+    assert order.whole_position and amended.whole_position
+
+
+# --- which position a listed stop protects: never read from its `side` alone -------------------
+@pytest.mark.parametrize("listed_side", ["buy", "sell"])
+@pytest.mark.parametrize(("held", "trigger", "closing"), [
+    ("long", "60000.1", OrderSide.SELL),  # a long's stop rests below the mark (64500)
+    ("short", "70000", OrderSide.BUY),  # a short's above it
+])
+async def test_a_stops_side_comes_from_its_trigger_against_the_mark(
+        bitget: Harness, listed_side: str, held: str, trigger: str, closing: OrderSide) -> None:
+    bitget.account.positions = [p.bitget_position("BTC", held, "0.01")]
+    bitget.account.stops = [p.bitget_plan_order("bg-1", "", side=listed_side, trigger=trigger)]
+    snapshot = await bitget.venue.snapshot()
+
+    (position,), (order,) = snapshot.positions, snapshot.orders
+    assert order.side is closing and order.is_stop_for(position.side)
+
+
+@pytest.mark.parametrize("listed_side", ["buy", "sell"])
+@pytest.mark.parametrize(("held", "closing"), [(PositionSide.LONG, OrderSide.SELL),
+                                               (PositionSide.SHORT, OrderSide.BUY)])
+async def test_our_own_stop_protects_the_side_we_placed_it_for(
+        bitget: Harness, listed_side: str, held: PositionSide, closing: OrderSide) -> None:
+    bitget.http.route("POST", PLACE, p.placed("bitget", "bg-1", CID))
+    await bitget.venue.place_stop(StopRequest(BTC, held, Decimal("0.01"), Decimal("65000"), CID))
+    # listed with no position to compare against (it closed meanwhile, or the mark is missing)
+    bitget.account.stops = [p.bitget_plan_order("bg-1", CID, side=listed_side, trigger="65000")]
+
+    (order,) = (await bitget.venue.snapshot()).orders
+
+    assert order.side is closing
+
+
+@pytest.mark.parametrize("listed_side", ["buy", "sell"])
+@pytest.mark.parametrize(("hold_side", "closing"), [("long", OrderSide.SELL),
+                                                    ("short", OrderSide.BUY)])
+async def test_a_named_hold_side_wins_over_the_listed_side(
+        bitget: Harness, listed_side: str, hold_side: str, closing: OrderSide) -> None:
+    bitget.account.stops = [{**p.bitget_plan_order("bg-1", "", side=listed_side),
+                             "posSide": hold_side}]
+    (order,) = (await bitget.venue.snapshot()).orders
+    assert order.side is closing
+
+
+async def test_a_take_profit_reads_the_mark_the_other_way_round(bitget: Harness) -> None:
+    bitget.account.positions = [p.bitget_position("BTC", "long", "0.01")]
+    bitget.account.stops = [p.bitget_plan_order("bg-3", "", plan_type="profit_plan",
+                                                side="buy", trigger="70000")]
+    (order,) = (await bitget.venue.snapshot()).orders
+    assert order.kind is OrderKind.TAKE_PROFIT and order.side is OrderSide.SELL
+
+
+async def test_below_the_minimum_a_pos_loss_is_placed_without_a_size(bitget: Harness) -> None:
+    bitget.http.route("POST", PLACE, p.placed("bitget", "bg-4", CID))
+    order = await bitget.venue.place_stop(
+        StopRequest(BTC, PositionSide.SHORT, Decimal("0.0004"), Decimal("70000.06"), CID))
+
+    sent = bitget.http.last("POST", PLACE).body
+    assert sent == {"symbol": "BTCUSDT", "productType": "USDT-FUTURES", "marginCoin": "USDT",
+                    "planType": "pos_loss", "triggerPrice": "70000", "triggerType": "mark_price",
+                    "holdSide": "sell", "clientOid": CID}
+    assert order.whole_position and order.side is OrderSide.BUY
+    assert bitget.venue.dialect.plan_type(order) == "pos_loss"  # type: ignore[attr-defined]

@@ -76,6 +76,20 @@ async def test_amend_keeps_mark_price_and_sends_the_rounded_strings(bybit: Harne
     assert bybit.venue.capabilities.amend_stop_in_place
 
 
+async def test_amending_a_whole_position_stop_moves_only_its_trigger(bybit: Harness) -> None:
+    bybit.account.stops = [p.bybit_stop_order("bb-2", CID, qty="0")]
+    (order,) = (await bybit.venue.snapshot()).orders
+    bybit.http.route("POST", "/v5/order/amend", p.placed("bybit", "bb-2", CID))
+
+    # a size below the minimum is no reason to refuse: the stop's size is not ours to change
+    amended = await bybit.venue.amend_stop(order, Decimal("60500.01"), Decimal("0.0004"))
+
+    sent = bybit.http.last("POST", "/v5/order/amend").body
+    assert sent == {"category": "linear", "symbol": "BTCUSDT", "orderId": "bb-2",
+                    "triggerPrice": "60500.1", "triggerBy": "MarkPrice"}
+    assert amended.whole_position and amended.qty is None
+
+
 async def test_cancel_names_the_order_and_category(bybit: Harness) -> None:
     bybit.account.stops = [p.bybit_stop_order("bb-1", CID)]
     (order,) = (await bybit.venue.snapshot()).orders

@@ -122,7 +122,7 @@ async def test_timeout_is_outcome_unknown_then_the_order_is_found_by_client_id(
     assert found.kind is OrderKind.STOP_LOSS and found.is_resting
 
 
-async def test_quantity_is_floored_and_the_stop_rounded_away_from_the_market(
+async def test_quantity_is_floored_and_the_stop_rounded_toward_the_mark(
         venue: Harness) -> None:
     venue.http.route(*p.PLACE_STOP[venue.name], p.placed(venue.name, "77", "vgsq"))
     place = venue.venue.place_stop
@@ -132,14 +132,59 @@ async def test_quantity_is_floored_and_the_stop_rounded_away_from_the_market(
     assert (long_stop.qty, long_stop.trigger_price) == (Decimal("0.010"), Decimal("60000.1"))
     assert (short_stop.qty, short_stop.trigger_price) == (Decimal("0.010"), Decimal("70000.0"))
     assert long_stop.side is OrderSide.SELL and short_stop.side is OrderSide.BUY
+    assert not long_stop.whole_position and not short_stop.whole_position
 
 
-async def test_below_minimum_quantity_is_rejected_before_any_call(venue: Harness) -> None:
+@pytest.mark.parametrize("qty", ["0", "-0.01"])
+async def test_a_size_that_is_not_positive_is_rejected_before_any_call(venue: Harness,
+                                                                      qty: str) -> None:
     mark = venue.mark()
     with pytest.raises(Rejected) as caught:
-        await venue.venue.place_stop(stop(qty="0.0009"))
+        await venue.venue.place_stop(stop(qty=qty))
     assert caught.value.reason is RejectReason.INVALID_ORDER
     assert venue.since(mark) == []
+
+
+# What each venue must receive for a stop that closes the whole position when it fires.
+WHOLE_POSITION_FORM = {
+    "binance": {"closePosition": "true", "triggerPrice": "60000.1", "workingType": "MARK_PRICE",
+                "side": "SELL", "type": "STOP_MARKET"},
+    "bybit": {"qty": "0", "reduceOnly": True, "closeOnTrigger": True, "triggerPrice": "60000.1",
+              "triggerBy": "MarkPrice", "side": "Sell"},
+    "bitget": {"planType": "pos_loss", "holdSide": "buy", "triggerPrice": "60000.1",
+               "triggerType": "mark_price"},
+}
+ABSENT_FROM_WHOLE_POSITION_FORM = {
+    "binance": ("quantity", "reduceOnly"),  # Binance refuses either with closePosition
+    "bybit": (),
+    "bitget": ("size",),
+}
+
+
+@pytest.mark.parametrize("qty", ["0.0009", "0.0000004"])
+async def test_below_the_minimum_the_stop_closes_the_whole_position(venue: Harness,
+                                                                    qty: str) -> None:
+    venue.http.route(*p.PLACE_STOP[venue.name], p.placed(venue.name, "78", "vgsw"))
+    order = await venue.venue.place_stop(stop("vgsw", qty=qty))
+
+    sent = venue.http.last(*p.PLACE_STOP[venue.name]).params
+    expected = WHOLE_POSITION_FORM[venue.name]
+    assert {k: sent.get(k) for k in expected} == expected
+    assert not set(ABSENT_FROM_WHOLE_POSITION_FORM[venue.name]) & set(sent)
+    assert order.whole_position and order.qty is None and order.order_id == "78"
+    assert order.is_stop_for(PositionSide.LONG)
+    # it never needs resizing, however the position changes
+    assert order.covers(Decimal(qty)) and order.covers(Decimal("3"))
+
+
+async def test_a_listed_whole_position_stop_covers_the_position(venue: Harness) -> None:
+    venue.account.positions = [p.long_position(venue.name, "BTC", "0.010")]
+    venue.account.stops = [p.whole_position_stop(venue.name, "601", "vgsw")]
+    snapshot = await venue.venue.snapshot()
+
+    (order,) = snapshot.orders
+    assert order.kind is OrderKind.STOP_LOSS and order.whole_position and order.qty is None
+    assert order.is_stop_for(PositionSide.LONG) and order.covers(snapshot.positions[0].qty)
 
 
 @pytest.mark.parametrize("name", VENUES)

@@ -129,8 +129,10 @@ class Rigs:
         self.tmp_path = tmp_path
         self.closers: list[Any] = []
 
-    async def new(self, venue: str, side: PositionSide) -> Rig:
-        harness = await build(venue, account=Account(positions=[position_json(venue, side)]))
+    async def new(self, venue: str, side: PositionSide,
+                  position: dict[str, Any] | None = None) -> Rig:
+        position = position or position_json(venue, side)
+        harness = await build(venue, account=Account(positions=[position]))
         self.closers.append(harness.venue.close)
         db = await Database.open(self.tmp_path / f"{venue}.sqlite3")
         self.closers.append(db.close)
@@ -195,6 +197,39 @@ async def test_a_position_without_a_stop_gets_exactly_the_right_stop_once(
     assert [e.kind for e in again.events] == []
     assert len(await rig.intents()) == 1
     assert (await rig.journal.verify()).ok
+
+
+# What each venue must receive for a stop that closes the whole position (see test_contract).
+WHOLE_POSITION_KEYS = {"binance": {"closePosition": "true"}, "bybit": {"qty": "0"},
+                       "bitget": {"planType": "pos_loss"}}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_a_position_below_the_minimum_size_gets_one_whole_position_stop_never_resized(
+        venue: str, rigs: Rigs) -> None:
+    rig = await rigs.new(venue, PositionSide.LONG, p.long_position(venue, "BTC", "0.0004"))
+    rig.harness.http.route(*p.PLACE_STOP[venue], lambda r: p.placed(
+        venue, PLACED_ID[venue], _client_id_of(venue, r)))
+    await rig.guard.load()
+
+    mark = rig.harness.mark()
+    report = await rig.guard.reconcile_now()
+
+    (sent,) = rig.writes(mark)
+    expected = WHOLE_POSITION_KEYS[venue]
+    assert {k: sent.params.get(k) for k in expected} == expected
+    assert report.unprotected_after == ()
+    (intent,) = await rig.intents()
+
+    # listed as resting; then the position grows past the minimum: still covered, no resize
+    for qty in ("0.0004", "0.01"):
+        rig.account.positions = [p.long_position(venue, "BTC", qty)]
+        rig.account.stops = [p.whole_position_stop(venue, PLACED_ID[venue], intent.client_id,
+                                                   trigger=str(intent.trigger_price))]
+        mark = rig.harness.mark()
+        again = await rig.guard.reconcile_now()
+        assert rig.writes(mark) == [] and again.unprotected_after == ()
+    assert len(await rig.intents()) == 1
 
 
 WOULD_TRIGGER_CODE = {"binance": "-2021", "bybit": "110092", "bitget": "40917"}

@@ -21,6 +21,7 @@ from engine.domain.reports import (
 )
 from engine.domain.values import OrderSide, PositionSide
 from engine.errors import Rejected, RejectReason
+from engine.venues.budget import BudgetLimits
 from engine.venues.convert import dec, positive
 from engine.venues.errors import VenueCodes
 from engine.venues.rest import Raw, Rest
@@ -52,7 +53,9 @@ class Dialect:
     settle: ClassVar[str] = "USDT"
     capabilities: ClassVar[VenueCapabilities]
     codes: ClassVar[VenueCodes] = VenueCodes()
+    budget: ClassVar[BudgetLimits]  # the venue's documented request-weight limit
     needs_password: ClassVar[bool] = False
+    whole_position_amount: ClassVar[str | None] = None  # create_order amount of that form
 
     # --- setup ---------------------------------------------------------------------------
     def configure(self, exchange: Any, *, testnet: bool) -> None:
@@ -115,7 +118,22 @@ class Dialect:
         """Hook: dialects that need per-order facts (Bitget planType) remember them here."""
 
     # --- commands ------------------------------------------------------------------------
+    async def place_stop(self, rest: Rest, request: StopRequest, trigger: str,
+                         qty: str | None) -> Raw:
+        """A sized stop, or (qty None) one that closes the whole position when it fires."""
+        if qty is None:
+            params = self.whole_position_stop_params(request, trigger)
+            amount = self.whole_position_amount
+        else:
+            params, amount = self.stop_params(request, trigger), qty
+        return await rest("create_order(stop)", rest.exchange.create_order(
+            request.symbol, "market", request.position_side.close_side.value, amount, None,
+            params))
+
     def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         raise NotImplementedError
 
     def cancel_params(self, order: OrderReport) -> dict[str, Any]:
@@ -125,7 +143,8 @@ class Dialect:
         """Raise when the venue answered the cancel without cancelling."""
 
     async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
-                         qty: str) -> Raw:
+                         qty: str | None) -> Raw:
+        """`qty` None: a whole-position stop, whose size is not ours to send."""
         raise Rejected(RejectReason.OTHER,
                        f"{self.name} cannot amend a stop in place: place the new one, then cancel")
 

@@ -3,7 +3,8 @@
 Conditional orders live on the Algo API since 2025-12 (POST/DELETE /fapi/v1/algoOrder,
 GET /fapi/v1/openAlgoOrders): ccxt routes there when `stopLossPrice` (create) or
 `trigger: True` (list, cancel, fetch) is given. An algo stop has its own algoId and clientAlgoId;
-there is no amend, so a stop is replaced by placing the new one and cancelling the old."""
+there is no amend, so a stop is replaced by placing the new one and cancelling the old. A
+position below the minimum order size gets a closePosition=true stop (no quantity)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from engine.domain.ledger import LedgerEntry, LedgerKind
 from engine.domain.reports import OrderKind, StopRequest, VenueCapabilities
 from engine.domain.values import PositionSide
 from engine.errors import Rejected, RejectReason
+from engine.venues.budget import BudgetLimits
 from engine.venues.convert import dec, info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
@@ -46,9 +48,16 @@ class BinanceDialect(Dialect):
         # -20124: "Invalid algo id or it has been completed" is what a gone algo stop answers.
         order_not_found=frozenset({"-2011", "-2013", "-20124"}),
         reduce_only=frozenset({"-2022", "-4118"}),
+        too_many_stops=frozenset({"-4045"}),  # "Reach max stop order limit"
         transient=frozenset({"-1001", "-1008"}),
         outcome_unknown=frozenset({"-1006", "-1007"}),
+        # "Invalid API-key, IP, or permissions for action": ccxt calls it DDoSProtection once
+        # the key has worked, but a revoked key or a dropped IP whitelist needs a person.
+        operator=frozenset({"-2015"}),
     )
+    # REQUEST_WEIGHT 2,400 a minute (per IP, USD-M); ccxt's costs are these weights.
+    budget = BudgetLimits(limit=2400, window=60, reserve=240,
+                          source="Binance USD-M REQUEST_WEIGHT 2,400/min")
 
     def configure(self, exchange: Any, *, testnet: bool) -> None:
         super().configure(exchange, testnet=False)
@@ -97,6 +106,16 @@ class BinanceDialect(Dialect):
             "reduceOnly": True,
             "workingType": "MARK_PRICE",
             "clientOrderId": request.client_id,  # ccxt sends it as clientAlgoId
+        }
+
+    def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        # closePosition=true closes whatever is held when it fires; Binance refuses it together
+        # with a quantity or reduceOnly (-4137, -4138).
+        return {
+            "stopLossPrice": trigger,
+            "closePosition": True,
+            "workingType": "MARK_PRICE",
+            "clientOrderId": request.client_id,
         }
 
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:

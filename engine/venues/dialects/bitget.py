@@ -1,7 +1,8 @@
 """Bitget USDT-M futures, classic v2 mix API (ccxt `bitget`).
 
 Our stop is a sized `loss_plan` (POST /api/v2/mix/order/place-tpsl-order, triggerType=mark_price):
-unlike `pos_loss` (whole position) it can be resized with the position. Resting TP/SL orders are
+unlike `pos_loss` (whole position) it can be resized with the position; a position below the
+minimum order size gets a `pos_loss` (no size: it closes whatever is held). Resting TP/SL orders are
 listed with planType=profit_loss; every cancel must name the order's planType or Bitget answers
 "success" without cancelling anything. Demo trading is the live host plus a PAPTRADING header."""
 
@@ -18,9 +19,10 @@ from engine.domain.reports import (
     StopRequest,
     VenueCapabilities,
 )
-from engine.domain.values import OrderSide
+from engine.domain.values import OrderSide, PositionSide
 from engine.errors import Rejected, RejectReason
-from engine.venues.convert import info
+from engine.venues.budget import BudgetLimits
+from engine.venues.convert import info, positive
 from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
@@ -57,15 +59,26 @@ class BitgetDialect(Dialect):
         notes=("classic (non-UTA) accounts only: the adapter speaks the v2 mix API",),
     )
     codes = VenueCodes(
-        would_trigger=frozenset({"40917", "45122"}),
+        # Trigger prices on the wrong side of the mark (or last) price: many codes, some
+        # undocumented, hence the message too.
+        would_trigger=frozenset({"40917", "45122", "40740", "40834", "43015", "45062", "31005",
+                                 "40742", "40836", "43016"}),
+        would_trigger_message=r"(trigger|stop|loss|profit)[^{}]*(mark|market|current) price",
         duplicate_client_id=frozenset({"40786"}),  # not in ccxt's table: a bare ExchangeError
-        order_not_found=frozenset({"40109", "40768", "43001", "43020", "43025"}),
+        order_not_found=frozenset({"40109", "40768", "43001", "43020", "43025", "40819",
+                                   "45057", "22001", "25575"}),
         reduce_only=frozenset({"22002"}),  # "No position to close"
     )
+    # Per-UID limits per endpoint (place-tpsl-order 10/s, all-position 5/s...), in ccxt's
+    # units: 1 unit = 50 ms, 20 a second.
+    budget = BudgetLimits(limit=20, window=1, reserve=4,
+                          source="Bitget v2 mix per-UID rate limits, 20 ccxt units/s")
 
     def __init__(self) -> None:
         self._plan_types: dict[str, str] = {}
         self._margin_modes: dict[str, str] = {}
+        self._marks: dict[str, Decimal] = {}  # symbol -> mark of the open position
+        self._protects: dict[str, PositionSide] = {}  # our client id -> the side it protects
 
     def configure(self, exchange: Any, *, testnet: bool) -> None:
         super().configure(exchange, testnet=False)
@@ -156,10 +169,40 @@ class BitgetDialect(Dialect):
             _remember(self._plan_types, str(raw["id"]), str(plan_type))
 
     def observe_position(self, raw: Raw) -> None:
+        symbol = raw.get("symbol")
+        if not symbol:
+            return
         mode = info(raw).get("marginMode")
-        if raw.get("symbol") and mode in ("crossed", "isolated"):
-            _remember(self._margin_modes, str(raw["symbol"]),
-                      "cross" if mode == "crossed" else "isolated")
+        if mode in ("crossed", "isolated"):
+            _remember(self._margin_modes, str(symbol), "cross" if mode == "crossed" else "isolated")
+        mark = positive(raw.get("markPrice"))
+        if positive(raw.get("contracts")) is None:
+            self._marks.pop(str(symbol), None)  # flat: its old mark says nothing any more
+        elif mark is not None:
+            _remember(self._marks, str(symbol), mark)
+
+    async def place_stop(self, rest: Rest, request: StopRequest, trigger: str,
+                         qty: str | None) -> Raw:
+        _remember(self._protects, request.client_id, request.position_side)
+        if qty is not None:
+            return await super().place_stop(rest, request, trigger, qty)
+        # pos_loss takes no size, which ccxt's create_order always sends: the endpoint itself.
+        exchange = rest.exchange
+        market = exchange.market(request.symbol)
+        body = {
+            "symbol": market["id"],
+            "productType": PRODUCT_TYPE,
+            "marginCoin": market["settleId"],
+            "planType": "pos_loss",
+            "triggerPrice": trigger,
+            "triggerType": "mark_price",
+            # one-way mode: the side of the position held (buy = long)
+            "holdSide": "buy" if request.position_side is PositionSide.LONG else "sell",
+            "clientOid": request.client_id,
+        }
+        response = await rest("create_order(stop)",
+                               exchange.privateMixPostV2MixOrderPlaceTpslOrder(body))
+        return _answer(response, None)
 
     def stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         return {
@@ -194,7 +237,7 @@ class BitgetDialect(Dialect):
                            f"not in its successList")
 
     async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
-                         qty: str) -> Raw:
+                         qty: str | None) -> Raw:
         # The implicit endpoint, not edit_order: ccxt drops triggerType from the modify body, and
         # the trigger basis must stay the mark price.
         exchange = rest.exchange
@@ -206,14 +249,12 @@ class BitgetDialect(Dialect):
             "marginCoin": market["settleId"],
             "triggerPrice": trigger,
             "triggerType": "mark_price",
+            # pos_loss covers the whole position: the endpoint wants the size empty, not absent
+            "size": "" if qty is None else qty,
         }
-        if order.qty is not None:  # pos_loss covers the whole position and takes no size
-            body["size"] = qty
         response = await rest("modify-tpsl-order",
                               exchange.privateMixPostV2MixOrderModifyTpslOrder(body))
-        data = response.get("data") if isinstance(response, dict) else None
-        data = data if isinstance(data, dict) else {}
-        return {"id": data.get("orderId") or order.order_id, "clientOrderId": data.get("clientOid")}
+        return _answer(response, order.order_id)
 
     def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
         params = super().market_order_params(request)
@@ -244,14 +285,33 @@ class BitgetDialect(Dialect):
     def order_side(self, raw: Raw, kind: OrderKind) -> OrderSide | None:
         if kind not in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT):
             return super().order_side(raw, kind)
-        # TP/SL orders name the position they protect; the order side is its opposite.
+        held = self._protected_side(raw, kind)
+        if held is not None:
+            return held.close_side
+        return super().order_side(raw, kind)  # nothing better: take `side` as the closing side
+
+    def _protected_side(self, raw: Raw, kind: OrderKind) -> PositionSide | None:
+        """Which position a TP/SL order protects, from what cannot be misread. Its `side` can:
+        in one-way mode Bitget does not document it as the closing side, and in hedge mode a
+        long's stop has been listed as `buy`."""
         raw_info = info(raw)
-        held = raw_info.get("holdSide") or raw_info.get("posSide")
+        held = raw_info.get("holdSide") or raw_info.get("posSide")  # "net" in one-way mode
         if held in ("long", "buy"):
-            return OrderSide.SELL
+            return PositionSide.LONG
         if held in ("short", "sell"):
-            return OrderSide.BUY
-        return super().order_side(raw, kind)  # one-way ("net"): side is the closing side
+            return PositionSide.SHORT
+        ours = self._protects.get(str(raw.get("clientOrderId") or ""))
+        if ours is not None:
+            return ours
+        # A resting stop-loss sits on the far side of the mark from where the position gains:
+        # below it for a long, above it for a short (a take-profit the other way round).
+        mark, trigger = self._marks.get(str(raw.get("symbol"))), self.order_trigger(raw)
+        if mark is None or trigger is None or trigger == mark:
+            return None
+        below = trigger < mark
+        if kind is OrderKind.STOP_LOSS:
+            return PositionSide.LONG if below else PositionSide.SHORT
+        return PositionSide.SHORT if below else PositionSide.LONG
 
     def order_qty(self, raw: Raw, kind: OrderKind) -> Decimal | None:
         if _plan_type(raw) in _WHOLE_POSITION_PLANS:
@@ -261,6 +321,13 @@ class BitgetDialect(Dialect):
     def order_reduce_only(self, raw: Raw, kind: OrderKind) -> bool:
         return kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT) or super().order_reduce_only(
             raw, kind)
+
+
+def _answer(response: Any, order_id: str | None) -> Raw:
+    """The ccxt-like dict of a place/modify-tpsl-order answer: ids only."""
+    data = response.get("data") if isinstance(response, dict) else None
+    data = data if isinstance(data, dict) else {}
+    return {"id": data.get("orderId") or order_id, "clientOrderId": data.get("clientOid")}
 
 
 def _plan_type(raw: Raw) -> str | None:
@@ -289,7 +356,7 @@ def _oldest_id(page: list[Raw]) -> str | None:
     return str(min(ids)) if ids else None
 
 
-def _remember(cache: dict[str, str], key: str, value: str) -> None:
+def _remember(cache: dict[str, Any], key: str, value: Any) -> None:
     if len(cache) >= _REMEMBERED and key not in cache:
         cache.pop(next(iter(cache)))
     cache[key] = value

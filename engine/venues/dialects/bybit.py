@@ -2,7 +2,9 @@
 
 Our stop is a qty-sized conditional market order (POST /v5/order/create with triggerPrice,
 triggerDirection, reduceOnly, closeOnTrigger, triggerBy=MarkPrice, orderLinkId=client id). It can be
-amended in place (/v5/order/amend); triggerBy must be sent again or Bybit resets it to LastPrice."""
+amended in place (/v5/order/amend); triggerBy must be sent again or Bybit resets it to LastPrice.
+A position below the minimum order size gets the same order with qty "0", which closes the whole
+position when it fires."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from engine.domain.reports import (
     StopRequest,
     VenueCapabilities,
 )
+from engine.venues.budget import BudgetLimits
 from engine.venues.convert import info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
@@ -50,13 +53,22 @@ class BybitDialect(Dialect):
     name = "bybit"
     ccxt_id = "bybit"
     capabilities = VenueCapabilities(amend_stop_in_place=True, streams=True)
+    whole_position_amount = "0"
     codes = VenueCodes(
         would_trigger=frozenset({"110092", "110093"}),
         duplicate_client_id=frozenset({"110072"}),
         order_not_found=frozenset({"110001", "110008", "110010", "170213"}),
         reduce_only=frozenset({"110017"}),
-        transient=frozenset({"10016"}),  # "System error, please try again later"
+        too_many_stops=frozenset({"110009"}),  # too many conditional orders on the symbol
+        # 10016 "System error, please try again later"; 429 and 110079 ("the order is being
+        # processed, try again later") ask for a retry.
+        transient=frozenset({"10016", "429", "110079"}),
+        outcome_unknown=frozenset({"10000", "5004"}),  # server timeout: it may have happened
     )
+    # Per-UID limits per endpoint (order/create 10/s, position/list 10/s...), in ccxt's units:
+    # 1 unit = 20 ms, 50 a second; ccxt's costs turn each endpoint's rate into units.
+    budget = BudgetLimits(limit=50, window=1, reserve=10,
+                          source="Bybit v5 per-UID rate limits, 50 ccxt units/s")
 
     def configure(self, exchange: Any, *, testnet: bool) -> None:
         super().configure(exchange, testnet=testnet)
@@ -154,13 +166,18 @@ class BybitDialect(Dialect):
             "clientOrderId": request.client_id,  # -> orderLinkId
         }
 
+    def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        # qty "0" with reduceOnly and closeOnTrigger: closes the whole position when it fires.
+        # ccxt drops a zero amount from the body, so the qty goes as a raw param.
+        return {**self.stop_params(request, trigger), "qty": "0"}
+
     def cancel_params(self, order: OrderReport) -> dict[str, Any]:
         return {}  # one endpoint for every kind of linear order
 
     async def amend_stop(self, rest: Rest, order: OrderReport, trigger: str,
-                         qty: str) -> Raw:
+                         qty: str | None) -> Raw:
         # triggerPrice, not stopLossPrice: ccxt copies the raw params into the amend body, so
-        # this string (already rounded away from the market) is exactly what Bybit receives.
+        # this string (already rounded toward the mark) is exactly what Bybit receives.
         params = {"triggerPrice": trigger, "triggerBy": "MarkPrice"}
         return await rest("edit_order", rest.exchange.edit_order(
             order.order_id, order.symbol, "market", order.side.value, qty, None, params))
