@@ -99,8 +99,10 @@ async def test_run_with_config_against_a_bot_api_server(tmp_path: Path) -> None:
                 "sendMessage", lambda c: c.chat_id == ADMIN and "· SHORT 1.5 @" in (c.text or ""),
                 timeout=30)
             assert "BTC/USDT:USDT" in reply.text
-            menu = api.sent("setMyCommands")
-            assert menu and "fix_sl" in str(menu[0].params["commands"])
+            menus = {str(c.params["scope"]): str(c.params["commands"])
+                     for c in api.sent("setMyCommands")}
+            assert "fix_sl" in menus[str({"type": "chat", "chat_id": ADMIN})]
+            assert "fix_sl" not in menus[str({"type": "default"})]
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)

@@ -1,0 +1,117 @@
+"""Per-role command menus (bot/menus.py), read back from what Vigil sent the fake Bot API and
+resolved the way Telegram resolves a user's menu."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, running
+from tests.fakes import FakeBotAPI
+from vigil.runtime import Runtime
+from vigil.settings import load_settings
+
+MenuKey = tuple[str, str | None]  # (scope: "default" or the chat id, language code)
+
+
+def menus(api: FakeBotAPI) -> dict[MenuKey, list[dict[str, Any]]]:
+    """Telegram's state after every setMyCommands / deleteMyCommands received, in order."""
+    state: dict[MenuKey, list[dict[str, Any]]] = {}
+    for call in api.sent():
+        if call.method not in ("setMyCommands", "deleteMyCommands") or call.failed:
+            continue
+        scope = call.params.get("scope") or {"type": "default"}
+        where = str(scope["chat_id"]) if scope["type"] == "chat" else scope["type"]
+        key = (where, call.params.get("language_code"))
+        if call.method == "setMyCommands":
+            state[key] = call.params["commands"]
+        else:
+            state.pop(key, None)
+    return state
+
+
+def seen(api: FakeBotAPI, user: int, lang: str = "en") -> list[str]:
+    """The menu a user sees in their private chat with the bot: the first list set of
+    chat+language, chat, default+language, default (Telegram's documented order)."""
+    state = menus(api)
+    for key in ((str(user), lang), (str(user), None), ("default", lang), ("default", None)):
+        if key in state:
+            return [c["command"] for c in state[key]]
+    return []
+
+
+def description(api: FakeBotAPI, user: int, lang: str, command: str) -> str:
+    state = menus(api)
+    entries = state.get((str(user), lang)) or state[(str(user), None)]
+    return next(c["description"] for c in entries if c["command"] == command)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    return tmp_path / "data"
+
+
+@pytest.fixture
+async def started(api: FakeBotAPI, data_dir: Path) -> AsyncIterator[FakeBotAPI]:
+    async with running(api, data_dir):
+        yield api
+
+
+async def test_menus_differ_as_the_roles_do(started: FakeBotAPI) -> None:
+    api = started
+    viewer, trader, admin = seen(api, VIEWER), seen(api, TRADER), seen(api, ADMIN)
+    assert seen(api, STRANGER) == ["start", "help"]
+    assert viewer == ["start", "help", "status", "positions", "pnl", "lang"]
+    assert set(trader) - set(viewer) == {"fix_sl", "close", "close_all", "cancel_all"}
+    assert set(admin) - set(trader) == {"hold", "resume"}
+    assert "hold" not in trader and "fix_sl" not in viewer
+    # The same in Russian, for a Russian Telegram app, stranger included.
+    assert seen(api, VIEWER, "ru") == viewer and seen(api, STRANGER, "ru") == ["start", "help"]
+    assert description(api, ADMIN, "ru", "resume") == "снять HOLD"
+    assert description(api, ADMIN, "en", "resume") == "lift HOLD"
+
+
+async def test_menus_are_sent_again_only_when_the_settings_change(
+        api: FakeBotAPI, data_dir: Path) -> None:
+    async with running(api, data_dir):
+        pass
+    first = len(api.sent("setMyCommands"))
+    assert first == 4 * 2  # default + three users, each in the default language and Russian
+
+    async with running(api, data_dir):
+        pass
+    assert len(api.sent("setMyCommands")) == first  # nothing changed, nothing sent
+
+    # The viewer is promoted to trader and the trader leaves.
+    promoted = Runtime(load_settings(None, data_dir=data_dir, telegram={
+        "token": api.token, "api_url": api.base_url, "admins": [ADMIN], "traders": [VIEWER],
+        "alert_chats": [ADMIN]}))
+    await promoted.start()
+    await promoted.stop()
+    again = api.sent("setMyCommands")[first:]
+    assert {c.params["scope"]["chat_id"] for c in again} == {VIEWER}
+    assert "fix_sl" in seen(api, VIEWER)
+    assert seen(api, TRADER) == ["start", "help"]  # a former user's menu is removed
+    assert {c.params["scope"]["chat_id"] for c in api.sent("deleteMyCommands")} == {TRADER}
+
+
+async def test_a_refused_menu_is_tried_again_at_the_next_start(
+        api: FakeBotAPI, data_dir: Path) -> None:
+    """A scope Telegram refuses (the default one here, the first sent) does not stop the
+    others, and the next start sends that one again, and only that one."""
+    api.fail_next("setMyCommands", error_code=400, description="Bad Request: try later")
+    async with running(api, data_dir):
+        pass
+    [refused] = [c for c in api.sent("setMyCommands") if c.failed]
+    assert refused.params["scope"] == {"type": "default"}
+    assert seen(api, STRANGER) == [] and "hold" in seen(api, ADMIN)
+    before = len(api.sent("setMyCommands"))
+    async with running(api, data_dir):
+        pass
+    retried = api.sent("setMyCommands")[before:]
+    assert len(retried) == 2 and all(c.params["scope"] == {"type": "default"} for c in retried)
+    assert seen(api, STRANGER) == ["start", "help"]
