@@ -89,6 +89,10 @@ async def publish_menus(bot: Bot, roles: Mapping[int, Role], i18n: I18n,
     stored: dict[str, str] = await state.get(STATE_SCOPE, str(bot.id)) or {}
     now = dict(stored)
     update = MenuUpdate()
+
+    async def record() -> None:  # after each scope: an interrupted run redoes only the rest
+        await state.put(STATE_SCOPE, str(bot.id), now)
+
     for key, menu in wanted.items():
         if stored.get(key) == menu.digest:
             continue
@@ -102,6 +106,7 @@ async def publish_menus(bot: Bot, roles: Mapping[int, Role], i18n: I18n,
             update.failed.append(key)
             continue
         now[key] = menu.digest
+        await record()
         update.published.append(key)
     for key in sorted(stored.keys() - wanted.keys()):  # users no longer in the settings
         scope = BotCommandScopeChat(chat_id=int(key.removeprefix("chat:")))
@@ -113,7 +118,6 @@ async def publish_menus(bot: Bot, roles: Mapping[int, Role], i18n: I18n,
             update.failed.append(key)
             continue
         del now[key]
+        await record()
         update.removed.append(key)
-    if now != stored:
-        await state.put(STATE_SCOPE, str(bot.id), now)
     return update

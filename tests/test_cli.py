@@ -103,8 +103,8 @@ async def test_run_with_config_against_a_bot_api_server(tmp_path: Path) -> None:
                 "sendMessage", lambda c: c.chat_id == ADMIN and "· SHORT 1.5 @" in (c.text or ""),
                 timeout=30)
             assert "BTC/USDT:USDT" in reply.text
-            menus = {str(c.params["scope"]): str(c.params["commands"])
-                     for c in api.sent("setMyCommands")}
+            sent = await api.wait_for("setMyCommands", count=4)  # default + admin, en + ru
+            menus = {str(c.params["scope"]): str(c.params["commands"]) for c in sent}
             assert "fix_sl" in menus[str({"type": "chat", "chat_id": ADMIN})]
             assert "fix_sl" not in menus[str({"type": "default"})]
         finally:

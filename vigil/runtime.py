@@ -242,6 +242,7 @@ class Runtime:
         self.reporter: DailyReporter | None = None
         self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.menus: asyncio.Task[None] | None = None  # publishing the command menus
 
     async def start(self) -> None:
         t = self.settings.telegram
@@ -293,7 +294,9 @@ class Runtime:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))
         else:
-            await self._set_menu()
+            # In the background: start-up and polling never wait on Telegram for the menus.
+            self.menus = asyncio.create_task(self._set_menu(), name="menus")
+            self._tasks.append(self.menus)
             self._tasks.append(asyncio.create_task(
                 self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False),
                 name="polling"))

@@ -3,13 +3,16 @@ resolved the way Telegram resolves a user's menu."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, running
+from tests.bot.conftest import ADMIN, STRANGER, TRADER, VIEWER, Running, running
+from tests.bot.test_reply_retry_e2e import RecordingClock
 from tests.fakes import FakeBotAPI
 from vigil.runtime import Runtime
 from vigil.settings import load_settings
@@ -55,9 +58,18 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path / "data"
 
 
+@asynccontextmanager
+async def menus_sent(api: FakeBotAPI, data_dir: Path) -> AsyncIterator[Running]:
+    """Vigil started, once it is done with the menus (they go in the background)."""
+    async with running(api, data_dir) as r:
+        assert r.runtime.menus is not None
+        await asyncio.wait_for(r.runtime.menus, 10)
+        yield r
+
+
 @pytest.fixture
 async def started(api: FakeBotAPI, data_dir: Path) -> AsyncIterator[FakeBotAPI]:
-    async with running(api, data_dir):
+    async with menus_sent(api, data_dir):
         yield api
 
 
@@ -77,12 +89,12 @@ async def test_menus_differ_as_the_roles_do(started: FakeBotAPI) -> None:
 
 async def test_menus_are_sent_again_only_when_the_settings_change(
         api: FakeBotAPI, data_dir: Path) -> None:
-    async with running(api, data_dir):
+    async with menus_sent(api, data_dir):
         pass
     first = len(api.sent("setMyCommands"))
     assert first == 4 * 2  # default + three users, each in the default language and Russian
 
-    async with running(api, data_dir):
+    async with menus_sent(api, data_dir):
         pass
     assert len(api.sent("setMyCommands")) == first  # nothing changed, nothing sent
 
@@ -91,6 +103,8 @@ async def test_menus_are_sent_again_only_when_the_settings_change(
         "token": api.token, "api_url": api.base_url, "admins": [ADMIN], "traders": [VIEWER],
         "alert_chats": [ADMIN]}))
     await promoted.start()
+    assert promoted.menus is not None
+    await asyncio.wait_for(promoted.menus, 10)
     await promoted.stop()
     again = api.sent("setMyCommands")[first:]
     assert {c.params["scope"]["chat_id"] for c in again} == {VIEWER}
@@ -104,14 +118,29 @@ async def test_a_refused_menu_is_tried_again_at_the_next_start(
     """A scope Telegram refuses (the default one here, the first sent) does not stop the
     others, and the next start sends that one again, and only that one."""
     api.fail_next("setMyCommands", error_code=400, description="Bad Request: try later")
-    async with running(api, data_dir):
+    async with menus_sent(api, data_dir):
         pass
     [refused] = [c for c in api.sent("setMyCommands") if c.failed]
     assert refused.params["scope"] == {"type": "default"}
     assert seen(api, STRANGER) == [] and "hold" in seen(api, ADMIN)
     before = len(api.sent("setMyCommands"))
-    async with running(api, data_dir):
+    async with menus_sent(api, data_dir):
         pass
     retried = api.sent("setMyCommands")[before:]
     assert len(retried) == 2 and all(c.params["scope"] == {"type": "default"} for c in retried)
     assert seen(api, STRANGER) == ["start", "help"]
+
+
+async def test_a_429_on_the_menus_holds_up_neither_start_nor_commands(
+        api: FakeBotAPI, data_dir: Path) -> None:
+    clock = RecordingClock()
+    api.fail_next("setMyCommands", error_code=429, description="Too Many Requests",
+                  retry_after=30)
+    async with running(api, data_dir, telegram_clock=clock) as r:
+        api.push_message(VIEWER, "/status")
+        await api.wait_for("sendMessage", lambda c: c.chat_id == VIEWER and not c.failed)
+        await clock.asked(30.0)
+        assert r.runtime.menus is not None and not r.runtime.menus.done()
+        await clock.advance(30)
+        await asyncio.wait_for(r.runtime.menus, 10)
+    assert seen(api, STRANGER) == ["start", "help"] and "hold" in seen(api, ADMIN)
