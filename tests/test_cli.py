@@ -72,15 +72,20 @@ async def test_console_chat_lists_the_demo_positions(tmp_path: Path) -> None:
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"/positions\n")
+    proc.stdin.write(b"/positions\n/pnl\n")
     await proc.stdin.drain()
     proc.stdin.close()
     seen = ""
-    while "ETH/USDT:USDT · SHORT" not in seen or "had no stop; placed at" not in seen:
+    while ("ETH/USDT:USDT · SHORT" not in seen or "had no stop; placed at" not in seen
+           or "🖼 " not in seen):
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         assert line, f"vigil exited early: {seen}"
         seen += line.decode()
     assert "BTC/USDT:USDT · LONG 0.05" in seen
+    # /pnl's chart: a PNG under data_dir/reports (the default data_dir is ./data), path printed.
+    [picture] = [Path(line[2:]) for line in seen.splitlines() if line.startswith("🖼 ")]
+    assert picture.parent == tmp_path / "data" / "reports"
+    assert picture.read_bytes().startswith(b"\x89PNG")
     assert proc.returncode is None  # still running with stdin closed
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
