@@ -17,6 +17,7 @@ from tests.fakes import FakeBotAPI
 from vigil.runtime import Runtime
 from vigil.settings import load_settings
 
+QUIET = {"demo_positions": False}
 MenuKey = tuple[str, str | None]  # (scope: "default" or the chat id, language code)
 
 
@@ -60,8 +61,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 @asynccontextmanager
 async def menus_sent(api: FakeBotAPI, data_dir: Path) -> AsyncIterator[Running]:
-    """Vigil started, once it is done with the menus (they go in the background)."""
-    async with running(api, data_dir) as r:
+    """Vigil started, once it is done with the menus (they go in the background); no demo
+    positions, so no alerts for the shutdown to deliver at their pace."""
+    async with running(api, data_dir, sim=QUIET) as r:
         assert r.runtime.menus is not None
         await asyncio.wait_for(r.runtime.menus, 10)
         yield r
@@ -101,7 +103,7 @@ async def test_menus_are_sent_again_only_when_the_settings_change(
     # The viewer is promoted to trader and the trader leaves.
     promoted = Runtime(load_settings(None, data_dir=data_dir, telegram={
         "token": api.token, "api_url": api.base_url, "admins": [ADMIN], "traders": [VIEWER],
-        "alert_chats": [ADMIN]}))
+        "alert_chats": [ADMIN]}, sim=QUIET))
     await promoted.start()
     assert promoted.menus is not None
     await asyncio.wait_for(promoted.menus, 10)
@@ -136,7 +138,7 @@ async def test_a_429_on_the_menus_holds_up_neither_start_nor_commands(
     clock = RecordingClock()
     api.fail_next("setMyCommands", error_code=429, description="Too Many Requests",
                   retry_after=30)
-    async with running(api, data_dir, telegram_clock=clock) as r:
+    async with running(api, data_dir, telegram_clock=clock, sim=QUIET) as r:
         api.push_message(VIEWER, "/status")
         await api.wait_for("sendMessage", lambda c: c.chat_id == VIEWER and not c.failed)
         await clock.asked(30.0)
