@@ -11,15 +11,23 @@ import itertools
 import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.base import BaseSession
-from aiogram.methods import AnswerCallbackQuery, EditMessageText, SendMessage, TelegramMethod
+from aiogram.methods import (
+    AnswerCallbackQuery,
+    EditMessageText,
+    SendMessage,
+    SendPhoto,
+    TelegramMethod,
+)
 from aiogram.types import (
     CallbackQuery,
     Chat,
     InlineKeyboardMarkup,
+    InputFile,
     Message,
     MessageEntity,
     Update,
@@ -32,13 +40,21 @@ CONSOLE_TOKEN = "1:console"
 
 
 class ConsoleSession(BaseSession):
-    def __init__(self, out: TextIO | None = None) -> None:
+    """`pictures`: where photos (the PnL charts) are saved as PNG files; their path is printed."""
+
+    def __init__(self, out: TextIO | None = None, *, pictures: Path | None = None) -> None:
         super().__init__()
         self.out = out or sys.stdout
+        self.pictures = pictures
         self._ids = itertools.count(1)
 
     async def make_request(self, bot: Bot, method: TelegramMethod[Any],
                            timeout: int | None = None) -> Any:
+        if isinstance(method, SendPhoto) and self.pictures is not None:
+            path = await self._save(bot, method.photo)
+            lines = [method.caption, f"🖼 {path}"] if method.caption else [f"🖼 {path}"]
+            print(*lines, "", sep="\n", file=self.out, flush=True)
+            return self._message(method.chat_id, caption=method.caption)
         if isinstance(method, SendMessage | EditMessageText):
             print(method.text, file=self.out, flush=True)
             markup = method.reply_markup
@@ -47,9 +63,7 @@ class ConsoleSession(BaseSession):
                     print("   ".join(f"[{b.text}: /tap {b.callback_data}]" for b in row),
                           file=self.out, flush=True)
             print(file=self.out, flush=True)
-            chat_id = int(method.chat_id) if method.chat_id is not None else CONSOLE_USER_ID
-            return Message(message_id=next(self._ids), date=datetime.now(UTC),
-                           chat=Chat(id=chat_id, type="private"), text=method.text)
+            return self._message(method.chat_id, text=method.text)
         if isinstance(method, AnswerCallbackQuery) and method.text:
             print(f"» {method.text}\n", file=self.out, flush=True)
         if method.__returning__ is bool:
@@ -57,6 +71,23 @@ class ConsoleSession(BaseSession):
         if isinstance(method, TelegramMethod) and method.__api_method__ == "getMe":
             return User(id=1, is_bot=True, first_name="Vigil", username="vigil_console")
         raise NotImplementedError(f"console chat cannot do {method.__api_method__}")
+
+    def _message(self, chat_id: int | str | None, **content: Any) -> Message:
+        chat = int(chat_id) if chat_id is not None else CONSOLE_USER_ID
+        return Message(message_id=next(self._ids), date=datetime.now(UTC),
+                       chat=Chat(id=chat, type="private"), **content)
+
+    async def _save(self, bot: Bot, photo: InputFile | str) -> Path | str:
+        """Write an uploaded picture under `pictures` (a file id or URL is shown as it is)."""
+        if isinstance(photo, str):
+            return photo
+        assert self.pictures is not None
+        data = b"".join([chunk async for chunk in photo.read(bot)])
+        stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
+        stem = Path(photo.filename or "picture.png").stem
+        path = self.pictures / f"{stem}-{stamp}-{next(self._ids)}.png"
+        await asyncio.to_thread(_write, path, data)
+        return path.resolve()
 
     async def stream_content(self, url: str, headers: dict[str, Any] | None = None,
                              timeout: int = 30, chunk_size: int = 65536,
@@ -66,6 +97,11 @@ class ConsoleSession(BaseSession):
 
     async def close(self) -> None:
         return None
+
+
+def _write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
 
 
 def console_update(update_id: int, text: str, user_id: int = CONSOLE_USER_ID) -> Update:

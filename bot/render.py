@@ -7,6 +7,7 @@ from datetime import datetime
 from decimal import Decimal
 
 from aiogram.utils.i18n import gettext as _
+from aiogram.utils.i18n import ngettext
 
 from bot.roles import Role
 from engine.control import (
@@ -96,8 +97,10 @@ def positions(views: Sequence[PositionView]) -> str:
 def fix_report(reports: Sequence[ReconcileReport]) -> str:
     lines = []
     for r in reports:
-        lines.append(_("Account {name}: {n} positions checked, {u} without a stop").format(
-            name=r.account, n=r.positions, u=len(r.unprotected_before)))
+        checked = ngettext("{n} position checked", "{n} positions checked",
+                           r.positions).format(n=r.positions)
+        lines.append(_("Account {name}: {checked}, {u} without a stop").format(
+            name=r.account, checked=checked, u=len(r.unprotected_before)))
         if r.error:
             lines.append(_("  ⚠️ not checked: {error}").format(error=r.error))
             continue

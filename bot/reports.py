@@ -206,7 +206,7 @@ class DailyReporter:
                     return False
                 logger.info("PnL chart to {}: 429, retrying in {} s", chat_id, exc.retry_after)
                 await self.clock.sleep(exc.retry_after)
-            except NotImplementedError:  # the console chat shows no pictures
+            except NotImplementedError:  # a session that cannot send pictures
                 return False
             except Exception as exc:  # blocked, bad request, network: the text still goes
                 logger.warning("PnL chart to {} not sent: {}: {}", chat_id,

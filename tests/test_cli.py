@@ -7,9 +7,13 @@ import os
 import signal
 import sqlite3
 import sys
+from importlib.metadata import version
 from pathlib import Path
 
+import pytest
+
 from tests.fakes import FakeBotAPI
+from vigil.cli import main
 
 ADMIN = 4242
 
@@ -68,15 +72,20 @@ async def test_console_chat_lists_the_demo_positions(tmp_path: Path) -> None:
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE)
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"/positions\n")
+    proc.stdin.write(b"/positions\n/pnl\n")
     await proc.stdin.drain()
     proc.stdin.close()
     seen = ""
-    while "ETH/USDT:USDT · SHORT" not in seen or "had no stop; placed at" not in seen:
+    while ("ETH/USDT:USDT · SHORT" not in seen or "had no stop; placed at" not in seen
+           or "🖼 " not in seen):
         line = await asyncio.wait_for(proc.stdout.readline(), 60)
         assert line, f"vigil exited early: {seen}"
         seen += line.decode()
     assert "BTC/USDT:USDT · LONG 0.05" in seen
+    # /pnl's chart: a PNG under data_dir/reports (the default data_dir is ./data), path printed.
+    [picture] = [Path(line[2:]) for line in seen.splitlines() if line.startswith("🖼 ")]
+    assert picture.parent == tmp_path / "data" / "reports"
+    assert picture.read_bytes().startswith(b"\x89PNG")
     assert proc.returncode is None  # still running with stdin closed
     proc.send_signal(signal.SIGINT)
     assert await asyncio.wait_for(proc.wait(), 30) == 0
@@ -99,8 +108,10 @@ async def test_run_with_config_against_a_bot_api_server(tmp_path: Path) -> None:
                 "sendMessage", lambda c: c.chat_id == ADMIN and "· SHORT 1.5 @" in (c.text or ""),
                 timeout=30)
             assert "BTC/USDT:USDT" in reply.text
-            menu = api.sent("setMyCommands")
-            assert menu and "fix_sl" in str(menu[0].params["commands"])
+            sent = await api.wait_for("setMyCommands", count=4)  # default + admin, en + ru
+            menus = {str(c.params["scope"]): str(c.params["commands"]) for c in sent}
+            assert "fix_sl" in menus[str({"type": "chat", "chat_id": ADMIN})]
+            assert "fix_sl" not in menus[str({"type": "default"})]
         finally:
             proc.send_signal(signal.SIGTERM)
             code = await asyncio.wait_for(proc.wait(), 30)
@@ -150,3 +161,54 @@ async def test_a_second_engine_on_the_same_data_dir_is_refused(tmp_path: Path) -
         assert await asyncio.wait_for(proc.wait(), 30) == 0
     code, out, _ = await _vigil(tmp_path, "--config", str(config), "check")
     assert code == 0, out  # the lock went with the process
+
+
+def _keys_config(tmp_path: Path) -> Path:
+    config = tmp_path / "vigil.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n[[accounts]]\nname = "paper"\n'
+                      '[[accounts]]\nname = "bb"\nvenue = "bybit"\ntestnet = true\n')
+    return config
+
+
+async def test_config_goes_before_or_after_any_subcommand(tmp_path: Path) -> None:
+    config = str(_keys_config(tmp_path))
+    code, out, err = await _vigil(tmp_path, "keys", "add", "bb", "--config", config,
+                                  stdin=b"AK-after\nSK-after\n")
+    assert code == 0 and "keys stored for account bb" in out, err
+    code, out, err = await _vigil(tmp_path, "--config", config, "keys", "add", "bb",
+                                  stdin=b"AK-before\nSK-before\n")
+    assert code == 0 and "keys stored for account bb" in out, err
+    code, out, _ = await _vigil(tmp_path, "keys", "list", "--config", config)
+    assert code == 0 and out.split() == ["bb"]  # the file's data_dir both times
+
+
+async def test_keys_remove(tmp_path: Path) -> None:
+    config = str(_keys_config(tmp_path))
+    code, _, err = await _vigil(tmp_path, "keys", "remove", "bb", "--config", config)
+    assert code == 2 and "no keys stored for account 'bb'" in err
+    assert not (tmp_path / "data" / "vigil.sqlite3").exists()  # nor creates a database
+    await _vigil(tmp_path, "keys", "add", "bb", "--config", config, stdin=b"AK-1\nSK-1\n")
+    code, _, err = await _vigil(tmp_path, "keys", "remove", "paper", "--config", config)
+    assert code == 2 and "(stored: bb)" in err
+    code, out, _ = await _vigil(tmp_path, "keys", "remove", "bb", "--config", config)
+    assert code == 0 and "keys removed for account bb" in out
+    code, out, _ = await _vigil(tmp_path, "keys", "list", "--config", config)
+    assert code == 0 and out.split() == []
+
+
+@pytest.mark.parametrize("args", [[], ["run"], ["check"], ["journal"], ["keys"],
+                                  ["keys", "add"], ["keys", "list"], ["keys", "remove"]])
+def test_every_help_shows_examples(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "examples:\n  vigil " in out
+    assert "--config FILE" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--version"])
+    assert exited.value.code == 0
+    assert capsys.readouterr().out.strip() == f"vigil {version('vigil')}"

@@ -1,4 +1,4 @@
-"""`vigil run | check | journal verify | keys add/list` — the console script."""
+"""`vigil run | check | journal verify | keys add/list/remove` — the console script."""
 
 from __future__ import annotations
 
@@ -9,38 +9,98 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from vigil.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
 
+EXAMPLES = """\
+examples:
+  vigil run                                  paper mode and a console chat, nothing configured
+  vigil --config vigil.toml run              the bot and the engine with your settings
+  vigil check --config vigil.toml            one protection pass (--config goes anywhere)
+  vigil --config vigil.toml keys add binance-test
+  vigil --version
+
+Settings come from --config FILE or $VIGIL_CONFIG, then VIGIL_<SECTION>__<KEY> variables.
+Exit codes: 0 ok, 1 failed, 2 bad configuration or arguments."""
+
+SUBCOMMAND_EXAMPLES = {
+    "run": """\
+examples:
+  vigil run                                  paper mode, console chat (type /help)
+  vigil run --config vigil.toml              Telegram bot when telegram.token is set""",
+    "check": """\
+examples:
+  vigil check --config vigil.toml && echo protected
+exit 0 only if every position has its stop after the pass""",
+    "journal": """\
+examples:
+  vigil journal verify --config vigil.toml
+exit 0 if the hash chain holds, 1 naming the first broken row""",
+    "keys": """\
+examples:
+  vigil keys add binance-test --config vigil.toml     prompts for key and secret
+  VIGIL_API_KEY=... VIGIL_API_SECRET=... vigil keys add bybit-test --from-env
+  vigil keys list --config vigil.toml
+  vigil keys remove binance-test --config vigil.toml""",
+}
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vigil")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vigil", description=(
-        "Keeps every futures position under exactly one stop-loss; driven from Telegram."))
-    parser.add_argument("--config", type=Path, default=None,
+    # --config is accepted before and after any subcommand: every parser knows it, with no
+    # default (SUPPRESS), so a subparser never overwrites a value given before the subcommand.
+    config = argparse.ArgumentParser(add_help=False)
+    config.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
                         help="TOML settings file (default: $VIGIL_CONFIG)")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("run", help="run the engine and the bot (console chat without a token)")
-    sub.add_parser("check", help="one protection pass; exit 0 only if every position is "
-                                 "protected afterwards")
-    journal = sub.add_parser("journal", help="journal tools")
+    keep_lines = argparse.RawDescriptionHelpFormatter  # the examples keep their layout
+    parser = argparse.ArgumentParser(
+        prog="vigil", parents=[config], epilog=EXAMPLES, formatter_class=keep_lines,
+        description=(
+            "Keeps every futures position under exactly one stop-loss; driven from Telegram."))
+    parser.add_argument("--version", action="version", version=f"vigil {_version()}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(parent: Any, name: str, text: str, examples: str | None = None
+                ) -> argparse.ArgumentParser:
+        return parent.add_parser(name, help=text, description=text, parents=[config],
+                                 epilog=examples, formatter_class=keep_lines)
+
+    command(sub, "run", "run the engine and the bot (console chat without a token)",
+            SUBCOMMAND_EXAMPLES["run"])
+    command(sub, "check", "one protection pass; exit 0 only if every position is protected "
+                          "afterwards", SUBCOMMAND_EXAMPLES["check"])
+    journal = command(sub, "journal", "journal tools", SUBCOMMAND_EXAMPLES["journal"])
     journal.add_argument("action", choices=["verify"])
-    keys = sub.add_parser("keys", help="exchange API keys, stored encrypted")
-    keys_sub = keys.add_subparsers(dest="keys_action", required=True)
-    add = keys_sub.add_parser("add", help="store keys for an account (stdin or environment)")
-    add.add_argument("account")
+    keys = command(sub, "keys", "exchange API keys, stored encrypted", SUBCOMMAND_EXAMPLES["keys"])
+    keys_sub = keys.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
+    add = command(keys_sub, "add", "store keys for an account (prompted, stdin lines or the "
+                                   "environment)", SUBCOMMAND_EXAMPLES["keys"])
+    add.add_argument("account", metavar="NAME", help="an account name from the settings")
     add.add_argument("--from-env", action="store_true", help=(
         "read VIGIL_API_KEY, VIGIL_API_SECRET and VIGIL_API_PASSWORD instead of prompting"))
-    keys_sub.add_parser("list", help="account names that have keys (never the keys)")
-    for p in (sub.choices["run"], sub.choices["check"], journal, keys):
-        p.add_argument("--config", type=Path, default=argparse.SUPPRESS)
+    command(keys_sub, "list", "account names that have keys (never the keys)",
+            SUBCOMMAND_EXAMPLES["keys"])
+    remove = command(keys_sub, "remove", "delete the stored keys of an account",
+                     SUBCOMMAND_EXAMPLES["keys"])
+    remove.add_argument("account", metavar="NAME", help="an account name with stored keys")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    config = args.config or (Path(os.environ["VIGIL_CONFIG"])
+    config = getattr(args, "config", None) or (Path(os.environ["VIGIL_CONFIG"])
                              if os.environ.get("VIGIL_CONFIG") else None)
     try:
         settings = load_settings(config)
@@ -67,6 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_journal_verify(settings))
     if args.keys_action == "add":
         return asyncio.run(_keys_add(settings, args.account, from_env=args.from_env))
+    if args.keys_action == "remove":
+        return asyncio.run(_keys_remove(settings, args.account))
     return asyncio.run(_keys_list(settings))
 
 
@@ -172,6 +234,33 @@ async def _keys_list(settings: Settings) -> int:
             print(name)
     finally:
         await db.close()
+    return EXIT_OK
+
+
+async def _keys_remove(settings: Settings, account: str) -> int:
+    from cryptography.fernet import Fernet
+
+    from storage.db import Database
+    from storage.secrets import KeyStore
+
+    if not settings.db_path.exists():
+        print(f"vigil: no keys stored for account {account!r} (no database at "
+              f"{settings.db_path})", file=sys.stderr)
+        return EXIT_CONFIG
+    db = await Database.open(settings.db_path)
+    try:
+        # Deleting decrypts nothing: a throwaway key, so keys whose master key was lost or is
+        # unreadable can still be removed (and no master key file is created for this).
+        store = KeyStore(db.conn, Fernet.generate_key())
+        stored = await store.accounts()
+        if account not in stored:
+            print(f"vigil: no keys stored for account {account!r} (stored: "
+                  f"{', '.join(stored) or 'none'})", file=sys.stderr)
+            return EXIT_CONFIG
+        await store.delete(account)
+    finally:
+        await db.close()
+    print(f"keys removed for account {account}")
     return EXIT_OK
 
 

@@ -14,17 +14,17 @@ from zoneinfo import ZoneInfo
 from aiogram import Bot, Dispatcher
 from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
-from aiogram.types import BotCommand
 from aiogram.utils.i18n import I18n
 from loguru import logger
 
 from bot.approvals import ApprovalService
-from bot.commands import COMMANDS
 from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_console
 from bot.dispatcher import build_dispatcher
 from bot.i18n import build_i18n
+from bot.menus import publish_menus
 from bot.notifier import PER_CHAT_INTERVAL, Notifier
 from bot.reports import DailyReporter
+from bot.retry import ReplyRetry
 from bot.roles import RoleBook
 from engine.approvals import Approvals
 from engine.bus import EventBus
@@ -246,12 +246,14 @@ class Runtime:
         self.stdout = stdout
         self.console = settings.telegram.token is None
         self.engine: Engine | None = None
-        self.bot: Bot | None = None
+        self.bot: Bot | None = None  # commands: replies, callback answers, edits
+        self.alert_bot: Bot | None = None  # the notifier's and the daily report's
         self.dp: Dispatcher | None = None
         self.notifier: Notifier | None = None
         self.reporter: DailyReporter | None = None
         self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
+        self.menus: asyncio.Task[None] | None = None  # publishing the command menus
 
     async def start(self) -> None:
         t = self.settings.telegram
@@ -260,16 +262,22 @@ class Runtime:
         admins = (*t.admins, CONSOLE_USER_ID) if self.console else t.admins
         roles = RoleBook(admins=admins, traders=t.traders, viewers=t.viewers)
         if self.console:
-            self.bot = Bot(CONSOLE_TOKEN, session=ConsoleSession(self.stdout))
+            self.bot = self.alert_bot = Bot(CONSOLE_TOKEN, session=ConsoleSession(
+                self.stdout, pictures=self.settings.data_dir / "reports"))
             chats: tuple[int, ...] = (CONSOLE_USER_ID,)
         else:
             assert t.token is not None
-            REDACTOR.add([t.token.get_secret_value()])
-            session = AiohttpSession(api=TelegramAPIServer.from_base(t.api_url))
-            self.bot = Bot(t.token.get_secret_value(), session=session)
+            token = t.token.get_secret_value()
+            REDACTOR.add([token])
+            api = TelegramAPIServer.from_base(t.api_url)
+            self.bot = Bot(token, session=AiohttpSession(api=api))
+            self.bot.session.middleware(ReplyRetry(self.telegram_clock))
+            # Alerts and scheduled reports get a session without that retry: they handle 429
+            # themselves (the outbox holds the chat) and must not block inside a retry loop.
+            self.alert_bot = Bot(token, session=AiohttpSession(api=api))
             chats = t.alert_chats
         # Telegram's rate limits and retry_after are real seconds, whatever the engine's clock.
-        self.notifier = Notifier(self.bot, chats=chats, roles=roles, i18n=i18n,
+        self.notifier = Notifier(self.alert_bot, chats=chats, roles=roles, i18n=i18n,
                                  state=engine.state, clock=self.telegram_clock,
                                  outbox=OutboxRepo(engine.db),
                                  # a terminal has no flood limits: no pacing at the console
@@ -287,8 +295,9 @@ class Runtime:
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         await engine.start()
         r = self.settings.reports
-        self.reporter = DailyReporter(self.bot, engine.control.pnl_for_slot, self.notifier,
-                                      i18n=i18n, state=engine.state, clock=self.telegram_clock)
+        self.reporter = DailyReporter(self.alert_bot, engine.control.pnl_for_slot,
+                                      self.notifier, i18n=i18n, state=engine.state,
+                                      clock=self.telegram_clock)
         schedule = self.reporter.schedule = DailySchedule(
             self.reporter.send_scheduled, at=r.daily_time, tz=r.timezone, clock=self.clock,
             state=engine.state)
@@ -297,23 +306,24 @@ class Runtime:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))
         else:
-            await self._set_menu()
+            # In the background: start-up and polling never wait on Telegram for the menus.
+            self.menus = asyncio.create_task(self._set_menu(), name="menus")
+            self._tasks.append(self.menus)
             self._tasks.append(asyncio.create_task(
                 self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False),
                 name="polling"))
 
     async def _set_menu(self) -> None:
-        """The Telegram command menu, in each language we speak (all commands: Telegram cannot
-        show a per-user menu without per-chat scopes; /help is per role)."""
-        assert self.bot is not None and self.i18n is not None
+        """Per-role command menus (bot/menus.py), sent only when they changed."""
+        assert self.bot is not None and self.i18n is not None and self.engine is not None
+        t = self.settings.telegram
+        roles = RoleBook(admins=t.admins, traders=t.traders, viewers=t.viewers)
+        by_user = {uid: role for uid in {*t.admins, *t.traders, *t.viewers}
+                   if (role := roles.role_of(uid)) is not None}
         try:
-            for lang in (None, *self.i18n.available_locales):
-                with self.i18n.context(), self.i18n.use_locale(lang or self.i18n.default_locale):
-                    menu = [BotCommand(command=c.name, description=str(c.help))
-                            for c in COMMANDS]
-                await self.bot.set_my_commands(menu, language_code=lang)
+            await publish_menus(self.bot, by_user, self.i18n, self.engine.state)
         except Exception as exc:  # a menu is a nicety; never fail start-up over it
-            logger.warning("could not set the bot's command menu: {}", exc)
+            logger.warning("could not set the bot's command menus: {}", exc)
 
     async def stop(self) -> None:
         """In order: stop taking commands, stop the engine, deliver what is queued, close."""
@@ -332,5 +342,6 @@ class Runtime:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.engine is not None:
             await self.engine.close()
-        if self.bot is not None:
-            await self.bot.session.close()
+        for bot in (self.bot, self.alert_bot):
+            if bot is not None:  # the console's one session, closed twice, does not mind
+                await bot.session.close()
