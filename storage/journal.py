@@ -1,19 +1,43 @@
-"""Append-only event journal; each row carries hash = H(prev_hash || canonical row)."""
+"""Append-only event journal; each row carries hash = H(prev_hash || canonical row).
+
+Group commit: `append` gives an event its id and hash at once, in call order (so the chain is the
+order of the calls), and queues the row; one writer task writes what is queued in one
+transaction per batch. A batch closes when the writer gets to run (at once when an intent or a
+reader is waiting, otherwise after `linger` seconds) or at `batch_size` rows.
+
+Durability: by default `append` returns once the row is committed. With `background=True` (the
+runtime) only an event marked `durable` waits for its batch to commit (the intents: the engine
+calls the venue only after they are written); any other returns once queued. A crash can then
+lose only non-intent rows still queued or in the uncommitted batch, and the engine has not acted
+on any of them. `rows` and `verify` flush first, so this process always reads its own writes;
+`Database.close` flushes too.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import json
+import sqlite3
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from json.encoder import encode_basestring  # json.dumps' own string encoder (ensure_ascii=False)
 from typing import Any
+
+from loguru import logger
 
 from engine.domain.events import Event, event_from_payload
 from storage.db import Database
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 5000
+BATCH_SIZE = 1000
+
+_INSERT = ("INSERT INTO journal (id, at, account, kind, payload, prev_hash, hash)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+Row = tuple[int, str, str, str, str, str, str]  # id, at, account, kind, payload, prev, hash
 
 
 def canonical(record: dict[str, Any]) -> str:
@@ -21,8 +45,29 @@ def canonical(record: dict[str, Any]) -> str:
 
 
 def chain_hash(prev_hash: str, at: str, account: str, kind: str, payload: str) -> str:
-    body = canonical({"at": at, "account": account, "kind": kind, "payload": payload})
+    # The same text as canonical({"at", "account", "kind", "payload"}) (keys sorted), built
+    # without a dict and a sort: this runs once per event on the publisher's path.
+    body = (f'{{"account":{encode_basestring(account)},"at":{encode_basestring(at)},'
+            f'"kind":{encode_basestring(kind)},"payload":{encode_basestring(payload)}}}')
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+class JournalWriteError(RuntimeError):
+    """A batch could not be written: it and every row queued after it are lost."""
+
+
+def _insert_batch(rows: list[Row], conn: sqlite3.Connection) -> None:
+    """On the connection's thread. The savepoint takes back only our rows on failure, not other
+    tasks' statements waiting in the shared connection's transaction."""
+    conn.execute("SAVEPOINT journal_batch")
+    try:
+        conn.executemany(_INSERT, rows)
+    except BaseException:
+        conn.execute("ROLLBACK TO journal_batch")
+        conn.execute("RELEASE journal_batch")
+        raise
+    conn.execute("RELEASE journal_batch")
+    conn.commit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,38 +92,124 @@ class VerifyResult:
 
 
 class Journal:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, background: bool = False,
+                 batch_size: int = BATCH_SIZE, linger: float = 0.0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if linger < 0:
+            raise ValueError(f"linger must be 0 or more seconds, got {linger}")
         self.db = db
+        self.background = background  # only durable events wait for their commit
+        self.batch_size = batch_size
+        self.linger = linger  # real seconds a batch waits for more rows when nobody waits on it
+        self.batches = 0  # batches committed
         self._lock = asyncio.Lock()
-        self._last_hash: str | None = None
+        self._tail: tuple[int, str] | None = None  # id and hash of the last row handed out
+        self._queue: deque[Row] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # by row id, ascending
+        self._committed = 0  # highest row id committed by this journal
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        db.before_close(self.flush)
 
     async def append(self, event: Event) -> int:
+        """Queue the event; return once it is committed (in the background mode, once it is
+        queued unless the event is durable)."""
+        if self._tail is None:
+            await self._load_tail()
+        row_id = self._push(event)
+        if event.durable or not self.background:
+            await self._committed_through(row_id)
+        return row_id
+
+    async def flush(self) -> None:
+        """Return once every row appended so far is committed."""
+        if self._tail is not None and (self._queue or self._writer is not None):
+            await self._committed_through(self._tail[0])
+
+    async def _load_tail(self) -> None:
+        async with self._lock:
+            if self._tail is None:
+                rows = await self.db.conn.execute_fetchall(
+                    "SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1")
+                self._tail = (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+
+    def _push(self, event: Event) -> int:
+        assert self._tail is not None
         payload = event.payload()
         at, account = payload["at"], payload["account"]
-        payload_text = canonical(payload)
-        async with self._lock:
-            if self._last_hash is None:
-                rows = await self.db.conn.execute_fetchall(
-                    "SELECT hash FROM journal ORDER BY id DESC LIMIT 1")
-                self._last_hash = rows[0][0] if rows else GENESIS
-            digest = chain_hash(self._last_hash, at, account, event.kind, payload_text)
-            try:
-                cur = await self.db.conn.execute(
-                    "INSERT INTO journal (at, account, kind, payload, prev_hash, hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (at, account, event.kind, payload_text, self._last_hash, digest))
-                await self.db.conn.commit()
-            except Exception:
-                # The row may still be committed later with the connection's transaction:
-                # re-read the chain's end next time instead of trusting our cached hash.
-                self._last_hash = None
-                raise
-            self._last_hash = digest
-            return int(cur.lastrowid or 0)
+        text = canonical(payload)
+        last_id, last_hash = self._tail
+        digest = chain_hash(last_hash, at, account, event.kind, text)
+        row_id = last_id + 1
+        self._queue.append((row_id, at, account, event.kind, text, last_hash, digest))
+        self._tail = (row_id, digest)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="journal writer")
+        elif len(self._queue) >= self.batch_size:
+            self._wake()
+        return row_id
+
+    async def _committed_through(self, row_id: int) -> None:
+        if row_id <= self._committed:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append((row_id, done))
+        self._wake()  # someone waits: no lingering
+        await done
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _linger(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = loop.call_later(self.linger, self._wake)
+        try:
+            await self._wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queue:
+                if self.linger and not self._waiters and len(self._queue) < self.batch_size:
+                    await self._linger()
+                batch = [self._queue.popleft()
+                         for _ in range(min(len(self._queue), self.batch_size))]
+                try:
+                    await self.db.run(partial(_insert_batch, batch))
+                except Exception as exc:
+                    self._fail(batch, exc)
+                    return
+                self.batches += 1
+                self._committed = batch[-1][0]
+                while self._waiters and self._waiters[0][0] <= self._committed:
+                    _, done = self._waiters.popleft()
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._writer = None
+
+    def _fail(self, batch: list[Row], exc: Exception) -> None:
+        lost = len(batch) + len(self._queue)
+        self._queue.clear()  # chained on rows that were never written
+        self._tail = None  # re-read the chain's end before the next append
+        logger.opt(exception=exc).error(
+            "journal write failed: {} rows lost (ids {}..{})", lost, batch[0][0],
+            batch[0][0] + lost - 1)
+        error = JournalWriteError(f"journal write failed, {lost} rows lost: {exc}")
+        while self._waiters:
+            _, done = self._waiters.popleft()
+            if not done.done():
+                done.set_exception(error)
 
     async def rows(self, *, account: str | None = None, kinds: tuple[str, ...] = (),
                    since_id: int = 0, since_at: datetime | None = None,
                    limit: int = 1000) -> list[JournalRow]:
+        await self.flush()
         sql = "SELECT id, at, account, kind, payload, hash FROM journal WHERE id > ?"
         args: list[Any] = [since_id]
         if since_at is not None:  # `at` is ISO-8601 UTC text, so text order is time order
@@ -97,6 +228,7 @@ class Journal:
 
     async def verify(self) -> VerifyResult:
         """Walk the chain from the start; name the first row whose link or hash does not hold."""
+        await self.flush()
         prev = GENESIS
         count = 0
         last_id = 0

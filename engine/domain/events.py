@@ -27,6 +27,9 @@ def utcnow() -> datetime:
 class Event:
     kind: ClassVar[str] = "event"
     severity: ClassVar[Severity] = Severity.DEBUG
+    # An intent: the engine must not call the venue before it is committed, so publishing it
+    # waits for its journal batch to commit; other events are written in the background.
+    durable: ClassVar[bool] = False
     account: str
     at: datetime = field(default_factory=utcnow)
 
@@ -146,6 +149,7 @@ class StopIntent(SymbolEvent):
     """Written before the venue is called, with the client id the call will carry."""
 
     kind = "stop_intent"
+    durable = True
     action: str  # place | amend | replace
     client_id: str
     trigger_price: Decimal
@@ -187,6 +191,7 @@ class CancelIntent(SymbolEvent):
     """Written before a cancel is sent, like every other intent."""
 
     kind = "cancel_intent"
+    durable = True
     order_id: str
     client_id: str | None
     reason: str  # duplicate | wrong_side | replaced | position_closed | zombie | cancel_all
@@ -223,6 +228,7 @@ class StopCrossed(SymbolEvent):
 @dataclass(frozen=True, kw_only=True)
 class CloseIntent(SymbolEvent):
     kind = "close_intent"
+    durable = True
     client_id: str
     qty: Decimal
     reason: str
