@@ -186,10 +186,14 @@ class Journal:
                     return
                 self.batches += 1
                 self._committed = batch[-1][0]
+                resumed = False
                 while self._waiters and self._waiters[0][0] <= self._committed:
                     _, done = self._waiters.popleft()
                     if not done.done():
                         done.set_result(None)
+                        resumed = True
+                if resumed:  # let the writers just resumed queue their next rows: one batch
+                    await asyncio.sleep(0)
         finally:
             self._writer = None
 
