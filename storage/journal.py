@@ -16,19 +16,22 @@ on any of them. `rows` and `verify` flush first, so this process always reads it
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import sqlite3
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from functools import partial
 from json.encoder import encode_basestring  # json.dumps' own string encoder (ensure_ascii=False)
 from typing import Any
 
 from loguru import logger
 
-from engine.domain.events import Event, event_from_payload
+from engine.domain.events import Event, _encode, event_from_payload
 from storage.db import Database
 
 GENESIS = "0" * 64
@@ -42,6 +45,48 @@ Row = tuple[int, str, str, str, str, str, str]  # id, at, account, kind, payload
 
 def canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+# canonical(event.payload()) without the payload dict, the sort and a json callback per Decimal:
+# this runs once per event on the publisher's path and is ~2.5x faster (measured, bench/journal.py).
+# Same text for every field type the events use (tests/storage/test_journal_group_commit.py).
+def _decimal(value: Decimal) -> str:
+    return f'"{value}"'  # digits, sign, point, exponent: nothing JSON escapes
+
+
+def _datetime(value: datetime) -> str:
+    return f'"{value.astimezone(UTC).isoformat()}"'
+
+
+_FIELD_TEXT: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring, Decimal: _decimal, datetime: _datetime, int: str,
+    bool: lambda v: "true" if v else "false", type(None): lambda v: "null",
+}
+_KEYS: dict[type[Event], tuple[tuple[str, str], ...]] = {}  # (field, its '"key":' text), sorted
+
+
+def _other(value: Any) -> str:
+    return json.dumps(_encode(value), ensure_ascii=False)  # enums, anything else: as payload()
+
+
+def payload_text(event: Event) -> tuple[str, str]:
+    """(at, canonical payload text) of an event; equal to canonical(event.payload())."""
+    keys = _KEYS.get(type(event))
+    if keys is None:
+        names = sorted(f.name for f in dataclasses.fields(event))
+        keys = _KEYS[type(event)] = tuple(
+            (name, ("{" if i == 0 else ",") + encode_basestring(name) + ":")
+            for i, name in enumerate(names))
+    at = event.at.astimezone(UTC).isoformat()
+    parts = []
+    for name, key in keys:
+        if name == "at":
+            parts.append(f'{key}"{at}"')
+        else:
+            value = getattr(event, name)
+            parts.append(key + _FIELD_TEXT.get(type(value), _other)(value))
+    parts.append("}")
+    return at, "".join(parts)
 
 
 def chain_hash(prev_hash: str, at: str, account: str, kind: str, payload: str) -> str:
@@ -136,13 +181,11 @@ class Journal:
 
     def _push(self, event: Event) -> int:
         assert self._tail is not None
-        payload = event.payload()
-        at, account = payload["at"], payload["account"]
-        text = canonical(payload)
+        at, text = payload_text(event)
         last_id, last_hash = self._tail
-        digest = chain_hash(last_hash, at, account, event.kind, text)
+        digest = chain_hash(last_hash, at, event.account, event.kind, text)
         row_id = last_id + 1
-        self._queue.append((row_id, at, account, event.kind, text, last_hash, digest))
+        self._queue.append((row_id, at, event.account, event.kind, text, last_hash, digest))
         self._tail = (row_id, digest)
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name="journal writer")

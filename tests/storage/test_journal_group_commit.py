@@ -10,8 +10,9 @@ import json
 import sqlite3
 import sys
 import textwrap
+import typing
 from contextlib import closing
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import pytest
 
 from engine.domain import events as ev
 from storage.db import Database
-from storage.journal import Journal, JournalWriteError, chain_hash
+from storage.journal import Journal, JournalWriteError, canonical, chain_hash, payload_text
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 BTC = "BTC/USDT:USDT"
@@ -58,6 +59,37 @@ def test_chain_hash_is_the_canonical_json_of_the_row() -> None:
                       sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     expected = hashlib.sha256(("ab" * 32 + body).encode()).hexdigest()
     assert chain_hash("ab" * 32, at, account, kind, payload) == expected
+
+
+SAMPLE = {str: 'q"uo\\te ü ✓\n\u0001', Decimal: Decimal("-1.50E-7"), int: -7, bool: True,
+          datetime: datetime(2026, 1, 5, 15, 0, 0, 123456, tzinfo=timezone(timedelta(hours=3)))}
+
+
+def every_event(optional_as_none: bool) -> list[ev.Event]:
+    out = []
+    for cls in ev.EVENT_TYPES.values():
+        values = {}
+        for name, hint in typing.get_type_hints(cls).items():
+            if typing.get_origin(hint) is typing.ClassVar:
+                continue
+            args = [a for a in typing.get_args(hint) if a is not type(None)]
+            if args and optional_as_none:
+                values[name] = None
+            else:
+                values[name] = SAMPLE[args[0] if args else hint]
+        out.append(cls(**values))
+    return out
+
+
+@pytest.mark.parametrize("optional_as_none", [False, True])
+def test_payload_text_is_the_canonical_payload_of_every_event_type(
+        optional_as_none: bool) -> None:
+    events = every_event(optional_as_none)
+    assert len(events) == len(ev.EVENT_TYPES)
+    for event in events:
+        at, text = payload_text(event)
+        assert text == canonical(event.payload()), event.kind
+        assert at == event.payload()["at"] == "2026-01-05T12:00:00.123456+00:00"
 
 
 async def test_background_appends_return_before_the_row_is_written_and_share_a_batch(
