@@ -172,3 +172,26 @@ async def test_decimal_payloads_survive_the_queue(journal: Journal) -> None:
     (row,) = await journal.rows()
     event = row.event()
     assert isinstance(event, ev.StopMissing) and event.qty == Decimal("0.100000000000000000001")
+
+
+async def test_the_engine_queues_its_subscribers_and_stop_delivers_and_writes_everything(
+        tmp_path: Path) -> None:
+    """The wiring in vigil/runtime.py: publish never waits for a subscriber (the notifier), the
+    journal writes in the background, and Engine.stop drains both."""
+    from engine.clock import ManualClock
+    from vigil.runtime import Engine
+    from vigil.settings import load_settings
+
+    engine = await Engine.build(load_settings(None, data_dir=tmp_path / "data"), ManualClock())
+    try:
+        slow = Gate()
+        engine.bus.subscribe(slow)
+        assert engine.journal.background
+        await asyncio.wait_for(engine.bus.publish(hold(0)), 5)
+        assert slow.got == []
+        slow.opened.set()
+        await engine.stop()
+        assert slow.got[0] == "r0" and "engine_stopped" in slow.got
+        assert committed_kinds(engine.journal)[-2:] == ["hold_set", "engine_stopped"]
+    finally:
+        await engine.close()
