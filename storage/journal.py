@@ -17,8 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gzip
 import hashlib
 import json
+import os
 import sqlite3
 import typing
 from collections import deque
@@ -28,12 +30,14 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from functools import partial
 from json.encoder import encode_basestring  # json.dumps' own string encoder (ensure_ascii=False)
+from pathlib import Path
 from typing import Any
 
 from loguru import logger
 
 from engine.domain.events import Event, _encode, event_from_payload
 from storage.db import Database
+from storage.repositories import StateRepo
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 5000
@@ -155,6 +159,34 @@ class VerifyResult:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    path: Path | None  # None: nothing was old enough
+    rows: int
+    anchor: str  # the hash the live chain now starts from
+
+
+class ChainWalk:
+    """Checks rows (id, at, account, kind, payload, prev_hash, hash) one after another."""
+
+    def __init__(self, prev: str) -> None:
+        self.prev = prev
+        self.count = 0
+
+    def broken(self, row: tuple[Any, ...]) -> VerifyResult | None:
+        row_id, at, account, kind, payload, prev_hash, digest = row
+        self.count += 1
+        if prev_hash != self.prev:
+            return VerifyResult(False, self.count, row_id, "prev_hash does not link")
+        if chain_hash(self.prev, at, account, kind, payload) != digest:
+            return VerifyResult(False, self.count, row_id, "hash does not match contents")
+        self.prev = digest
+        return None
+
+
+ANCHOR = ("journal", "anchor")  # state: {"last_id", "hash", "archive"} of the last archived row
+
+
 class Journal:
     def __init__(self, db: Database, *, background: bool = False,
                  batch_size: int = BATCH_SIZE, linger: float = 0.0) -> None:
@@ -196,7 +228,9 @@ class Journal:
             if self._tail is None:
                 rows = await self.db.conn.execute_fetchall(
                     "SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1")
-                self._tail = (rows[0][0], rows[0][1]) if rows else (0, GENESIS)
+                anchor = await self._anchor()
+                self._tail = (rows[0][0], rows[0][1]) if rows and rows[0][0] > anchor[0] \
+                    else anchor
 
     def _push(self, event: Event) -> int:
         assert self._tail is not None
@@ -293,22 +327,91 @@ class Journal:
         return [JournalRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     async def verify(self) -> VerifyResult:
-        """Walk the chain from the start; name the first row whose link or hash does not hold."""
+        """Walk the live chain from its anchor (the start, or the last archived row's hash);
+        name the first row whose link or hash does not hold."""
         await self.flush()
-        prev = GENESIS
-        count = 0
-        last_id = 0
-        while True:  # in pages, each read to completion (no statement open across awaits)
-            page = await self.db.conn.execute_fetchall(
-                "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal"
-                " WHERE id > ? ORDER BY id LIMIT ?", (last_id, VERIFY_PAGE))
+        last_id, anchor = await self._anchor()
+        walk = ChainWalk(anchor)
+        while True:
+            page = await self._page(last_id, None)
             if not page:
-                return VerifyResult(True, count)
-            for row_id, at, account, kind, payload, prev_hash, digest in page:
-                count += 1
-                if prev_hash != prev:
-                    return VerifyResult(False, count, row_id, "prev_hash does not link")
-                if chain_hash(prev, at, account, kind, payload) != digest:
-                    return VerifyResult(False, count, row_id, "hash does not match contents")
-                prev = digest
-                last_id = row_id
+                return VerifyResult(True, walk.count)
+            for row in page:
+                if (broken := walk.broken(row)) is not None:
+                    return broken
+            last_id = page[-1][0]
+
+    async def _page(self, after_id: int, through_id: int | None) -> list[tuple[Any, ...]]:
+        """One page of whole rows, read to completion (no statement open across awaits)."""
+        return list(await self.db.conn.execute_fetchall(
+            "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal"
+            " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after_id, through_id if through_id is not None else 2**62, VERIFY_PAGE)))
+
+    async def _anchor(self) -> tuple[int, str]:
+        value = await StateRepo(self.db).get(*ANCHOR)
+        return (int(value["last_id"]), str(value["hash"])) if value else (0, GENESIS)
+
+    async def archive(self, before: datetime, directory: Path) -> ArchiveResult:
+        """Move the chain's oldest rows, up to the first one at or after `before`, to a gzip
+        file (a header with the anchor hash, then one JSON row a line) and out of the live
+        table; the live chain then starts from the last archived row's hash. A broken segment
+        is refused and nothing changes."""
+        if before.tzinfo is None:
+            raise ValueError(f"the archive cut-off must be timezone-aware: {before.isoformat()}")
+        await self.flush()
+        anchor_id, anchor = await self._anchor()
+        bounds = await self.db.conn.execute_fetchall(
+            "SELECT (SELECT MIN(id) FROM journal WHERE id > ? AND at >= ?),"
+            " (SELECT MAX(id) FROM journal)",
+            (anchor_id, before.astimezone(UTC).isoformat()))
+        first_kept, last = bounds[0]
+        through = first_kept - 1 if first_kept is not None else last
+        if through is None or through <= anchor_id:
+            return ArchiveResult(None, 0, anchor)
+        walk, rows, after = ChainWalk(anchor), [], anchor_id
+        while page := await self._page(after, through):
+            for row in page:
+                if (broken := walk.broken(row)) is not None:
+                    raise ValueError(f"journal row {broken.broken_id} is broken "
+                                     f"({broken.reason}): not archived")
+            rows.extend(json.dumps(list(r), ensure_ascii=False) for r in page)
+            after = page[-1][0]
+        path = directory / f"journal-{anchor_id + 1:012d}-{through:012d}.jsonl.gz"
+        header = {"anchor": anchor, "first_id": anchor_id + 1, "last_id": through,
+                  "last_hash": walk.prev, "rows": walk.count}
+        await asyncio.to_thread(_write_archive, path, header, rows)
+        # The anchor first: if we stop before the delete, verify skips rows at or before it.
+        await StateRepo(self.db).put(*ANCHOR, {"last_id": through, "hash": walk.prev,
+                                               "archive": path.name})
+        await self.db.run(partial(_delete_through, through))
+        return ArchiveResult(path, walk.count, walk.prev)
+
+
+def _write_archive(path: Path, header: dict[str, Any], rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_suffix(".part")
+    with gzip.open(partial_path, "wt", encoding="utf-8") as out:
+        out.write(json.dumps(header) + "\n")
+        out.writelines(row + "\n" for row in rows)
+    with open(partial_path, "rb") as done:
+        os.fsync(done.fileno())  # on disk before the rows leave the live table
+    partial_path.replace(path)
+
+
+def _delete_through(last_id: int, conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM journal WHERE id <= ?", (last_id,))
+    conn.commit()
+
+
+def verify_archive(path: Path) -> VerifyResult:
+    """Walk an archive file's chain from its anchor to the last hash its header names."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        header = json.loads(next(lines))
+        walk = ChainWalk(header["anchor"])
+        for line in lines:
+            if (broken := walk.broken(tuple(json.loads(line)))) is not None:
+                return broken
+    if walk.prev != header["last_hash"] or walk.count != header["rows"]:
+        return VerifyResult(False, walk.count, None, "rows missing at the end of the archive")
+    return VerifyResult(True, walk.count)
