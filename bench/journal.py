@@ -7,7 +7,9 @@
    mode: only intents wait for their commit), timed from the first append until `flush()`
    returns, so serialising, hashing the chain and committing are all inside the figure;
 3. intents: 100 tasks each appending intents one after another (every append waits for its
-   commit), to show concurrent intents sharing commits.
+   commit), to show concurrent intents sharing commits;
+4. retention: the database after the rows, after archiving them all (`Journal.archive`), and
+   after as many rows again: with retention the file stops growing (freed pages are reused).
 
 Human-readable lines first; the last line is one JSON object with every figure.
 Run: `.venv/bin/python bench/journal.py` (options: --events, --repeat).
@@ -128,6 +130,35 @@ async def intents_run(path: Path, tasks: int, per_task: int) -> tuple[float, int
         await db.close()
 
 
+def file_bytes(path: Path) -> int:
+    with closing(sqlite3.connect(path)) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return path.stat().st_size
+
+
+async def retention_run(path: Path, events: list[ev.Event]) -> dict[str, float]:
+    db = await Database.open(path)
+    try:
+        journal = Journal(db, background=True)
+        for event in events:
+            await journal.append(event)
+        await journal.flush()
+        before = file_bytes(path)
+        archived = await journal.archive(datetime(9999, 1, 1, tzinfo=UTC), path.parent / "a")
+        assert archived.path is not None and archived.rows == len(events)
+        for event in events:
+            await journal.append(event)
+        await journal.flush()
+        after = file_bytes(path)
+        assert (await journal.verify()).ok
+        return {"db_bytes_per_row": round(before / len(events), 1),
+                "archive_bytes_per_row": round(archived.path.stat().st_size / len(events), 1),
+                "db_growth_bytes_per_row_with_retention": round((after - before) / len(events),
+                                                                1)}
+    finally:
+        await db.close()
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
@@ -150,6 +181,7 @@ async def main() -> None:
             await fresh_db(rpath)
             raw_s.append(raw_run(rpath, rows))
         intents_s, intent_batches = await intents_run(Path(tmp, "i.sqlite3"), 100, 20)
+        retention = await retention_run(Path(tmp, "retention", "r.sqlite3"), events)
 
     journal_rate = args.events / statistics.median(journal_s)
     raw_rate = args.events / statistics.median(raw_s)
@@ -166,7 +198,10 @@ async def main() -> None:
           f"loop, then {batch_ms:.1f} ms per {BATCH_SIZE}-row batch committed")
     print(f"intents, 100 tasks x 20 each waiting for its commit: {intents_rate:,.0f}/s "
           f"in {intent_batches} commits")
-    print(json.dumps({
+    print(f"retention: {retention['db_bytes_per_row']} bytes per row in the database, "
+          f"{retention['archive_bytes_per_row']} in the gzip archive; growth per row written "
+          f"after archiving: {retention['db_growth_bytes_per_row_with_retention']} bytes")
+    print(json.dumps({**retention,
         "events": args.events, "repeat": args.repeat, "cores": os.cpu_count(),
         "raw_rows_per_s": round(raw_rate), "journal_appends_per_s": round(journal_rate),
         "ratio": round(ratio, 3), "journal_batches": batches,
