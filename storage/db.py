@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+import sqlite3
+from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
+from loguru import logger
+
+T = TypeVar("T")
 
 _MIGRATION_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 
@@ -33,6 +39,7 @@ class Database:
     def __init__(self, conn: aiosqlite.Connection, path: Path) -> None:
         self.conn = conn
         self.path = path
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
 
     @classmethod
     async def open(cls, path: Path,
@@ -77,5 +84,21 @@ class Database:
         rows = await self.conn.execute_fetchall("SELECT MAX(version) FROM schema_migrations")
         return int(rows[0][0]) if rows and rows[0][0] is not None else 0
 
+    async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` on the connection's own thread as one job: no other task's statement can
+        interleave with the statements inside it (aiosqlite runs one job at a time)."""
+        conn = self.conn
+        return await conn._execute(lambda: fn(conn._conn))  # private API: aiosqlite is pinned
+
+    def before_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """`hook` runs at close(), before the connection goes (e.g. the journal's last batch)."""
+        self._before_close.append(hook)
+
     async def close(self) -> None:
+        for hook in self._before_close:
+            try:
+                await hook()
+            except Exception:  # closing must go on: the hook's owner logged what it lost
+                logger.exception("a close hook failed")
+        self._before_close.clear()
         await self.conn.close()

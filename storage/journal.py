@@ -1,28 +1,141 @@
-"""Append-only event journal; each row carries hash = H(prev_hash || canonical row)."""
+"""Append-only event journal; each row carries hash = H(prev_hash || canonical row).
+
+Group commit: `append` gives an event its id and hash at once, in call order (so the chain is the
+order of the calls), and queues the row; one writer task writes what is queued in one
+transaction per batch. A batch closes when the writer gets to run (at once when an intent or a
+reader is waiting, otherwise after `linger` seconds) or at `batch_size` rows.
+
+Durability: by default `append` returns once the row is committed. With `background=True` (the
+runtime) only an event marked `durable` waits for its batch to commit (the intents: the engine
+calls the venue only after they are written); any other returns once queued. A crash can then
+lose only non-intent rows still queued or in the uncommitted batch, and the engine has not acted
+on any of them. `rows` and `verify` flush first, so this process always reads its own writes;
+`Database.close` flushes too.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import gzip
 import hashlib
 import json
+import os
+import sqlite3
+import typing
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
+from functools import partial
+from json.encoder import encode_basestring  # json.dumps' own string encoder (ensure_ascii=False)
+from pathlib import Path
 from typing import Any
 
-from engine.domain.events import Event, event_from_payload
+from loguru import logger
+
+from engine.domain.events import Event, _encode, event_from_payload
 from storage.db import Database
+from storage.repositories import StateRepo
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 5000
+BATCH_SIZE = 1000
+
+_INSERT = ("INSERT INTO journal (id, at, account, kind, payload, prev_hash, hash)"
+           " VALUES (?, ?, ?, ?, ?, ?, ?)")
+Row = tuple[int, str, str, str, str, str, str]  # id, at, account, kind, payload, prev, hash
 
 
 def canonical(record: dict[str, Any]) -> str:
     return json.dumps(record, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
+# canonical(event.payload()) without the payload dict, the sort and a json callback per Decimal:
+# this runs once per event on the publisher's path. Each event class gets a small function
+# (compiled once, as dataclasses does for __init__) that joins its fields in sorted key order;
+# a field of an unexpected type falls back to the same encoding as Event.payload(). Equality
+# with canonical(payload()) is tested for every event type (test_journal_group_commit.py).
+def _decimal(value: Decimal) -> str:
+    return f'"{value}"'  # digits, sign, point, exponent: nothing JSON escapes
+
+
+def _datetime(value: datetime) -> str:
+    return f'"{value.astimezone(UTC).isoformat()}"'
+
+
+def _other(value: Any) -> str:
+    return json.dumps(_encode(value), ensure_ascii=False)  # enums, anything else: as payload()
+
+
+_FIELD_TEXT: dict[type, Callable[[Any], str]] = {
+    str: encode_basestring, Decimal: _decimal, datetime: _datetime, int: str,
+    bool: lambda v: "true" if v else "false", type(None): lambda v: "null",
+}
+
+
+def _field_text(value: Any) -> str:
+    return _FIELD_TEXT.get(type(value), _other)(value)
+
+
+_FAST = {str: "_es(v{i}) if type(v{i}) is str else _text(v{i})",
+         Decimal: "'\"' + str(v{i}) + '\"' if type(v{i}) is _D else _text(v{i})"}
+
+
+def _compile_text(cls: type[Event]) -> Callable[[Event, str], str]:
+    hints = typing.get_type_hints(cls)
+    lines, pieces = ["def text(e, at):"], []
+    for i, name in enumerate(sorted(f.name for f in dataclasses.fields(cls))):
+        pieces.append(repr(("{" if i == 0 else ",") + encode_basestring(name) + ":"))
+        if name == "at":
+            pieces.append("'\"' + at + '\"'")
+            continue
+        lines.append(f"    v{i} = e.{name}")
+        base = [a for a in typing.get_args(hints[name]) if a is not type(None)] or [hints[name]]
+        pieces.append("(" + _FAST.get(base[0], "_text(v{i})").format(i=i) + ")")
+    lines.append("    return " + " + ".join([*pieces, "'}'"]))
+    namespace = {"_es": encode_basestring, "_D": Decimal, "_text": _field_text}
+    exec("\n".join(lines), namespace)  # source built from field names and constants only
+    return namespace["text"]  # type: ignore[no-any-return]
+
+
+_TEXT: dict[type[Event], Callable[[Event, str], str]] = {}
+
+
+def payload_text(event: Event) -> tuple[str, str]:
+    """(at, canonical payload text) of an event; equal to canonical(event.payload())."""
+    text = _TEXT.get(type(event))
+    if text is None:
+        text = _TEXT[type(event)] = _compile_text(type(event))
+    at = event.at.astimezone(UTC).isoformat()
+    return at, text(event, at)
+
+
 def chain_hash(prev_hash: str, at: str, account: str, kind: str, payload: str) -> str:
-    body = canonical({"at": at, "account": account, "kind": kind, "payload": payload})
+    # The same text as canonical({"at", "account", "kind", "payload"}) (keys sorted), built
+    # without a dict and a sort: this runs once per event on the publisher's path.
+    body = (f'{{"account":{encode_basestring(account)},"at":{encode_basestring(at)},'
+            f'"kind":{encode_basestring(kind)},"payload":{encode_basestring(payload)}}}')
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+class JournalWriteError(RuntimeError):
+    """A batch could not be written: it and every row queued after it are lost."""
+
+
+def _insert_batch(rows: list[Row], conn: sqlite3.Connection) -> None:
+    """On the connection's thread. The savepoint takes back only our rows on failure, not other
+    tasks' statements waiting in the shared connection's transaction."""
+    conn.execute("SAVEPOINT journal_batch")
+    try:
+        conn.executemany(_INSERT, rows)
+    except BaseException:
+        conn.execute("ROLLBACK TO journal_batch")
+        conn.execute("RELEASE journal_batch")
+        raise
+    conn.execute("RELEASE journal_batch")
+    conn.commit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,39 +159,157 @@ class VerifyResult:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class ArchiveResult:
+    path: Path | None  # None: nothing was old enough
+    rows: int
+    anchor: str  # the hash the live chain now starts from
+
+
+class ChainWalk:
+    """Checks rows (id, at, account, kind, payload, prev_hash, hash) one after another."""
+
+    def __init__(self, prev: str) -> None:
+        self.prev = prev
+        self.count = 0
+
+    def broken(self, row: tuple[Any, ...]) -> VerifyResult | None:
+        row_id, at, account, kind, payload, prev_hash, digest = row
+        self.count += 1
+        if prev_hash != self.prev:
+            return VerifyResult(False, self.count, row_id, "prev_hash does not link")
+        if chain_hash(self.prev, at, account, kind, payload) != digest:
+            return VerifyResult(False, self.count, row_id, "hash does not match contents")
+        self.prev = digest
+        return None
+
+
+ANCHOR = ("journal", "anchor")  # state: {"last_id", "hash", "archive"} of the last archived row
+
+
 class Journal:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, background: bool = False,
+                 batch_size: int = BATCH_SIZE, linger: float = 0.0) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if linger < 0:
+            raise ValueError(f"linger must be 0 or more seconds, got {linger}")
         self.db = db
+        self.background = background  # only durable events wait for their commit
+        self.batch_size = batch_size
+        self.linger = linger  # real seconds a batch waits for more rows when nobody waits on it
+        self.batches = 0  # batches committed
         self._lock = asyncio.Lock()
-        self._last_hash: str | None = None
+        self._tail: tuple[int, str] | None = None  # id and hash of the last row handed out
+        self._queue: deque[Row] = deque()
+        self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # by row id, ascending
+        self._committed = 0  # highest row id committed by this journal
+        self._writer: asyncio.Task[None] | None = None
+        self._wakeup: asyncio.Future[None] | None = None
+        db.before_close(self.flush)
 
     async def append(self, event: Event) -> int:
-        payload = event.payload()
-        at, account = payload["at"], payload["account"]
-        payload_text = canonical(payload)
+        """Queue the event; return once it is committed (in the background mode, once it is
+        queued unless the event is durable)."""
+        if self._tail is None:
+            await self._load_tail()
+        row_id = self._push(event)
+        if event.durable or not self.background:
+            await self._committed_through(row_id)
+        return row_id
+
+    async def flush(self) -> None:
+        """Return once every row appended so far is committed."""
+        if self._tail is not None and (self._queue or self._writer is not None):
+            await self._committed_through(self._tail[0])
+
+    async def _load_tail(self) -> None:
         async with self._lock:
-            if self._last_hash is None:
+            if self._tail is None:
                 rows = await self.db.conn.execute_fetchall(
-                    "SELECT hash FROM journal ORDER BY id DESC LIMIT 1")
-                self._last_hash = rows[0][0] if rows else GENESIS
-            digest = chain_hash(self._last_hash, at, account, event.kind, payload_text)
-            try:
-                cur = await self.db.conn.execute(
-                    "INSERT INTO journal (at, account, kind, payload, prev_hash, hash)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (at, account, event.kind, payload_text, self._last_hash, digest))
-                await self.db.conn.commit()
-            except Exception:
-                # The row may still be committed later with the connection's transaction:
-                # re-read the chain's end next time instead of trusting our cached hash.
-                self._last_hash = None
-                raise
-            self._last_hash = digest
-            return int(cur.lastrowid or 0)
+                    "SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1")
+                anchor = await self._anchor()
+                self._tail = (rows[0][0], rows[0][1]) if rows and rows[0][0] > anchor[0] \
+                    else anchor
+
+    def _push(self, event: Event) -> int:
+        assert self._tail is not None
+        at, text = payload_text(event)
+        last_id, last_hash = self._tail
+        digest = chain_hash(last_hash, at, event.account, event.kind, text)
+        row_id = last_id + 1
+        self._queue.append((row_id, at, event.account, event.kind, text, last_hash, digest))
+        self._tail = (row_id, digest)
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_queued(), name="journal writer")
+        elif len(self._queue) >= self.batch_size:
+            self._wake()
+        return row_id
+
+    async def _committed_through(self, row_id: int) -> None:
+        if row_id <= self._committed:
+            return
+        done = asyncio.get_running_loop().create_future()
+        self._waiters.append((row_id, done))
+        self._wake()  # someone waits: no lingering
+        await done
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _linger(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = loop.call_later(self.linger, self._wake)
+        try:
+            await self._wakeup
+        finally:
+            timer.cancel()
+            self._wakeup = None
+
+    async def _write_queued(self) -> None:
+        try:
+            while self._queue:
+                if self.linger and not self._waiters and len(self._queue) < self.batch_size:
+                    await self._linger()
+                batch = [self._queue.popleft()
+                         for _ in range(min(len(self._queue), self.batch_size))]
+                try:
+                    await self.db.run(partial(_insert_batch, batch))
+                except Exception as exc:
+                    self._fail(batch, exc)
+                    return
+                self.batches += 1
+                self._committed = batch[-1][0]
+                resumed = False
+                while self._waiters and self._waiters[0][0] <= self._committed:
+                    _, done = self._waiters.popleft()
+                    if not done.done():
+                        done.set_result(None)
+                        resumed = True
+                if resumed:  # let the writers just resumed queue their next rows: one batch
+                    await asyncio.sleep(0)
+        finally:
+            self._writer = None
+
+    def _fail(self, batch: list[Row], exc: Exception) -> None:
+        lost = len(batch) + len(self._queue)
+        self._queue.clear()  # chained on rows that were never written
+        self._tail = None  # re-read the chain's end before the next append
+        logger.opt(exception=exc).error(
+            "journal write failed: {} rows lost (ids {}..{})", lost, batch[0][0],
+            batch[0][0] + lost - 1)
+        error = JournalWriteError(f"journal write failed, {lost} rows lost: {exc}")
+        while self._waiters:
+            _, done = self._waiters.popleft()
+            if not done.done():
+                done.set_exception(error)
 
     async def rows(self, *, account: str | None = None, kinds: tuple[str, ...] = (),
                    since_id: int = 0, since_at: datetime | None = None,
                    limit: int = 1000) -> list[JournalRow]:
+        await self.flush()
         sql = "SELECT id, at, account, kind, payload, hash FROM journal WHERE id > ?"
         args: list[Any] = [since_id]
         if since_at is not None:  # `at` is ISO-8601 UTC text, so text order is time order
@@ -96,21 +327,91 @@ class Journal:
         return [JournalRow(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5]) for r in rows]
 
     async def verify(self) -> VerifyResult:
-        """Walk the chain from the start; name the first row whose link or hash does not hold."""
-        prev = GENESIS
-        count = 0
-        last_id = 0
-        while True:  # in pages, each read to completion (no statement open across awaits)
-            page = await self.db.conn.execute_fetchall(
-                "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal"
-                " WHERE id > ? ORDER BY id LIMIT ?", (last_id, VERIFY_PAGE))
+        """Walk the live chain from its anchor (the start, or the last archived row's hash);
+        name the first row whose link or hash does not hold."""
+        await self.flush()
+        last_id, anchor = await self._anchor()
+        walk = ChainWalk(anchor)
+        while True:
+            page = await self._page(last_id, None)
             if not page:
-                return VerifyResult(True, count)
-            for row_id, at, account, kind, payload, prev_hash, digest in page:
-                count += 1
-                if prev_hash != prev:
-                    return VerifyResult(False, count, row_id, "prev_hash does not link")
-                if chain_hash(prev, at, account, kind, payload) != digest:
-                    return VerifyResult(False, count, row_id, "hash does not match contents")
-                prev = digest
-                last_id = row_id
+                return VerifyResult(True, walk.count)
+            for row in page:
+                if (broken := walk.broken(row)) is not None:
+                    return broken
+            last_id = page[-1][0]
+
+    async def _page(self, after_id: int, through_id: int | None) -> list[tuple[Any, ...]]:
+        """One page of whole rows, read to completion (no statement open across awaits)."""
+        return list(await self.db.conn.execute_fetchall(
+            "SELECT id, at, account, kind, payload, prev_hash, hash FROM journal"
+            " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+            (after_id, through_id if through_id is not None else 2**62, VERIFY_PAGE)))
+
+    async def _anchor(self) -> tuple[int, str]:
+        value = await StateRepo(self.db).get(*ANCHOR)
+        return (int(value["last_id"]), str(value["hash"])) if value else (0, GENESIS)
+
+    async def archive(self, before: datetime, directory: Path) -> ArchiveResult:
+        """Move the chain's oldest rows, up to the first one at or after `before`, to a gzip
+        file (a header with the anchor hash, then one JSON row a line) and out of the live
+        table; the live chain then starts from the last archived row's hash. A broken segment
+        is refused and nothing changes."""
+        if before.tzinfo is None:
+            raise ValueError(f"the archive cut-off must be timezone-aware: {before.isoformat()}")
+        await self.flush()
+        anchor_id, anchor = await self._anchor()
+        bounds = await self.db.conn.execute_fetchall(
+            "SELECT (SELECT MIN(id) FROM journal WHERE id > ? AND at >= ?),"
+            " (SELECT MAX(id) FROM journal)",
+            (anchor_id, before.astimezone(UTC).isoformat()))
+        first_kept, last = bounds[0]
+        through = first_kept - 1 if first_kept is not None else last
+        if through is None or through <= anchor_id:
+            return ArchiveResult(None, 0, anchor)
+        walk, rows, after = ChainWalk(anchor), [], anchor_id
+        while page := await self._page(after, through):
+            for row in page:
+                if (broken := walk.broken(row)) is not None:
+                    raise ValueError(f"journal row {broken.broken_id} is broken "
+                                     f"({broken.reason}): not archived")
+            rows.extend(json.dumps(list(r), ensure_ascii=False) for r in page)
+            after = page[-1][0]
+        path = directory / f"journal-{anchor_id + 1:012d}-{through:012d}.jsonl.gz"
+        header = {"anchor": anchor, "first_id": anchor_id + 1, "last_id": through,
+                  "last_hash": walk.prev, "rows": walk.count}
+        await asyncio.to_thread(_write_archive, path, header, rows)
+        # The anchor first: if we stop before the delete, verify skips rows at or before it.
+        await StateRepo(self.db).put(*ANCHOR, {"last_id": through, "hash": walk.prev,
+                                               "archive": path.name})
+        await self.db.run(partial(_delete_through, through))
+        return ArchiveResult(path, walk.count, walk.prev)
+
+
+def _write_archive(path: Path, header: dict[str, Any], rows: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial_path = path.with_suffix(".part")
+    with gzip.open(partial_path, "wt", encoding="utf-8") as out:
+        out.write(json.dumps(header) + "\n")
+        out.writelines(row + "\n" for row in rows)
+    with open(partial_path, "rb") as done:
+        os.fsync(done.fileno())  # on disk before the rows leave the live table
+    partial_path.replace(path)
+
+
+def _delete_through(last_id: int, conn: sqlite3.Connection) -> None:
+    conn.execute("DELETE FROM journal WHERE id <= ?", (last_id,))
+    conn.commit()
+
+
+def verify_archive(path: Path) -> VerifyResult:
+    """Walk an archive file's chain from its anchor to the last hash its header names."""
+    with gzip.open(path, "rt", encoding="utf-8") as lines:
+        header = json.loads(next(lines))
+        walk = ChainWalk(header["anchor"])
+        for line in lines:
+            if (broken := walk.broken(tuple(json.loads(line)))) is not None:
+                return broken
+    if walk.prev != header["last_hash"] or walk.count != header["rows"]:
+        return VerifyResult(False, walk.count, None, "rows missing at the end of the archive")
+    return VerifyResult(True, walk.count)

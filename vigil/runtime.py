@@ -57,6 +57,7 @@ from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
 LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
+JOURNAL_LINGER_SECONDS = 0.002  # a journal batch nobody waits on gathers rows this long
 
 
 def protection_policy(settings: Settings) -> ProtectionPolicy:
@@ -95,8 +96,10 @@ class Engine:
         db: Database | None = None
         try:
             db = await Database.open(settings.db_path)
-            journal = Journal(db)
-            bus = EventBus(journal.append)
+            journal = Journal(db, background=True, linger=JOURNAL_LINGER_SECONDS)
+            # Every subscriber here does I/O (the notifier writes the outbox): each gets its own
+            # queue, so publishing on the protection path never waits for them.
+            bus = EventBus(journal.append, queue_subscribers=True)
             state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
             policy = protection_policy(settings)
             guards: dict[str, AccountGuard] = {}
@@ -193,6 +196,8 @@ class Engine:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.bus.publish(ev.EngineStopped(account="engine"))
+        await self.bus.stop()  # the notifier has every alert before the chat flushes it
+        await self.journal.flush()
 
     async def close(self) -> None:
         """After stop(), and after the chat delivered what it could: venues, then storage."""

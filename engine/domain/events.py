@@ -57,6 +57,9 @@ class CrossedAction(StrEnum):
 class Event:
     kind: ClassVar[str] = "event"
     severity: ClassVar[Severity] = Severity.DEBUG
+    # An intent: the engine must not call the venue before it is committed, so publishing it
+    # waits for its journal batch to commit; other events are written in the background.
+    durable: ClassVar[bool] = False
     account: str
     at: datetime = field(default_factory=utcnow)
 
@@ -176,6 +179,7 @@ class StopIntent(SymbolEvent):
     """Written before the venue is called, with the client id the call will carry."""
 
     kind = "stop_intent"
+    durable = True
     action: StopAction
     client_id: str
     trigger_price: Decimal
@@ -217,6 +221,7 @@ class CancelIntent(SymbolEvent):
     """Written before a cancel is sent, like every other intent."""
 
     kind = "cancel_intent"
+    durable = True
     order_id: str
     client_id: str | None
     reason: CancelReason
@@ -254,6 +259,7 @@ class StopCrossed(SymbolEvent):
 @dataclass(frozen=True, kw_only=True)
 class CloseIntent(SymbolEvent):
     kind = "close_intent"
+    durable = True
     client_id: str
     qty: Decimal
     reason: CloseReason

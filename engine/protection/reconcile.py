@@ -89,12 +89,20 @@ class ReconcileResult:
     actions: tuple[Action, ...]
     zombie_candidates: frozenset[str]  # order ids seen on flat symbols (grace clock runs)
     unprotected: tuple[str, ...]
+    # Actions by symbol, in order, built once: `for_symbol` runs once per symbol.
+    _by_symbol: dict[str, tuple[Action, ...]] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        by_symbol: dict[str, list[Action]] = {}
+        for action in self.actions:
+            by_symbol.setdefault(_symbol_of(action), []).append(action)
+        object.__setattr__(self, "_by_symbol", {s: tuple(a) for s, a in by_symbol.items()})
 
     def symbols(self) -> set[str]:
-        return {_symbol_of(a) for a in self.actions}
+        return set(self._by_symbol)
 
     def for_symbol(self, symbol: str) -> tuple[Action, ...]:
-        return tuple(a for a in self.actions if _symbol_of(a) == symbol)
+        return self._by_symbol.get(symbol, ())
 
 
 def _symbol_of(action: Action) -> str:

@@ -31,6 +31,9 @@ class _Entry(Generic[T]):
 class AccountView:
     _positions: dict[str, _Entry[PositionReport]] = field(default_factory=dict)
     _orders: dict[str, _Entry[OrderReport]] = field(default_factory=dict)
+    # The resting orders of `_orders` by symbol, in the same order: `orders(symbol)` runs per
+    # position per pass and must not scan the whole book.
+    _by_symbol: dict[str, dict[str, OrderReport]] = field(default_factory=dict)
     version: int = 0
     snapshots: int = 0
     absence_grace: float = 0.0  # seconds a streamed position outlives snapshots not showing it
@@ -56,6 +59,10 @@ class AccountView:
                     merged[symbol] = entry  # the stream saw it open moments ago: REST lags
         self._positions = merged
         self._orders = self._merge(self._orders, orders, started_at)
+        self._by_symbol = {}
+        for order_id, entry in self._orders.items():
+            if entry.value is not None:
+                self._by_symbol.setdefault(entry.value.symbol, {})[order_id] = entry.value
 
     @staticmethod
     def _merge(current: dict[str, _Entry[T]], fresh: dict[str, T],
@@ -79,10 +86,25 @@ class AccountView:
             return  # gone is final: a late stream event must not bring an order back
         self.version += 1
         self._orders[order.order_id] = _Entry(order if order.is_resting else None, self.version)
+        if (not order.is_resting or current is None or current.value is None
+                or current.value.symbol != order.symbol):
+            self._unindex(current)
+        if order.is_resting:  # an update keeps its place, as it does in `_orders`
+            self._by_symbol.setdefault(order.symbol, {})[order.order_id] = order
 
     def drop_order(self, order_id: str) -> None:
         self.version += 1
+        self._unindex(self._orders.get(order_id))
         self._orders[order_id] = _Entry(None, self.version)
+
+    def _unindex(self, entry: _Entry[OrderReport] | None) -> None:
+        if entry is None or entry.value is None:
+            return
+        by_id = self._by_symbol.get(entry.value.symbol)
+        if by_id is not None:
+            by_id.pop(entry.value.order_id, None)
+            if not by_id:
+                del self._by_symbol[entry.value.symbol]
 
     def positions(self) -> dict[str, PositionReport]:
         return {k: e.value for k, e in self._positions.items() if e.value is not None}
@@ -92,5 +114,6 @@ class AccountView:
         return entry.value if entry else None
 
     def orders(self, symbol: str | None = None) -> list[OrderReport]:
-        return [e.value for e in self._orders.values()
-                if e.value is not None and (symbol is None or e.value.symbol == symbol)]
+        if symbol is not None:
+            return list(self._by_symbol.get(symbol, {}).values())
+        return [e.value for e in self._orders.values() if e.value is not None]
