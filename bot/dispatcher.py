@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiogram import Dispatcher, Router
 from aiogram.utils.i18n import I18n
 
-from bot.access import AccessMiddleware, RoleGate, StrangerHook
+from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, StrangerHook
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
@@ -25,6 +25,7 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     if reports is not None:  # else bot.reports.start_reporting sets it later
         dp["reports"] = reports
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
+    dp.callback_query.outer_middleware(LateAnswerMiddleware())
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(),
                              protection.build_router(), trading.build_router(),

@@ -192,13 +192,17 @@ async def test_alert_queued_before_a_restart_is_delivered_after_it(api: FakeBotA
     second = await make_rig(api, path, later)
     try:
         second.start()
-        [delivered] = await api.wait_for("sendMessage", ok(ADMIN))
-        assert delivered.text == ("[paper] ⚠️ venue error in fetch_positions: Transient raised "
-                                  "while Telegram was down\n"
-                                  "[paper] 🚨 ETH/USDT:USDT: NO STOP for 7 s (over the SLA)")
-        assert delivered.params["disable_notification"] is False  # the SLA breach rings
+        # The critical alert goes first, alone and ringing; the routine one after the pacing.
+        [critical] = await api.wait_for("sendMessage", ok(ADMIN))
+        assert critical.text == "[paper] 🚨 ETH/USDT:USDT: NO STOP for 7 s (over the SLA)"
+        assert critical.params["disable_notification"] is False
+        await second.clock.advance(1)
+        [_, routine] = await api.wait_for("sendMessage", ok(ADMIN), count=2)
+        assert routine.text == ("[paper] ⚠️ venue error in fetch_positions: Transient raised "
+                                "while Telegram was down")
+        assert routine.params["disable_notification"] is True
         await eventually(lambda: _count(second, "sent", 2))
-        assert second.sends() == [0.0]
+        assert second.sends() == [0.0, 1.0]
     finally:
         await second.close()
 
