@@ -64,7 +64,7 @@ GLOBAL_RATE = 25  # messages in any one second, all chats together
 BACKOFF_BASE = 1.0  # first retry after a network error or 5xx, doubled per attempt
 BACKOFF_MAX = 300.0
 KEEP_DAYS = 30  # delivered and dropped alerts are kept this long for the record
-PER_CHAT_BATCH = 200  # rows read per chat per pass: more than one message can carry
+PER_CHAT_BATCH = 100  # rows read for a chat about to get a message: more than one can carry
 ROUTINE_MAX_AGE = 3600.0  # seconds: older routine alerts are dropped, with a count
 STALE_CHECK_INTERVAL = 5.0  # seconds between two looks for stale routine alerts
 STALE_NOTE_KEY = "outbox:stale-routine-dropped"  # the one note per chat counting them
@@ -263,20 +263,24 @@ class Notifier:
         async with self._lock:
             now, mono = self.clock.now(), self.clock.monotonic()  # the same instant
             await self._drop_stale(now, mono)
-            by_chat = await self.outbox.due_by_chat(now + timedelta(seconds=EPSILON),
-                                                    PER_CHAT_BATCH)
+            due = now + timedelta(seconds=EPSILON)
             wakes: list[float] = [] if self._digest_due is None else [self._digest_due]
             paced: list[float] = []
             sent = False
-            for chat_id, chat_rows in by_chat.items():
+            # Only chats that may be sent to now have their rows read: a chat's backlog costs
+            # one summary row per pass, whatever its size.
+            for chat in await self.outbox.due_chats(due):
                 current = self.clock.monotonic()
-                ready = max(self._paced_until.get(chat_id, -math.inf), self._global_ready(current))
+                ready = max(self._paced_until.get(chat.chat_id, -math.inf),
+                            self._global_ready(current))
                 if ready > current + EPSILON:
                     wakes.append(ready)
                     paced.append(ready)
                     continue
-                await self._send_next(chat_id, chat_rows)
-                sent = True
+                rows = await self.outbox.due_for_chat(chat.chat_id, due, PER_CHAT_BATCH)
+                if rows:
+                    await self._send_next(chat.chat_id, rows)
+                    sent = True
             if sent:
                 return _Pass(True)
             upcoming = await self.outbox.next_due_at()
@@ -417,12 +421,13 @@ class _StrangerDigest:
         return user_id in self._ids
 
     def add(self, user: User, keep: int) -> bool:
-        """False when the stranger is already waiting; beyond `keep` ids only the count grows."""
+        """False when the stranger is already waiting; only the newest `keep` ids are kept."""
         if user.id in self._ids:
             return False
         self.count += 1
-        if len(self._ids) < keep:
-            self._ids[user.id] = None
+        self._ids[user.id] = None
+        if len(self._ids) > keep:
+            del self._ids[next(iter(self._ids))]
         self._newest.append(user)
         return True
 

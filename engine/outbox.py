@@ -35,13 +35,26 @@ class OutboxRow:
     priority: Priority = Priority.ROUTINE
 
 
+@dataclass(frozen=True, slots=True)
+class DueChat:
+    """A chat with alerts due: its most urgent priority and its oldest due alert's id."""
+
+    chat_id: int
+    priority: Priority
+    first_id: int
+
+
 class Outbox(Protocol):
     async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
                       dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
                       count: int = 1) -> int: ...
 
-    async def due_by_chat(self, now: datetime, per_chat: int) -> dict[int, list[OutboxRow]]:
-        """Each chat's due alerts, critical first then oldest first (at most `per_chat`)."""
+    async def due_chats(self, now: datetime) -> list[DueChat]:
+        """Chats with alerts due: those with a critical alert first, then oldest first."""
+        ...
+
+    async def due_for_chat(self, chat_id: int, now: datetime, limit: int) -> list[OutboxRow]:
+        """One chat's due alerts, critical first, then oldest first."""
         ...
 
     async def next_due_at(self) -> datetime | None: ...

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from engine.outbox import OutboxRow, Priority
+from engine.outbox import DueChat, OutboxRow, Priority
 from storage.db import Database
 from storage.times import from_text, to_text
 
@@ -82,20 +82,23 @@ class OutboxRepo:
             " ORDER BY priority DESC, id LIMIT ?", (to_text(now), limit))
         return [_row(r) for r in rows]
 
-    async def due_by_chat(self, now: datetime, per_chat: int) -> dict[int, list[OutboxRow]]:
-        """Each chat's due alerts, critical first then oldest first, at most `per_chat` of
-        each: one chat's backlog never hides another chat's alerts. Chats with a critical
-        alert come first, then the chat with the oldest alert."""
+    async def due_chats(self, now: datetime) -> list[DueChat]:
+        """Chats with alerts due, those with a critical alert first, then the one whose
+        oldest alert is oldest: one summary row per chat, so a chat's backlog costs the others
+        nothing."""
         rows = await self.db.conn.execute_fetchall(
-            "SELECT * FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY chat_id"
-            "  ORDER BY priority DESC, id) AS place FROM outbox"
-            "  WHERE status = 'pending' AND next_attempt_at <= ?)"
-            " WHERE place <= ? ORDER BY chat_id, place", (to_text(now), per_chat))
-        by_chat: dict[int, list[OutboxRow]] = {}
-        for r in rows:
-            by_chat.setdefault(r["chat_id"], []).append(_row(r))
-        order = sorted(by_chat, key=lambda c: (-by_chat[c][0].priority, by_chat[c][0].id))
-        return {chat: by_chat[chat] for chat in order}
+            "SELECT chat_id, MAX(priority), MIN(id) FROM outbox"
+            " WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY chat_id"
+            " ORDER BY MAX(priority) DESC, MIN(id)", (to_text(now),))
+        return [DueChat(r[0], Priority(r[1]), r[2]) for r in rows]
+
+    async def due_for_chat(self, chat_id: int, now: datetime, limit: int) -> list[OutboxRow]:
+        """One chat's due alerts, critical first, then in the order they were raised."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM outbox WHERE status = 'pending' AND chat_id = ?"
+            " AND next_attempt_at <= ? ORDER BY priority DESC, id LIMIT ?",
+            (chat_id, to_text(now), limit))
+        return [_row(r) for r in rows]
 
     async def pending(self, chat_id: int | None = None) -> list[OutboxRow]:
         sql, args = "SELECT * FROM outbox WHERE status = 'pending'", ()

@@ -63,12 +63,13 @@ class Rig:
 
 
 async def make_rig(api: FakeBotAPI, path: Path, clock: ManualClock,
-                   chats: tuple[int, ...] = (ADMIN,)) -> Rig:
+                   chats: tuple[int, ...] = (ADMIN,), admins: tuple[int, ...] = (ADMIN,),
+                   **options: Any) -> Rig:
     db = await Database.open(path)
     state, outbox = StateRepo(db), OutboxRepo(db)
     bot = Bot(api.token, session=AiohttpSession(api=TelegramAPIServer.from_base(api.base_url)))
-    notifier = Notifier(bot, chats=chats, roles=RoleBook(admins=[ADMIN]), i18n=build_i18n(),
-                        state=state, clock=clock, outbox=outbox)
+    notifier = Notifier(bot, chats=chats, roles=RoleBook(admins=admins), i18n=build_i18n(),
+                        state=state, clock=clock, outbox=outbox, **options)
     rig = Rig(api, clock, db, outbox, notifier, bot)
 
     async def stamp(make_request: Callable[..., Awaitable[Any]], bot: Bot, method: Any) -> Any:
