@@ -11,7 +11,8 @@ it; the sender (`run`) delivers each chat's due rows critical first, then oldest
   several times while waiting is one line with a count), split at 4096 characters between
   alerts (inside an alert only when it is longer than a message by itself, on line boundaries);
 - pacing: at least 1 s between messages to one chat (3 s to a group: Telegram allows a group
-  about 20 a minute) and at most 25 messages in any second overall;
+  about 20 a minute) and at most 25 messages in any second overall, of which routine messages
+  use at most 20 (a critical alert never waits for the global budget because of them);
 - critical alerts ring (disable_notification=False), the rest arrive silently;
 - a 429 holds the chat for `retry_after`; network errors, 5xx and anything unexpected hold it
   for an exponential backoff with jitter, keeping the alert. Holds live in the outbox (rows
@@ -61,6 +62,7 @@ from engine.ports import StateStore
 PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
 GROUP_INTERVAL = 3.0  # ... to a group (negative chat id)
 GLOBAL_RATE = 25  # messages in any one second, all chats together
+CRITICAL_RESERVE = 5  # of those, routine messages leave this many for critical ones
 BACKOFF_BASE = 1.0  # first retry after a network error or 5xx, doubled per attempt
 BACKOFF_MAX = 300.0
 KEEP_DAYS = 30  # delivered and dropped alerts are kept this long for the record
@@ -270,9 +272,11 @@ class Notifier:
             # Only chats that may be sent to now have their rows read: a chat's backlog costs
             # one summary row per pass, whatever its size.
             for chat in await self.outbox.due_chats(due):
+                if sent and self._wake.is_set():
+                    break  # something was queued meanwhile: re-read, most urgent chat first
                 current = self.clock.monotonic()
                 ready = max(self._paced_until.get(chat.chat_id, -math.inf),
-                            self._global_ready(current))
+                            self._global_ready(current, chat.priority))
                 if ready > current + EPSILON:
                     wakes.append(ready)
                     paced.append(ready)
@@ -307,13 +311,17 @@ class Notifier:
             await self.outbox.enqueue(chat_id, text, now=now, dedupe_key=STALE_NOTE_KEY,
                                       count=n)
 
-    def _global_ready(self, mono: float) -> float:
-        """When the next message may go without more than `global_rate` in any second."""
+    def _global_ready(self, mono: float, priority: Priority = Priority.CRITICAL) -> float:
+        """When the next message may go without more than `global_rate` in any second; routine
+        messages leave `CRITICAL_RESERVE` of those for critical ones."""
         while self._recent and self._recent[0] <= mono - 1.0 + EPSILON:
             self._recent.popleft()
-        if len(self._recent) < self.global_rate:
+        limit = self.global_rate
+        if priority is Priority.ROUTINE:
+            limit = max(1, limit - CRITICAL_RESERVE)
+        if len(self._recent) < limit:
             return -math.inf
-        return self._recent[0] + 1.0
+        return self._recent[len(self._recent) - limit] + 1.0
 
     def _interval(self, chat_id: int) -> float:
         return self.group_interval if chat_id < 0 else self.per_chat_interval

@@ -328,13 +328,31 @@ async def test_global_pace_is_at_most_25_messages_a_second(api: FakeBotAPI,
     chats = tuple(range(1, 31))
     r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
     try:
-        await r.notifier.on_event(failure("everyone"))
+        await r.notifier.on_event(sla())
         r.start()
-        await api.wait_for("sendMessage", ok_any("everyone"), count=25)
+        await api.wait_for("sendMessage", ok_any("NO STOP"), count=25)
         assert len(r.sends()) == 25 and set(r.sends()) == {0.0}
         await r.clock.advance(1)
-        await api.wait_for("sendMessage", ok_any("everyone"), count=30)
+        await api.wait_for("sendMessage", ok_any("NO STOP"), count=30)
         assert r.sends()[25:] == [1.0] * 5
+    finally:
+        await r.close()
+
+
+async def test_routine_messages_leave_part_of_the_global_pace_to_critical_ones(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    chats = tuple(range(1, 31))
+    r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
+    try:
+        await r.notifier.on_event(failure("everyone"))
+        r.start()
+        await api.wait_for("sendMessage", ok_any("everyone"), count=20)
+        await r.notifier.enqueue(31, "critical for a quiet chat", loud=True)
+        await api.wait_for("sendMessage", ok_any("critical for a quiet chat"))
+        assert r.sends() == [0.0] * 21  # the 21st message of the second: the critical one
+        await r.clock.advance(1)
+        await api.wait_for("sendMessage", ok_any("everyone"), count=30)
+        assert r.sends()[21:] == [1.0] * 10
     finally:
         await r.close()
 
