@@ -167,16 +167,20 @@ class Notifier:
             return
         if not self._strangers.add(user, self.strangers_kept):
             return  # another update from this stranger got here first
-        mono = self.clock.monotonic()
-        if self._last_digest is None or mono >= self._last_digest + self.stranger_window:
-            await self._send_digest()
-        elif self._digest_due is None:
-            self._digest_due = self._last_digest + self.stranger_window
-            self._wake.set()  # the sender wakes for it
+        await self._send_digest()
 
     async def _send_digest(self) -> None:
-        """Report the waiting strangers to every admin and remember them as reported."""
+        """Report the waiting strangers to every admin and remember them as reported; if the
+        last digest is younger than the window, only make sure the sender wakes when it ends
+        (checked under the lock: concurrent strangers never make two digests in a window)."""
         async with self._digest_lock:
+            mono = self.clock.monotonic()
+            if self._last_digest is not None \
+                    and mono < self._last_digest + self.stranger_window - EPSILON:
+                if self._digest_due is None:
+                    self._digest_due = self._last_digest + self.stranger_window
+                    self._wake.set()  # the sender wakes for it
+                return
             digest, self._strangers = self._strangers, _StrangerDigest()
             self._digest_due = None
             if not digest.count:

@@ -7,8 +7,10 @@ file and a ManualClock (every wait is on the clock).
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -158,10 +160,12 @@ async def test_reported_strangers_are_remembered_across_a_restart_and_bounded(
             await first.notifier.on_stranger(stranger(n))
         await first.clock.advance(600)
         await eventually(lambda: _known(first, 50))
+        await eventually(lambda: _nothing_pending(first))
         assert sum(reported(t) for t in digests(api, ADMIN)) == 100
     finally:
         await first.close()
-    second = await make_rig(api, path, ManualClock(), strangers_kept=50)
+    later = ManualClock(start=first.clock.now() + timedelta(seconds=5))
+    second = await make_rig(api, path, later, strangers_kept=50)
     try:
         second.start()
         await second.notifier.on_stranger(stranger(99))  # reported last run: nothing new
@@ -171,6 +175,10 @@ async def test_reported_strangers_are_remembered_across_a_restart_and_bounded(
         assert await _known(second, 50)  # only the newest 50 are kept
     finally:
         await second.close()
+
+
+async def _nothing_pending(rig: Rig) -> bool:
+    return await rig.outbox.pending_count() == 0
 
 
 async def _known(rig: Rig, n: int) -> bool:
@@ -198,3 +206,18 @@ async def test_hostile_names_are_cleaned_quoted_and_shown_with_their_ids(
     finally:
         await rig.close()
 
+
+
+async def test_strangers_arriving_together_make_one_digest_not_one_each(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    rig = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), stranger_window=600)
+    try:
+        rig.start()
+        await asyncio.gather(*(rig.notifier.on_stranger(stranger(n)) for n in range(50)))
+        await api.wait_for("sendMessage", ok(ADMIN, "🔒"))
+        await rig.clock.advance(600)
+        await api.wait_for("sendMessage", ok(ADMIN, "🔒"), count=2)
+        assert sum(reported(t) for t in digests(api, ADMIN)) == 50
+        assert len(digests(api, ADMIN)) == 2
+    finally:
+        await rig.close()
