@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -31,10 +30,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-from loguru import logger
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.harness import run_bench
 from engine.bus import EventBus
 from engine.clock import SystemClock
 from engine.domain import events as ev
@@ -423,7 +421,4 @@ def parse() -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    logger.remove()
-    logger.add(sys.stderr, level="ERROR")
-    figures = asyncio.run(main(parse()))
-    print(json.dumps(figures, sort_keys=True))
+    run_bench(main, parse())

@@ -1,5 +1,6 @@
 """Access control: an outer middleware drops strangers before any handler runs, and an inner one
-refuses commands above the user's role (declared per handler with the `role` flag)."""
+refuses commands above the user's role (declared per handler with the `role` flag). Also here:
+button answers that come too late for Telegram reach the chat as a message instead."""
 
 from __future__ import annotations
 
@@ -8,11 +9,13 @@ from typing import Any
 
 from aiogram import BaseMiddleware
 from aiogram.dispatcher.flags import get_flag
+from aiogram.exceptions import TelegramBadRequest
+from aiogram.methods import AnswerCallbackQuery
 from aiogram.types import CallbackQuery, Message, TelegramObject, User
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
-from bot.render import role_label
+from bot.render import NAME_LIMIT, clean, role_label
 from bot.roles import Role, RoleBook
 
 Handler = Callable[[TelegramObject, dict[str, Any]], Awaitable[Any]]
@@ -36,7 +39,7 @@ class AccessMiddleware(BaseMiddleware):
                 await self.on_stranger(user)
             return None
         data["role"] = role
-        data["actor"] = f"{user.full_name} ({user.id})"
+        data["actor"] = f"{clean(user.full_name, NAME_LIMIT)} ({user.id})"
         return await handler(event, data)
 
 
@@ -56,3 +59,32 @@ class RoleGate(BaseMiddleware):
         elif isinstance(event, CallbackQuery):
             await event.answer(text, show_alert=True)
         return None
+
+
+def _too_late(exc: TelegramBadRequest) -> bool:
+    """Telegram's answer to a callback answered after its ~15 s window, or answered twice."""
+    return isinstance(exc.method, AnswerCallbackQuery) and (
+        "query is too old" in exc.message or "query ID is invalid" in exc.message)
+
+
+class LateAnswerMiddleware(BaseMiddleware):
+    """A button press answered too late (a repeated press, or an action that ran longer than
+    Telegram waits) is not an error: the action already happened. Its answer, if it says
+    something, goes to the chat as a message instead of a popup nobody will see."""
+
+    async def __call__(self, handler: Handler, event: TelegramObject,
+                       data: dict[str, Any]) -> Any:
+        try:
+            return await handler(event, data)
+        except TelegramBadRequest as exc:
+            if not (isinstance(event, CallbackQuery) and _too_late(exc)):
+                raise
+            assert isinstance(exc.method, AnswerCallbackQuery)
+            logger.info("callback {} answered too late ({}); telling the chat instead",
+                        event.id, exc.message)
+            text = exc.method.text
+            chat = event.message.chat.id if event.message is not None else event.from_user.id
+            bot = data.get("bot")
+            if text and bot is not None:
+                await bot.send_message(chat, text)
+            return None

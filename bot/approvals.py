@@ -85,7 +85,8 @@ class ApprovalService:
     async def decide(self, bot: Bot, approval_id: str, *, yes: bool, user: User,
                      role: Role) -> Decision:
         verdict = await self.approvals.decide(approval_id, yes=yes, user_id=user.id,
-                                              user_name=user.full_name,
+                                              user_name=render.clean(user.full_name,
+                                                                     render.NAME_LIMIT),
                                               is_admin=role >= Role.ADMIN)
         approval = verdict.approval
         if approval is None:
@@ -93,12 +94,13 @@ class ApprovalService:
         with self.i18n.use_locale(approval.lang):  # the message speaks the requester's language
             if verdict.decision is Decision.CANCELLED:
                 await self._edit(bot, approval, _("✖️ Cancelled by {who}: nothing was done."
-                                                  ).format(who=user.full_name))
+                                                  ).format(who=render.shown_user(
+                                                      user.full_name, user.id)))
             elif verdict.decision is Decision.DONE:
                 outcome = _outcome_text(verdict)
                 await self.approvals.finish(approval.id, outcome)
                 await self._edit(bot, approval, _("Confirmed by {who}:").format(
-                    who=user.full_name) + "\n" + outcome)
+                    who=render.shown_user(user.full_name, user.id)) + "\n" + outcome)
         return verdict.decision
 
     async def _edit(self, bot: Bot, approval: Approval, result: str) -> None:
@@ -154,7 +156,8 @@ class ApprovalService:
 
 
 def _who(user: User, chat_id: int, lang: str) -> dict[str, object]:
-    return {"user_id": user.id, "user_name": user.full_name, "chat_id": chat_id, "lang": lang}
+    return {"user_id": user.id, "user_name": render.clean(user.full_name, render.NAME_LIMIT),
+            "chat_id": chat_id, "lang": lang}
 
 
 def _outcome_text(verdict: Verdict) -> str:

@@ -7,7 +7,7 @@ from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import I18n
 from loguru import logger
 
-from bot.access import AccessMiddleware, RoleGate, StrangerHook
+from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, StrangerHook
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
@@ -23,6 +23,7 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     dp["control"] = control
     dp["approvals"] = approvals
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
+    dp.callback_query.outer_middleware(LateAnswerMiddleware())
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(),
                              protection.build_router(), trading.build_router(),

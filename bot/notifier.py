@@ -1,12 +1,18 @@
 """Alerts: engine events rendered per chat language, written to the durable outbox, and sent.
 
 `on_event` renders and awaits the SQLite write, so an alert exists before anyone tries to send
-it; the sender (`run`) delivers due rows oldest first:
+it; the sender (`run`) delivers each chat's due rows critical first, then oldest first:
+- every pass reads each chat's own first rows, so one chat's backlog never hides another chat's
+  alerts, and chats with a critical alert are served first; a message carries alerts of one
+  priority only, so a critical alert never waits behind routine ones;
+- routine alerts older than `routine_max_age` are dropped, and the chat gets one note counting
+  them; critical alerts are never dropped for age;
 - alerts for one chat that are due together go as one message (one per line; an alert raised
   several times while waiting is one line with a count), split at 4096 characters between
   alerts (inside an alert only when it is longer than a message by itself, on line boundaries);
 - pacing: at least 1 s between messages to one chat (3 s to a group: Telegram allows a group
-  about 20 a minute) and at most 25 messages in any second overall;
+  about 20 a minute) and at most 25 messages in any second overall, of which routine messages
+  use at most 20 (a critical alert never waits for the global budget because of them);
 - critical alerts ring (disable_notification=False), the rest arrive silently;
 - a 429 holds the chat for `retry_after`; network errors, 5xx and anything unexpected hold it
   for an exponential backoff with jitter, keeping the alert. Holds live in the outbox (rows
@@ -14,6 +20,10 @@ it; the sender (`run`) delivers due rows oldest first:
 - a 400 drops the alert (logged); a chat that blocked the bot is dropped from the alert list
   with its pending alerts, and the admins are told;
 - anything still pending at shutdown is delivered after the next start.
+Strangers: admins get at most one digest per `stranger_window` (the first stranger at once, the
+rest summed up when the window ends), naming the newest few safely with their ids; reported
+strangers are remembered in the database (the newest `strangers_kept`), so a restart does not
+report them again.
 Delivery is at least once: a crash between Telegram's answer and the outbox write repeats a
 message.
 """
@@ -26,7 +36,7 @@ import math
 import random
 from collections import deque
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from aiogram import Bot
 from aiogram.exceptions import (
@@ -46,16 +56,24 @@ from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
+from engine.outbox import Outbox, OutboxRow, Priority
 from engine.ports import StateStore
-from storage.outbox import OutboxRepo, OutboxRow
 
 PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
 GROUP_INTERVAL = 3.0  # ... to a group (negative chat id)
 GLOBAL_RATE = 25  # messages in any one second, all chats together
+CRITICAL_RESERVE = 5  # of those, routine messages leave this many for critical ones
 BACKOFF_BASE = 1.0  # first retry after a network error or 5xx, doubled per attempt
 BACKOFF_MAX = 300.0
 KEEP_DAYS = 30  # delivered and dropped alerts are kept this long for the record
-DUE_BATCH = 500  # rows read per pass
+PER_CHAT_BATCH = 100  # rows read for a chat about to get a message: more than one can carry
+ROUTINE_MAX_AGE = 3600.0  # seconds: older routine alerts are dropped, with a count
+STALE_CHECK_INTERVAL = 5.0  # seconds between two looks for stale routine alerts
+STALE_NOTE_KEY = "outbox:stale-routine-dropped"  # the one note per chat counting them
+STRANGER_WINDOW = 600.0  # seconds: at most one stranger digest per admin in this long
+STRANGERS_KEPT = 10_000  # reported strangers remembered (the newest), so memory stays bounded
+DIGEST_NAMES = 5  # newest strangers named in a digest
+DIGEST_IDS = 20  # newest stranger ids listed in a digest
 EPSILON = 1e-6  # seconds: float and microsecond rounding; a time this close counts as "now"
 
 
@@ -82,10 +100,13 @@ def _is_closed(exc: BaseException) -> bool:
 
 class Notifier:
     def __init__(self, bot: Bot, *, chats: tuple[int, ...], roles: RoleBook, i18n: I18n,
-                 state: StateStore, clock: Clock, outbox: OutboxRepo,
+                 state: StateStore, clock: Clock, outbox: Outbox,
                  per_chat_interval: float = PER_CHAT_INTERVAL,
                  group_interval: float = GROUP_INTERVAL, global_rate: int = GLOBAL_RATE,
-                 shutdown_timeout: float = 5.0, rng: random.Random | None = None) -> None:
+                 shutdown_timeout: float = 5.0, rng: random.Random | None = None,
+                 routine_max_age: float = ROUTINE_MAX_AGE,
+                 stranger_window: float = STRANGER_WINDOW,
+                 strangers_kept: int = STRANGERS_KEPT) -> None:
         self.bot = bot
         self.chats = list(chats)
         self.roles = roles
@@ -98,7 +119,14 @@ class Notifier:
         self.global_rate = global_rate
         self.shutdown_timeout = shutdown_timeout
         self.rng = rng or random.Random()
-        self._strangers_reported: set[int] = set()
+        self.routine_max_age = routine_max_age
+        self.stranger_window = stranger_window
+        self.strangers_kept = strangers_kept
+        self._strangers = _StrangerDigest()
+        self._digest_lock = asyncio.Lock()
+        self._last_digest: float | None = None  # monotonic time of the last digest
+        self._digest_due: float | None = None  # when the waiting strangers are reported
+        self._stale_checked: float | None = None
         self._blocked: set[int] = set()
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()  # one pass at a time (the sender and a flush)
@@ -117,8 +145,10 @@ class Notifier:
         the sender."""
         if chat_id in self._blocked:
             return
+        # Critical alerts ring, and they go before everything else queued for the chat.
         await self.outbox.enqueue(chat_id, text, loud=loud, dedupe_key=dedupe_key(text),
-                                  now=self.clock.now())
+                                  now=self.clock.now(),
+                                  priority=Priority.CRITICAL if loud else Priority.ROUTINE)
         self._wake.set()
 
     async def on_event(self, event: Event) -> None:
@@ -131,16 +161,37 @@ class Notifier:
                 await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL)
 
     async def on_stranger(self, user: User) -> None:
-        """Admins hear once about each stranger, with the id they need to add them."""
-        if user.id in self._strangers_reported:
+        """Admins hear once about each stranger, with the id they need to add them: the first
+        at once, later ones in one digest per `stranger_window`."""
+        if self._strangers.has(user.id) or await self.outbox.strangers_known((user.id,)):
             return
-        self._strangers_reported.add(user.id)
-        for admin in self.roles.admins():
-            with self.i18n.context(), self.i18n.use_locale(await self._locale(admin)):
-                text = _("🔒 {name} (id {id}) wrote to the bot and was ignored. To let them in, "
-                         "add the id to telegram.viewers, traders or admins.").format(
-                    name=user.full_name, id=user.id)
-            await self.enqueue(admin, text)
+        if not self._strangers.add(user, self.strangers_kept):
+            return  # another update from this stranger got here first
+        await self._send_digest()
+
+    async def _send_digest(self) -> None:
+        """Report the waiting strangers to every admin and remember them as reported; if the
+        last digest is younger than the window, only make sure the sender wakes when it ends
+        (checked under the lock: concurrent strangers never make two digests in a window)."""
+        async with self._digest_lock:
+            mono = self.clock.monotonic()
+            if self._last_digest is not None \
+                    and mono < self._last_digest + self.stranger_window - EPSILON:
+                if self._digest_due is None:
+                    self._digest_due = self._last_digest + self.stranger_window
+                    self._wake.set()  # the sender wakes for it
+                return
+            digest, self._strangers = self._strangers, _StrangerDigest()
+            self._digest_due = None
+            if not digest.count:
+                return
+            self._last_digest = self.clock.monotonic()
+            for admin in self.roles.admins():
+                with self.i18n.context(), self.i18n.use_locale(await self._locale(admin)):
+                    text = digest.text(self.stranger_window)
+                await self.enqueue(admin, text)
+            await self.outbox.remember_strangers(digest.ids, now=self.clock.now(),
+                                                 keep=self.strangers_kept)
 
     # ------------------------------------------------------------------ the sender
 
@@ -213,24 +264,31 @@ class Notifier:
 
     async def _pass(self) -> _Pass:
         """One message at most per chat that may be sent to now."""
+        if self._digest_due is not None and self.clock.monotonic() >= self._digest_due - EPSILON:
+            await self._send_digest()
         async with self._lock:
             now, mono = self.clock.now(), self.clock.monotonic()  # the same instant
-            rows = await self.outbox.due(now + timedelta(seconds=EPSILON), DUE_BATCH)
-            by_chat: dict[int, list[OutboxRow]] = {}
-            for row in rows:
-                by_chat.setdefault(row.chat_id, []).append(row)
-            wakes: list[float] = []
+            await self._drop_stale(now, mono)
+            due = now + timedelta(seconds=EPSILON)
+            wakes: list[float] = [] if self._digest_due is None else [self._digest_due]
             paced: list[float] = []
             sent = False
-            for chat_id, chat_rows in by_chat.items():
+            # Only chats that may be sent to now have their rows read: a chat's backlog costs
+            # one summary row per pass, whatever its size.
+            for chat in await self.outbox.due_chats(due):
+                if sent and self._wake.is_set():
+                    break  # something was queued meanwhile: re-read, most urgent chat first
                 current = self.clock.monotonic()
-                ready = max(self._paced_until.get(chat_id, -math.inf), self._global_ready(current))
+                ready = max(self._paced_until.get(chat.chat_id, -math.inf),
+                            self._global_ready(current, chat.priority))
                 if ready > current + EPSILON:
                     wakes.append(ready)
                     paced.append(ready)
                     continue
-                await self._send_next(chat_id, chat_rows)
-                sent = True
+                rows = await self.outbox.due_for_chat(chat.chat_id, due, PER_CHAT_BATCH)
+                if rows:
+                    await self._send_next(chat.chat_id, rows)
+                    sent = True
             if sent:
                 return _Pass(True)
             upcoming = await self.outbox.next_due_at()
@@ -238,13 +296,36 @@ class Notifier:
                 wakes.append(mono + (upcoming - now).total_seconds())
             return _Pass(False, min(wakes, default=None), min(paced, default=None))
 
-    def _global_ready(self, mono: float) -> float:
-        """When the next message may go without more than `global_rate` in any second."""
+    async def _drop_stale(self, now: datetime, mono: float) -> None:
+        """Routine alerts that waited longer than `routine_max_age` are dropped; each chat gets
+        one note counting them (coalesced into one row while it waits)."""
+        if self._stale_checked is not None and mono < self._stale_checked + STALE_CHECK_INTERVAL:
+            return
+        self._stale_checked = mono
+        before = now - timedelta(seconds=self.routine_max_age)
+        dropped = await self.outbox.drop_stale_routine(
+            before, f"routine alert older than {self.routine_max_age:g} s", STALE_NOTE_KEY)
+        for chat_id, n in dropped.items():
+            logger.warning("alerts to {}: {} routine alerts older than {:g} s dropped",
+                           chat_id, n, self.routine_max_age)
+            with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
+                text = _("ℹ️ Routine alerts dropped unsent: they waited more than {minutes} "
+                         "min (critical alerts are never dropped)").format(
+                    minutes=f"{self.routine_max_age / 60:g}")
+            await self.outbox.enqueue(chat_id, text, now=now, dedupe_key=STALE_NOTE_KEY,
+                                      count=n)
+
+    def _global_ready(self, mono: float, priority: Priority = Priority.CRITICAL) -> float:
+        """When the next message may go without more than `global_rate` in any second; routine
+        messages leave `CRITICAL_RESERVE` of those for critical ones."""
         while self._recent and self._recent[0] <= mono - 1.0 + EPSILON:
             self._recent.popleft()
-        if len(self._recent) < self.global_rate:
+        limit = self.global_rate
+        if priority is Priority.ROUTINE:
+            limit = max(1, limit - CRITICAL_RESERVE)
+        if len(self._recent) < limit:
             return -math.inf
-        return self._recent[0] + 1.0
+        return self._recent[len(self._recent) - limit] + 1.0
 
     def _interval(self, chat_id: int) -> float:
         return self.group_interval if chat_id < 0 else self.per_chat_interval
@@ -261,7 +342,10 @@ class Notifier:
         return pack(pieces)[0]
 
     async def _send_next(self, chat_id: int, rows: list[OutboxRow]) -> None:
-        """Send the first message's worth of this chat's due alerts and record the outcome."""
+        """Send the first message's worth of this chat's due alerts (those of the first one's
+        priority: a critical message is not padded with routine lines) and record the
+        outcome."""
+        rows = [r for r in rows if r.priority == rows[0].priority]
         chunk = await self._first_chunk(chat_id, rows)
         in_chunk = [rows[i] for i in chunk.parts]
         loud = any(r.loud for r in in_chunk)
@@ -331,3 +415,44 @@ class Notifier:
                          "there ({n} undelivered dropped). Unblock the bot and restart Vigil "
                          "to send alerts there again.").format(chat=chat_id, n=dropped)
             await self.enqueue(admin, text, loud=True)
+
+
+class _StrangerDigest:
+    """Strangers waiting to be reported: how many, their ids (bounded) and the newest few."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._ids: dict[int, None] = {}  # insertion-ordered set
+        self._newest: deque[User] = deque(maxlen=DIGEST_IDS)
+
+    @property
+    def ids(self) -> list[int]:
+        return list(self._ids)
+
+    def has(self, user_id: int) -> bool:
+        return user_id in self._ids
+
+    def add(self, user: User, keep: int) -> bool:
+        """False when the stranger is already waiting; only the newest `keep` ids are kept."""
+        if user.id in self._ids:
+            return False
+        self.count += 1
+        self._ids[user.id] = None
+        if len(self._ids) > keep:
+            del self._ids[next(iter(self._ids))]
+        self._newest.append(user)
+        return True
+
+    def text(self, window: float) -> str:
+        newest = list(reversed(self._newest))
+        if self.count == 1:
+            user = newest[0]
+            return _("🔒 {name} (id {id}) wrote to the bot and was ignored. To let them in, "
+                     "add the id to telegram.viewers, traders or admins.").format(
+                name=render.safe_name(user.full_name), id=user.id)
+        names = ", ".join(render.shown_user(u.full_name, u.id) for u in newest[:DIGEST_NAMES])
+        ids = ", ".join(str(u.id) for u in newest)
+        return _("🔒 Unknown users who wrote to the bot in the last {minutes} min and were "
+                 "ignored: {n}. Newest: {names}. Their ids, newest first: {ids}. To let "
+                 "someone in, add their id to telegram.viewers, traders or admins.").format(
+            minutes=f"{window / 60:g}", n=self.count, names=names, ids=ids)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
+from aiogram.enums import ParseMode
 from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
+from aiogram.utils.text_decorations import html_decoration, markdown_decoration
 
 from bot.roles import Role
 from engine.control import (
@@ -23,6 +26,48 @@ from engine.control import (
 )
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
+
+NAME_LIMIT = 32  # characters of a user-supplied name shown to anyone
+ECHO_LIMIT = 40  # characters of user input quoted back in a reply (a symbol, an argument)
+DETAIL_LIMIT = 300  # characters of an error detail that may quote user input
+_INVISIBLE = frozenset({"Cc", "Cf", "Co", "Cs", "Zl", "Zp"})  # controls, bidi, zero-width
+
+
+def clean(text: str, limit: int) -> str:
+    """User-supplied text made harmless to show: control, bidirectional and zero-width
+    characters removed (they can reorder or hide what follows), runs of whitespace made one
+    space, cut to `limit` characters with an ellipsis."""
+    visible = "".join(" " if ch.isspace() else ch for ch in text
+                      if unicodedata.category(ch) not in _INVISIBLE or ch in "\t\n\r")
+    visible = " ".join(visible.split())
+    return visible if len(visible) <= limit else visible[:limit - 1] + "…"
+
+
+def escape(text: str, parse_mode: str | None = None) -> str:
+    """Escape text for the message's parse mode (plain text needs nothing)."""
+    if parse_mode == ParseMode.HTML:
+        return html_decoration.quote(text)
+    if parse_mode == ParseMode.MARKDOWN_V2:
+        return markdown_decoration.quote(text)
+    return text
+
+
+def safe_name(name: str, parse_mode: str | None = None) -> str:
+    """A user's name in quotes, cleaned, truncated and escaped: it reads as a name, never as
+    Vigil's own words, and it cannot break the markup around it."""
+    return escape(f"“{clean(name, NAME_LIMIT) or '?'}”", parse_mode)
+
+
+def shown_user(name: str, user_id: int, parse_mode: str | None = None) -> str:
+    """A user as shown to admins: always with the numeric id, the only thing that identifies
+    them."""
+    return _("{name} (id {id})").format(name=safe_name(name, parse_mode), id=user_id)
+
+
+def echo(text: str, limit: int = ECHO_LIMIT) -> str:
+    """User input quoted back in a reply, bounded: what a user typed never makes a reply
+    longer than Telegram accepts."""
+    return clean(text, limit)
 
 
 def side_label(side: PositionSide | str) -> str:

@@ -10,29 +10,15 @@ another task's COMMIT fail with "SQL statements in progress".
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Iterable
 from datetime import datetime
 
+from engine.outbox import DueChat, OutboxRow, Priority
 from storage.db import Database
 from storage.times import from_text, to_text
 
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    chat_id: int
-    text: str
-    loud: bool
-    dedupe_key: str | None
-    count: int
-    created_at: datetime
-    next_attempt_at: datetime
-    attempts: int
-    status: str
-    sent_at: datetime | None
-    last_error: str | None
 
 
 def _optional(value: str | None) -> datetime | None:
@@ -44,33 +30,42 @@ def _row(r: sqlite3.Row) -> OutboxRow:
     return OutboxRow(id=r["id"], chat_id=r["chat_id"], text=r["text"], loud=bool(r["loud"]),
                      dedupe_key=r["dedupe_key"], count=r["count"], created_at=created,
                      next_attempt_at=due, attempts=r["attempts"], status=r["status"],
-                     sent_at=_optional(r["sent_at"]), last_error=r["last_error"])
+                     sent_at=_optional(r["sent_at"]), last_error=r["last_error"],
+                     priority=Priority(r["priority"]))
 
 
 class OutboxRepo:
+    """Implements `engine.outbox.Outbox`."""
+
     def __init__(self, db: Database) -> None:
         self.db = db
 
     async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
-                      dedupe_key: str | None = None) -> int:
+                      dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
+                      count: int = 1) -> int:
         """Add an alert due at `now`, or later if an older alert for the chat waits (a chat's
         alerts never overtake each other, so a 429 or backoff hold on a chat holds what comes
         after it too, across restarts); return its row id.
 
         With a `dedupe_key`, a pending alert for the same chat and key is not duplicated: its
-        `count` goes up (and it becomes loud if the repeat is), and its place in line is kept.
+        `count` goes up by `count` (and it becomes loud or critical if the repeat is), and its
+        place in line is kept.
         """
+        if count < 1:
+            raise ValueError(f"count must be at least 1, got {count}")
         at = to_text(now)
         rows = await self.db.conn.execute_fetchall(
                 "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
-                " next_attempt_at, status) VALUES (:chat, :text, :loud, :key, 1, :at,"
+                " next_attempt_at, status, priority) VALUES (:chat, :text, :loud, :key, :n, :at,"
                 "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
-                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending')"
+                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio)"
                 " ON CONFLICT (chat_id, dedupe_key)"
                 "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
-                " DO UPDATE SET count = count + 1, loud = MAX(loud, excluded.loud)"
+                " DO UPDATE SET count = count + excluded.count, loud = MAX(loud, excluded.loud),"
+                "  priority = MAX(priority, excluded.priority)"
                 " RETURNING id",
-                {"chat": chat_id, "text": text, "loud": int(loud), "key": dedupe_key, "at": at})
+                {"chat": chat_id, "text": text, "loud": int(loud), "key": dedupe_key, "at": at,
+                 "n": count, "prio": int(priority)})
         await self.db.conn.commit()
         return int(next(iter(rows))[0])
 
@@ -80,10 +75,29 @@ class OutboxRepo:
         return _row(rows[0]) if rows else None
 
     async def due(self, now: datetime, limit: int = 100) -> list[OutboxRow]:
-        """Pending alerts whose time has come, oldest first (the order they were raised)."""
+        """Pending alerts whose time has come: critical first, then the order they were
+        raised."""
         rows = await self.db.conn.execute_fetchall(
             "SELECT * FROM outbox WHERE status = 'pending' AND next_attempt_at <= ?"
-            " ORDER BY id LIMIT ?", (to_text(now), limit))
+            " ORDER BY priority DESC, id LIMIT ?", (to_text(now), limit))
+        return [_row(r) for r in rows]
+
+    async def due_chats(self, now: datetime) -> list[DueChat]:
+        """Chats with alerts due, those with a critical alert first, then the one whose
+        oldest alert is oldest: one summary row per chat, so a chat's backlog costs the others
+        nothing."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT chat_id, MAX(priority), MIN(id) FROM outbox"
+            " WHERE status = 'pending' AND next_attempt_at <= ? GROUP BY chat_id"
+            " ORDER BY MAX(priority) DESC, MIN(id)", (to_text(now),))
+        return [DueChat(r[0], Priority(r[1]), r[2]) for r in rows]
+
+    async def due_for_chat(self, chat_id: int, now: datetime, limit: int) -> list[OutboxRow]:
+        """One chat's due alerts, critical first, then in the order they were raised."""
+        rows = await self.db.conn.execute_fetchall(
+            "SELECT * FROM outbox WHERE status = 'pending' AND chat_id = ?"
+            " AND next_attempt_at <= ? ORDER BY priority DESC, id LIMIT ?",
+            (chat_id, to_text(now), limit))
         return [_row(r) for r in rows]
 
     async def pending(self, chat_id: int | None = None) -> list[OutboxRow]:
@@ -157,6 +171,22 @@ class OutboxRepo:
         await self.db.conn.commit()
         return cur.rowcount
 
+    async def drop_stale_routine(self, before: datetime, reason: str,
+                                 keep_key: str) -> dict[int, int]:
+        """Drop pending routine alerts raised before `before` (never critical ones, nor the
+        row keyed `keep_key`, the note that counts what was dropped); return how many per
+        chat."""
+        rows = await self.db.conn.execute_fetchall(
+            "UPDATE outbox SET status = 'dropped', last_error = ? WHERE status = 'pending'"
+            " AND priority = ? AND created_at < ? AND dedupe_key IS NOT ?"
+            " RETURNING chat_id, count",
+            (reason, int(Priority.ROUTINE), to_text(before), keep_key))
+        await self.db.conn.commit()
+        dropped: Counter[int] = Counter()
+        for r in rows:
+            dropped[r[0]] += r[1]
+        return dict(dropped)
+
     async def move_chat(self, old_chat_id: int, new_chat_id: int) -> int:
         """Re-address pending alerts (a group that became a supergroup has a new id); one that
         is already pending for the new chat is dropped as a duplicate."""
@@ -177,3 +207,26 @@ class OutboxRepo:
             "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (to_text(before),))
         await self.db.conn.commit()
         return cur.rowcount
+
+    async def strangers_known(self, user_ids: Iterable[int]) -> set[int]:
+        ids = list(user_ids)
+        if not ids:
+            return set()
+        marks = ",".join("?" * len(ids))
+        rows = await self.db.conn.execute_fetchall(
+            f"SELECT user_id FROM reported_strangers WHERE user_id IN ({marks})", ids)
+        return {r[0] for r in rows}
+
+    async def remember_strangers(self, user_ids: Iterable[int], *, now: datetime,
+                                 keep: int) -> None:
+        """Record strangers as reported, keeping only the `keep` most recent (the set stays
+        bounded however many strangers write)."""
+        at = to_text(now)
+        await self.db.conn.executemany(
+            "INSERT INTO reported_strangers (user_id, reported_at) VALUES (?, ?)"
+            " ON CONFLICT (user_id) DO UPDATE SET reported_at = excluded.reported_at",
+            [(user_id, at) for user_id in user_ids])
+        await self.db.conn.execute(
+            "DELETE FROM reported_strangers WHERE user_id NOT IN (SELECT user_id FROM"
+            " reported_strangers ORDER BY reported_at DESC, rowid DESC LIMIT ?)", (keep,))
+        await self.db.conn.commit()

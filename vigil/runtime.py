@@ -285,6 +285,7 @@ class Runtime:
         self.notifier = Notifier(self.alert_bot, chats=chats, roles=roles, i18n=i18n,
                                  state=engine.state, clock=self.telegram_clock,
                                  outbox=OutboxRepo(engine.db),
+                                 stranger_window=t.stranger_window_seconds,
                                  # a terminal has no flood limits: no pacing at the console
                                  per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
         engine.bus.subscribe(self.notifier.on_event)

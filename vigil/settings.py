@@ -35,6 +35,8 @@ class TelegramSettings(Section):
     viewers: tuple[int, ...] = ()
     alert_chats: tuple[int, ...] = ()
     default_language: Literal["en", "ru"] = "en"
+    # at most one "unknown users wrote" digest per admin in this many seconds
+    stranger_window_seconds: float = Field(default=600.0, gt=0)
 
     @field_validator("token")
     @classmethod

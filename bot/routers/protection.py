@@ -27,11 +27,12 @@ def build_router() -> Router:
             reports = await control.fix_sl(args[0] if args else None)
         except Rejected as exc:
             await message.answer(_("Unknown symbol {symbol}: {reason}").format(
-                symbol=args[0] if args else "", reason=exc.message or exc.reason.value))
+                symbol=render.echo(args[0] if args else ""),
+                reason=render.echo(exc.message or exc.reason.value, render.DETAIL_LIMIT)))
             return
-        except VenueError as exc:
+        except VenueError as exc:  # its text may quote the symbol typed
             await message.answer(_("The venue did not answer: {error}. Try again shortly."
-                                   ).format(error=exc))
+                                   ).format(error=render.echo(str(exc), render.DETAIL_LIMIT)))
             return
         await answer_long(message, render.fix_report(reports))
 

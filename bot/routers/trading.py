@@ -8,6 +8,7 @@ from aiogram.types import CallbackQuery, Message, User
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
+from bot import render
 from bot.approvals import ApprovalCallback, ApprovalService
 from bot.commands import role_flag
 from bot.roles import Role
@@ -49,11 +50,12 @@ def build_router() -> Router:
             targets = control.close_targets(args[0])
         except Rejected as exc:
             await message.answer(_("Unknown symbol {symbol}: {reason}").format(
-                symbol=args[0], reason=exc.message or exc.reason.value))
+                symbol=render.echo(args[0]),
+                reason=render.echo(exc.message or exc.reason.value, render.DETAIL_LIMIT)))
             return
         if not targets:
             await message.answer(_("No open position on {symbol}; nothing to close.").format(
-                symbol=args[0].upper()))
+                symbol=render.echo(args[0].upper())))
             return
         await ask_to_close(message, approvals, event_from_user, targets)
 

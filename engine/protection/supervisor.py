@@ -76,6 +76,7 @@ class PositionSupervisor:
         self.backoff_until: float = 0.0  # after a hard rejection, don't hammer the venue
         self._rejections = 0  # in a row; the backoff doubles with each
         self._last_rejection = float("-inf")
+        self._last_refusal: tuple[RejectReason, str] | None = None
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -495,9 +496,14 @@ class PositionSupervisor:
         self._last_rejection = now
         self.backoff_until = now + pause
         self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
-        await self._publish(ev.StopRejected(
-            account=self.ctx.account, symbol=self.symbol, client_id=client_id,
-            reason=exc.reason.value, message=exc.message))
+        said = (exc.reason, exc.message)
+        if self._rejections == 1 or said != self._last_refusal:
+            # Once per streak (or when the venue says something new): a venue that keeps
+            # refusing must not flood the chats; each try's intent is journaled all the same.
+            await self._publish(ev.StopRejected(
+                account=self.ctx.account, symbol=self.symbol, client_id=client_id,
+                reason=exc.reason.value, message=exc.message))
+        self._last_refusal = said
 
     async def _wake_after(self, pause: float) -> None:
         """Try again as soon as the back-off ends, not at the next reconcile pass."""

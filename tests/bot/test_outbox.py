@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.split import LIMIT, pack, split_message
+from engine.outbox import DueChat, Priority
 from storage.db import Database
 from storage.outbox import OutboxRepo
 
@@ -182,3 +183,53 @@ def test_pack_splits_a_giant_alert_on_line_boundaries() -> None:
     assert first.text + "\n" + second.text == text + "\nnext alert"
     assert (first.parts, first.done) == ({0: 1}, ())
     assert (second.parts, second.done) == ({0: 1, 1: 1}, (0, 1))
+
+
+# --- issue 17: priority, per-chat reads, stale routine alerts, reported strangers ------------
+async def test_due_chats_put_critical_first_and_each_chat_reads_its_own_rows(
+        outbox: OutboxRepo) -> None:
+    routine = [await outbox.enqueue(A, f"routine {n}", now=secs(n)) for n in range(3)]
+    late_b = await outbox.enqueue(B, "routine for B", now=secs(4))
+    critical = await outbox.enqueue(A, "critical", now=secs(5), priority=Priority.CRITICAL)
+    c = await outbox.enqueue(300, "critical for C", now=secs(6), priority=Priority.CRITICAL)
+    assert await outbox.due_chats(secs(10)) == [
+        DueChat(A, Priority.CRITICAL, routine[0]), DueChat(300, Priority.CRITICAL, c),
+        DueChat(B, Priority.ROUTINE, late_b)]
+    assert [r.id for r in await outbox.due_for_chat(A, secs(10), 10)] == [critical, *routine]
+    assert [r.id for r in await outbox.due_for_chat(A, secs(10), 2)] == [critical, routine[0]]
+    assert await outbox.due_chats(secs(3.5)) == [DueChat(A, Priority.ROUTINE, routine[0])]
+
+
+async def test_a_repeat_can_make_a_pending_alert_critical_and_adds_its_count(
+        outbox: OutboxRepo) -> None:
+    row_id = await outbox.enqueue(A, "x", now=T0, dedupe_key="k")
+    await outbox.enqueue(A, "x", now=secs(1), dedupe_key="k", priority=Priority.CRITICAL,
+                         count=5)
+    await outbox.enqueue(A, "x", now=secs(2), dedupe_key="k")  # never demoted
+    row = await outbox.get(row_id)
+    assert row is not None and (row.priority, row.count) == (Priority.CRITICAL, 7)
+    with pytest.raises(ValueError, match="count must be at least 1, got 0"):
+        await outbox.enqueue(A, "y", now=T0, count=0)
+    assert await outbox.pending_count() == 1
+
+
+async def test_stale_routine_alerts_are_dropped_per_chat_never_critical_ones(
+        outbox: OutboxRepo) -> None:
+    await outbox.enqueue(A, "old", now=T0, dedupe_key="old", count=4)
+    await outbox.enqueue(A, "old critical", now=T0, priority=Priority.CRITICAL)
+    await outbox.enqueue(A, "the note", now=T0, dedupe_key="note")
+    await outbox.enqueue(B, "old too", now=secs(1))
+    await outbox.enqueue(B, "fresh", now=secs(100))
+    assert await outbox.drop_stale_routine(secs(50), "too old", "note") == {A: 4, B: 1}
+    assert sorted(r.text for r in await outbox.pending()) == ["fresh", "old critical",
+                                                              "the note"]
+    assert await outbox.drop_stale_routine(secs(50), "too old", "note") == {}
+
+
+async def test_reported_strangers_are_bounded_to_the_newest(outbox: OutboxRepo) -> None:
+    assert await outbox.strangers_known([]) == set()
+    await outbox.remember_strangers([1, 2, 3], now=T0, keep=4)
+    await outbox.remember_strangers([4, 5], now=secs(1), keep=4)
+    assert await outbox.strangers_known(range(10)) == {2, 3, 4, 5}
+    await outbox.remember_strangers([2], now=secs(2), keep=2)  # reported again: newest
+    assert await outbox.strangers_known(range(10)) == {2, 5}

@@ -63,12 +63,13 @@ class Rig:
 
 
 async def make_rig(api: FakeBotAPI, path: Path, clock: ManualClock,
-                   chats: tuple[int, ...] = (ADMIN,)) -> Rig:
+                   chats: tuple[int, ...] = (ADMIN,), admins: tuple[int, ...] = (ADMIN,),
+                   **options: Any) -> Rig:
     db = await Database.open(path)
     state, outbox = StateRepo(db), OutboxRepo(db)
     bot = Bot(api.token, session=AiohttpSession(api=TelegramAPIServer.from_base(api.base_url)))
-    notifier = Notifier(bot, chats=chats, roles=RoleBook(admins=[ADMIN]), i18n=build_i18n(),
-                        state=state, clock=clock, outbox=outbox)
+    notifier = Notifier(bot, chats=chats, roles=RoleBook(admins=admins), i18n=build_i18n(),
+                        state=state, clock=clock, outbox=outbox, **options)
     rig = Rig(api, clock, db, outbox, notifier, bot)
 
     async def stamp(make_request: Callable[..., Awaitable[Any]], bot: Bot, method: Any) -> Any:
@@ -192,13 +193,17 @@ async def test_alert_queued_before_a_restart_is_delivered_after_it(api: FakeBotA
     second = await make_rig(api, path, later)
     try:
         second.start()
-        [delivered] = await api.wait_for("sendMessage", ok(ADMIN))
-        assert delivered.text == ("[paper] ⚠️ venue error in fetch_positions: Transient raised "
-                                  "while Telegram was down\n"
-                                  "[paper] 🚨 ETH/USDT:USDT: NO STOP for 7 s (over the SLA)")
-        assert delivered.params["disable_notification"] is False  # the SLA breach rings
+        # The critical alert goes first, alone and ringing; the routine one after the pacing.
+        [critical] = await api.wait_for("sendMessage", ok(ADMIN))
+        assert critical.text == "[paper] 🚨 ETH/USDT:USDT: NO STOP for 7 s (over the SLA)"
+        assert critical.params["disable_notification"] is False
+        await second.clock.advance(1)
+        [_, routine] = await api.wait_for("sendMessage", ok(ADMIN), count=2)
+        assert routine.text == ("[paper] ⚠️ venue error in fetch_positions: Transient raised "
+                                "while Telegram was down")
+        assert routine.params["disable_notification"] is True
         await eventually(lambda: _count(second, "sent", 2))
-        assert second.sends() == [0.0]
+        assert second.sends() == [0.0, 1.0]
     finally:
         await second.close()
 
@@ -323,13 +328,31 @@ async def test_global_pace_is_at_most_25_messages_a_second(api: FakeBotAPI,
     chats = tuple(range(1, 31))
     r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
     try:
-        await r.notifier.on_event(failure("everyone"))
+        await r.notifier.on_event(sla())
         r.start()
-        await api.wait_for("sendMessage", ok_any("everyone"), count=25)
+        await api.wait_for("sendMessage", ok_any("NO STOP"), count=25)
         assert len(r.sends()) == 25 and set(r.sends()) == {0.0}
         await r.clock.advance(1)
-        await api.wait_for("sendMessage", ok_any("everyone"), count=30)
+        await api.wait_for("sendMessage", ok_any("NO STOP"), count=30)
         assert r.sends()[25:] == [1.0] * 5
+    finally:
+        await r.close()
+
+
+async def test_routine_messages_leave_part_of_the_global_pace_to_critical_ones(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    chats = tuple(range(1, 31))
+    r = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
+    try:
+        await r.notifier.on_event(failure("everyone"))
+        r.start()
+        await api.wait_for("sendMessage", ok_any("everyone"), count=20)
+        await r.notifier.enqueue(31, "critical for a quiet chat", loud=True)
+        await api.wait_for("sendMessage", ok_any("critical for a quiet chat"))
+        assert r.sends() == [0.0] * 21  # the 21st message of the second: the critical one
+        await r.clock.advance(1)
+        await api.wait_for("sendMessage", ok_any("everyone"), count=30)
+        assert r.sends()[21:] == [1.0] * 10
     finally:
         await r.close()
 
