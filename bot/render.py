@@ -210,6 +210,12 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.SlaBreached():
             return head + _("🚨 {symbol}: NO STOP for {s} s (over the SLA)").format(
                 symbol=e.symbol, s=num(e.unprotected_seconds))
+        case ev.StopCannotRest():
+            return head + _("🚨 {symbol}: the venue keeps refusing the stop ({reason} {message}); "
+                            "the position is NOT protected. Act now: /close {symbol} or fix the "
+                            "cause. Vigil tries again in {s} s or when the position changes."
+                            ).format(symbol=e.symbol, reason=e.reason, message=e.message,
+                                     s=num(e.retry_in_seconds))
         case ev.StopRejected():
             return head + _("⚠️ {symbol}: venue rejected the stop: {reason} {message}").format(
                 symbol=e.symbol, reason=e.reason, message=e.message)

@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 
 from loguru import logger
 
+from engine.clock import Clock
 from engine.domain.events import Event
 
 Subscriber = Callable[[Event], Awaitable[None]]
@@ -51,11 +53,13 @@ async def _deliver(subscriber: Subscriber, event: Event) -> None:
 
 class EventBus:
     def __init__(self, journal_append: Callable[[Event], Awaitable[int]], *,
-                 queue_subscribers: bool = False) -> None:
+                 queue_subscribers: bool = False, clock: Clock | None = None) -> None:
         """`journal_append` returns once the event is queued, or, for a durable event, once it
         is committed. `queue_subscribers`: the default kind for `subscribe` (the runtime queues
-        all of its subscribers; tests' sinks are inline so they see an event at once)."""
+        all of its subscribers; tests' sinks are inline so they see an event at once).
+        `clock`: every event is stamped with its time (the engine's injected clock)."""
         self._append = journal_append
+        self._clock = clock
         self._queue_by_default = queue_subscribers
         self._inline: list[Subscriber] = []
         self._queued: list[_Queued] = []
@@ -74,15 +78,20 @@ class EventBus:
             entry.pending.clear()
         return unsubscribe
 
-    async def publish(self, event: Event) -> None:
+    async def publish(self, event: Event) -> Event:
+        """Journal, log and fan out one event; returns it as journaled (stamped)."""
+        if self._clock is not None:
+            event = replace(event, at=self._clock.now())
         await self._append(event)
-        logger.bind(account=event.account).log(
+        logger.bind(account=event.account).opt(lazy=True).log(
             "WARNING" if event.severity >= 3 else "INFO" if event.severity else "DEBUG",
-            "{} {}", event.kind, {k: v for k, v in event.payload().items() if k != "at"})
+            "{} {}", lambda: event.kind,
+            lambda: {k: v for k, v in event.payload().items() if k != "at"})
         for entry in self._queued:
             entry.put(event)
         for subscriber in list(self._inline):
             await _deliver(subscriber, event)
+        return event
 
     async def stop(self) -> None:
         """Deliver everything published so far to the queued subscribers. The bus stays usable:

@@ -99,7 +99,7 @@ class Engine:
             journal = Journal(db, background=True, linger=JOURNAL_LINGER_SECONDS)
             # Every subscriber here does I/O (the notifier writes the outbox): each gets its own
             # queue, so publishing on the protection path never waits for them.
-            bus = EventBus(journal.append, queue_subscribers=True)
+            bus = EventBus(journal.append, queue_subscribers=True, clock=clock)
             state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
             policy = protection_policy(settings)
             guards: dict[str, AccountGuard] = {}

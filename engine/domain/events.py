@@ -246,6 +246,20 @@ class StopRejected(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StopCannotRest(SymbolEvent):
+    """The venue keeps refusing the stop for a reason retrying will not fix: a person must act.
+    The position stays on the SLA clock; Vigil tries again after `retry_in_seconds` or as soon
+    as the position changes."""
+
+    kind = "stop_cannot_rest"
+    severity = Severity.CRITICAL
+    reason: str
+    message: str
+    attempts: int
+    retry_in_seconds: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
 class StopCrossed(SymbolEvent):
     """The stop we would place is already through the mark: close or tighten per policy."""
 
@@ -298,7 +312,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
-        StopRejected, StopCrossed, CloseIntent, CloseSubmitted, ZombieCancelled, SlaBreached,
+        StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
+        ZombieCancelled, SlaBreached,
     )
 }
 

@@ -50,6 +50,13 @@ from engine.retry import retry_transient
 MAX_ROUNDS = 12
 REJECT_BACKOFF = (0.5, 30.0)  # after a hard rejection: first pause, longest pause (doubling)
 REJECTIONS_FORGOTTEN_AFTER = 60.0  # seconds without a rejection: the next one starts over
+# Refusals that retrying the same stop will not fix. After GIVE_UP_AFTER of them in a row the
+# position is reported loudly (it stays on the SLA clock) and tried again only every
+# GIVE_UP_PAUSE seconds, or at once when it changes.
+PERMANENT = frozenset({RejectReason.INVALID_ORDER, RejectReason.INSUFFICIENT_FUNDS,
+                       RejectReason.BAD_SYMBOL, RejectReason.TOO_MANY_STOPS})
+GIVE_UP_AFTER = 4
+GIVE_UP_PAUSE = 300.0
 VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose)
 
 
@@ -77,6 +84,7 @@ class PositionSupervisor:
         self._rejections = 0  # in a row; the backoff doubles with each
         self._last_rejection = float("-inf")
         self._last_refusal: tuple[RejectReason, str] | None = None
+        self._permanent = 0  # permanent refusals in a row
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -216,7 +224,7 @@ class PositionSupervisor:
         for _ in range(MAX_ROUNDS):
             if self.finished:
                 return
-            if ctx.clock.monotonic() < self.backoff_until:
+            if ctx.clock.monotonic() < self.backoff_until and not self._changed_since_give_up():
                 return
             actions = plan_position(self.known, ctx.view.position(self.symbol),
                                     ctx.view.orders(self.symbol), ctx.venue.market(self.symbol),
@@ -494,6 +502,9 @@ class PositionSupervisor:
                 pause = min(pause, max(left / 2, first))
         self._rejections += 1
         self._last_rejection = now
+        self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
+        if self._permanent >= GIVE_UP_AFTER:
+            pause = GIVE_UP_PAUSE
         self.backoff_until = now + pause
         self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
         said = (exc.reason, exc.message)
@@ -504,6 +515,21 @@ class PositionSupervisor:
                 account=self.ctx.account, symbol=self.symbol, client_id=client_id,
                 reason=exc.reason.value, message=exc.message))
         self._last_refusal = said
+        if self._permanent == GIVE_UP_AFTER:
+            await self._publish(ev.StopCannotRest(
+                account=self.ctx.account, symbol=self.symbol, reason=exc.reason.value,
+                message=exc.message, attempts=self._permanent,
+                retry_in_seconds=Decimal(str(GIVE_UP_PAUSE))))
+
+    def _changed_since_give_up(self) -> bool:
+        """After giving up on a stop the venue refuses, a new size or side lifts the pause."""
+        if self._permanent < GIVE_UP_AFTER or self.known is None:
+            return False
+        report = self.ctx.view.position(self.symbol)
+        if report is None or (report.side, report.qty) != (self.known.side, self.known.qty):
+            self._permanent, self.backoff_until = 0, 0.0
+            return True
+        return False
 
     async def _wake_after(self, pause: float) -> None:
         """Try again as soon as the back-off ends, not at the next reconcile pass."""
@@ -513,6 +539,7 @@ class PositionSupervisor:
     def _succeeded(self) -> None:
         """The venue took a command: earlier refusals no longer slow this position down."""
         self._rejections = 0
+        self._permanent = 0
         self.backoff_until = 0.0
 
     def _mark_protected(self) -> None:
@@ -548,8 +575,7 @@ class PositionSupervisor:
             known.unprotected_since = self.ctx.clock.now()
 
     async def _publish(self, event: ev.Event) -> None:
-        self._events.append(event)
-        await self.ctx.bus.publish(event)
+        self._events.append(await self.ctx.bus.publish(event))
 
     @property
     def protected(self) -> bool:

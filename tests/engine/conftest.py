@@ -107,7 +107,7 @@ async def open_db(path: Path) -> tuple[Database, Journal]:
 def make_guard(venue: SimVenue, db: Database, journal: Journal, clock: ManualClock,
                policy: ProtectionPolicy, metrics: Metrics,
                sink: list[ev.Event] | None = None, interval: float = 10) -> AccountGuard:
-    bus = EventBus(journal.append)
+    bus = EventBus(journal.append, clock=clock)
     if sink is not None:
         async def collect(event: ev.Event) -> None:
             sink.append(event)

@@ -294,3 +294,30 @@ async def test_a_re_entry_after_a_stop_out_is_protected_not_closed(
     assert new.trigger_price is not None and new.trigger_price < old.trigger_price - 100
     closed = [e for e in rig.events if isinstance(e, ev.PositionClosed)]
     assert len(closed) == 1 and not any(isinstance(e, ev.CloseIntent) for e in rig.events)
+
+
+async def test_a_stop_the_venue_always_refuses_is_not_retried_forever(
+        spy_rig: SpyRigFactory) -> None:
+    """Issue 9: a stop that can never rest (here: too many conditional orders) is reported
+    loudly after a few tries, stays on the SLA clock, and is tried again only after a long
+    pause, or at once when the position changes."""
+    rig, spy = await spy_rig()
+
+    async def refuse(method: str, arg: object) -> None:
+        if method == "place_stop":
+            raise Rejected(RejectReason.TOO_MANY_STOPS, "110009 too many stop orders")
+
+    spy.before = refuse
+    rig.hand.open(BTC, LONG, D("0.5"))
+    for _ in range(60):  # a minute of reconcile passes and SLA checks
+        await rig.guard.reconcile_now()
+        await rig.guard.check_sla()
+        await rig.clock.advance(1)
+    tries = spy.commands().count("place_stop")
+    cannot = [e for e in rig.events if isinstance(e, ev.StopCannotRest)]
+    assert tries == 4 and len(cannot) == 1 and cannot[0].attempts == 4
+    assert any(isinstance(e, ev.SlaBreached) for e in rig.events)  # the SLA clock ran on
+
+    rig.hand.open(BTC, LONG, D("0.1"))  # the position changes: tried again at once
+    await rig.guard.reconcile_now()
+    assert spy.commands().count("place_stop") == tries + 1

@@ -176,3 +176,13 @@ async def test_the_gateway_sends_nothing_on_halt(rig_factory: RigFactory) -> Non
             await rig.guard.orders.cancel(stop, ev.CancelReason.ZOMBIE, rig.guard.bus.publish)
     assert await rig.kinds() == ["account_halted"]
     assert stop.order_id in {o.order_id for o in rig.exchange.open_orders()}
+
+
+async def test_events_are_stamped_by_the_engines_clock(rig_factory: RigFactory) -> None:
+    """Issue 8: event times come from the injected clock, not the machine's."""
+    rig = await rig_factory()
+    await rig.clock.advance(3600)
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    assert rig.events and {e.at for e in rig.events} == {rig.clock.now()}
+    assert {row.at for row in await rig.journal.rows()} == {rig.clock.now().isoformat()}
