@@ -52,6 +52,7 @@ from engine.sim.venue import SimVenue
 from storage.db import Database
 from storage.journal import Journal
 from storage.repositories import PositionRepo, StateRepo
+from vigil.runtime import JOURNAL_LINGER_SECONDS
 
 D = Decimal
 LATENCY = 0.05
@@ -86,15 +87,17 @@ async def build(workdir: Path, name: str, *, n_markets: int, streaming: bool,
     venue = SimVenue(exchange, clock, latency=LATENCY, streaming=streaming,
                      amend_in_place=amend_in_place)
     db = await Database.open(workdir / f"{name}.db")
-    journal = Journal(db)
-    bus = EventBus(journal.append)
+    # As Engine.build composes them: intents awaited until committed, the rest group-committed;
+    # subscribers with I/O queued off the protection path; events stamped by the clock.
+    journal = Journal(db, background=True, linger=JOURNAL_LINGER_SECONDS)
+    bus = EventBus(journal.append, queue_subscribers=True, clock=clock)
     metrics = Metrics()
     setup = Setup(clock, exchange, HandApi(exchange), venue, db, None, metrics)  # type: ignore[arg-type]
 
     async def collect(event: ev.Event) -> None:
         setup.events.append(event)
 
-    bus.subscribe(collect)
+    bus.subscribe(collect, queued=False)  # in-memory: sees each event at once
     setup.guard = AccountGuard(
         ACCOUNT, venue, bus=bus, store=PositionRepo(db), state=StateRepo(db),
         policy=ProtectionPolicy(FixedDistancePricer(D(2))), metrics=metrics, clock=clock,
