@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from engine.approvals import Approval, ApprovalAction, ApprovalStatus
 from storage.db import Database
+from storage.times import to_text
 
 
 def _row(r: Any) -> Approval:
@@ -23,7 +24,8 @@ def _row(r: Any) -> Approval:
 
 
 def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat()
+    """Fixed width (storage/times.py): `expires_at > ?` compares the text in SQL."""
+    return to_text(value)
 
 
 class ApprovalRepo:

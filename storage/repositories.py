@@ -10,10 +10,11 @@ from typing import Any
 from engine.domain.position import GuardedPosition, PositionState, StopRef
 from engine.domain.values import PositionSide
 from storage.db import Database
+from storage.times import to_text
 
 
 def _iso(value: datetime | None) -> str | None:
-    return value.astimezone(UTC).isoformat() if value else None
+    return to_text(value) if value else None
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -40,7 +41,7 @@ class StateRepo:
             "INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, ?, ?)"
             " ON CONFLICT (scope, key) DO UPDATE SET value = excluded.value,"
             " updated_at = excluded.updated_at",
-            (scope, key, json.dumps(value), datetime.now(UTC).isoformat()))
+            (scope, key, json.dumps(value), to_text(datetime.now(UTC))))
         await self.db.conn.commit()
 
     async def incr(self, scope: str, key: str) -> int:
@@ -52,7 +53,7 @@ class StateRepo:
             "INSERT INTO state (scope, key, value, updated_at) VALUES (?, ?, '1', ?)"
             " ON CONFLICT (scope, key) DO UPDATE SET value = CAST(value AS INTEGER) + 1,"
             " updated_at = excluded.updated_at RETURNING value",
-            (scope, key, datetime.now(UTC).isoformat()))
+            (scope, key, to_text(datetime.now(UTC))))
         await self.db.conn.commit()
         row = next(iter(rows), None)
         return int(row[0]) if row else 1

@@ -5,6 +5,7 @@ non-intent rows of the open batch."""
 from __future__ import annotations
 
 import asyncio
+import enum
 import hashlib
 import json
 import sqlite3
@@ -76,7 +77,10 @@ def every_event(optional_as_none: bool) -> list[ev.Event]:
             if args and optional_as_none:
                 values[name] = None
             else:
-                values[name] = SAMPLE[args[0] if args else hint]
+                kind = args[0] if args else hint
+                # enums: their first member, as the event vocabulary (sides, reasons) would be
+                values[name] = next(iter(kind)) if isinstance(kind, type) and issubclass(
+                    kind, enum.Enum) else SAMPLE[kind]
         out.append(cls(**values))
     return out
 
