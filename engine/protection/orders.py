@@ -242,8 +242,12 @@ class OrderGateway:
             except Rejected as exc:
                 if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
                     raise
-            except (Transient, OutcomeUnknown):
+            except Transient:
+                # Network, rate limit or a 5xx that may have run: back off (full jitter), and
+                # look it up before sending it again.
                 await self.clock.sleep(self.rng.uniform(0, 0.2 * 2 ** attempt))
+            except OutcomeUnknown:
+                pass  # the lookup below decides at once
             found = await retry_transient(lambda: self.venue.find_order(symbol, cid),
                                           self.clock, rng=self.rng)
             self._count("find_order")
