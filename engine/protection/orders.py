@@ -159,6 +159,8 @@ class OrderGateway:
         before = self.view.position(request.symbol)
         order = await self._send_close(request, before)
         report = self.view.position(request.symbol)
+        if report is not before:
+            return order  # the stream already told us what the fill left: it is fresher
         if order.status is OrderStatus.FILLED and order.qty is not None and report is not None:
             if order.qty < request.qty:
                 # A reduce-only fill smaller than asked: the venue clamped it to the position.

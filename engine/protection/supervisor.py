@@ -475,10 +475,15 @@ class PositionSupervisor:
             return False
         self._succeeded()
         known.close_seq += 1
-        known.close_from_qty = before.qty if before is not None else None
         known.move_to(PositionState.CLOSING)
-        known.close_pending_until = ctx.clock.now() + timedelta(
-            seconds=ctx.policy.close_pending_seconds)
+        if order.status is OrderStatus.FILLED:
+            # Filled, and the view already holds what is left: nothing is in flight, so what
+            # is left (if anything) is planned for at once, a stop or, per policy, a close.
+            known.close_pending_until = known.close_from_qty = None
+        else:  # accepted, not filled yet: no second close, no stop racing it, for a while
+            known.close_from_qty = before.qty if before is not None else None
+            known.close_pending_until = ctx.clock.now() + timedelta(
+                seconds=ctx.policy.close_pending_seconds)
         await self._publish(ev.CloseSubmitted(account=ctx.account, symbol=self.symbol,
                                               order_id=order.order_id, qty=action.qty,
                                               reason=reason, by=by))

@@ -135,7 +135,10 @@ class Run:
     lifetimes: int = 0
     adopted: dict[str, int] = field(default_factory=dict)  # symbol -> lifetime the guard holds
     adopted_ever: Counter[int] = field(default_factory=Counter)
-    ended: dict[str, tuple[int, PositionSide, float]] = field(default_factory=dict)  # last one
+    # (symbol, side) -> the last lifetime of that side that ended, and when (a flip ends one
+    # side and a close the other within one instant: each is remembered)
+    ended: dict[tuple[str, PositionSide], tuple[int, PositionSide, float]] = field(
+        default_factory=dict)
     journal_errors: list[str] = field(default_factory=list)
     close_fills: Counter[str] = field(default_factory=Counter)  # our close id -> fills
 
@@ -171,7 +174,7 @@ class Run:
         current = self.lifetime.get(event.symbol)
         if current is not None and (event.position is None
                                     or current[1] is not event.position.side):
-            self.ended[event.symbol] = (*current, self.clock.monotonic())
+            self.ended[event.symbol, current[1]] = (*current, self.clock.monotonic())
         if event.position is None:
             self.lifetime[event.symbol] = None
         elif current is None or current[1] is not event.position.side:
@@ -182,10 +185,11 @@ class Run:
         """What the journal says happened must have happened on the exchange."""
         if isinstance(event, ev.PositionAdopted):
             life = self.lifetime.get(event.symbol)
-            gone = self.ended.get(event.symbol)
-            # No view is fresher than one snapshot (two REST round trips): a position that
-            # ended within that time may still be adopted; anything older is a stale plan.
-            fresh = 2 * self.mode.latency
+            gone = self.ended.get((event.symbol, event.side))
+            # No view is fresher than one snapshot (two REST round trips) plus the step that
+            # acts on it (the virtual clock moves while SQLite works): a position that ended
+            # within that time may still be adopted; anything older is a stale plan.
+            fresh = 2 * self.mode.latency + TICK
             if life is not None and life[1] == event.side:
                 held = life[0]
             elif (gone is not None and gone[1] == event.side
