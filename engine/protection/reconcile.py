@@ -168,7 +168,9 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         actions.append(AdoptPosition(report))
     elif known.qty != report.qty:
         actions.append(Resized(report.symbol, known.qty, report.qty))
-    actions.extend(CancelStop(report.symbol, o, "wrong_side") for o in useless)
+    # Orders that can never reduce this position go last: protecting it comes first, and a
+    # cancel the venue leaves unanswered must not hold the stop back.
+    cleanup = [CancelStop(report.symbol, o, "wrong_side") for o in useless]
 
     stops = [o for o in orders if o.is_stop_for(report.side)]
     known_stop = known.stop if known is not None else None
@@ -177,7 +179,7 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     if not stops:
         if closing and known is not None and (known.close_from_qty is None
                                               or report.qty == known.close_from_qty):
-            return actions  # a close is in flight, its fill not seen: no stop racing it
+            return actions + cleanup  # a close in flight, its fill not seen: no stop racing it
         # (Closing but the size moved: the close filled; what is left gets its stop now.)
         last = known_stop.trigger_price if known_stop is not None else None
         if (last is not None and known is not None and report.entry_price != known.entry_price
@@ -198,7 +200,7 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
                     report.qty, crossed_from=wanted))
         else:
             actions.append(PlaceStop(report.symbol, wanted, report.qty))
-        return actions
+        return actions + cleanup
 
     keep = pick_stop(stops, known_stop, report.side)
     actions.extend(CancelStop(report.symbol, o, "duplicate") for o in stops if o is not keep)
@@ -206,7 +208,7 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         actions.append(AdoptStop(report.symbol, keep))
     if not keep.covers(report.qty):
         actions.append(ResizeStop(report.symbol, keep, report.qty))
-    return actions
+    return actions + cleanup
 
 
 def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, PositionReport],

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 from engine.control import CloseStatus, ControlService
 from engine.domain import events as ev
-from engine.domain.reports import MarketOrderRequest, OrderReport
+from engine.domain.position import GuardedPosition
+from engine.domain.reports import MarketInfo, MarketOrderRequest, OrderReport, PositionReport
 from engine.domain.values import PositionSide
 from engine.errors import Rejected, RejectReason, Transient
+from engine.protection.reconcile import PlaceStop, Resized, plan_position
 from engine.sim.venue import SimVenue
 from storage.repositories import PositionRepo
 from tests.engine.conftest import (
@@ -243,11 +246,12 @@ async def test_a_close_is_never_sent_twice_after_an_unknown_outcome(
     assert outcome.status is CloseStatus.SUBMITTED
 
 
-async def test_the_rest_of_a_protective_close_gets_its_stop_at_once(
+async def test_the_rest_of_a_protective_close_is_dealt_with_at_once(
         spy_rig: SpyRigFactory) -> None:
     """Finding 11: a crossed stop closes the position; the hand added to it meanwhile, so the
-    close left a remainder, which waited 15 s ("close pending") without a stop. Once the fill
-    is seen the remainder is protected; only a second close stays blocked."""
+    close left a remainder, which waited 15 s ("close pending") without a stop. A close that
+    filled leaves nothing in flight: the same pass sees what is left (a fresh look, not the
+    stale view) and applies the policy to it at once, here the crossed-stop close."""
     rig, spy = await spy_rig(policy=default_policy())
     rig.hand.open(BTC, LONG, D("0.5"))
     rig.exchange.set_mark(BTC, D(60000))  # far below the 2 % stop: crossed, the policy closes
@@ -257,12 +261,33 @@ async def test_the_rest_of_a_protective_close_gets_its_stop_at_once(
             rig.hand.open(BTC, LONG, D("0.2"))
 
     spy.before = hand_adds_first
-    await rig.guard.reconcile_now()  # the close's fill is checked against a fresh look: 0.2 left
+    await rig.guard.reconcile_now()
 
-    assert rig.exchange.positions[BTC].qty == D("0.2")
-    (stop,) = rig.stops(BTC)
-    assert stop.qty == D("0.2") and stop.trigger_price < D(60000)
-    assert [m for m in spy.commands() if m == "market_order"] == ["market_order"]
+    assert BTC not in rig.exchange.positions and rig.stops(BTC) == []
+    closes = [cid for m, cid in spy.log if m == "market_order"]
+    assert len(closes) == 2 and len(set(closes)) == 2  # 0.5, then the 0.2 left; two ids
+    assert rig.clock.monotonic() == 0  # no waiting out a "pending" close
+
+
+def test_while_a_close_is_in_flight_its_remainder_gets_a_stop_never_a_second_close() -> None:
+    """Finding 11, a venue that accepts a close before it fills (Bybit, Bitget): nothing races
+    the close until its fill is seen; then what is left gets a stop (tightened next to the
+    mark when the wanted one is crossed), never a second close."""
+    now = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+    known = GuardedPosition(account=ACCOUNT, symbol=BTC, side=LONG, qty=D("0.7"),
+                            entry_price=D(65000), generation=1, close_from_qty=D("0.7"),
+                            close_pending_until=now + timedelta(seconds=15))
+    market = MarketInfo(BTC, D("0.1"), D("0.001"), D("0.001"))
+
+    def report(qty: str) -> PositionReport:
+        return PositionReport(BTC, LONG, D(qty), D(65000), D(60000), D(0), None, now)
+
+    assert plan_position(known, report("0.7"), [], market, default_policy(), now) == []
+    actions = plan_position(known, report("0.2"), [], market, default_policy(), now)
+    assert [type(a) for a in actions] == [Resized, PlaceStop]
+    place = actions[-1]
+    assert isinstance(place, PlaceStop) and place.qty == D("0.2")
+    assert place.trigger_price < D(60000) and place.crossed_from is not None
 
 
 async def test_a_re_entry_after_a_stop_out_is_protected_not_closed(
