@@ -63,6 +63,9 @@ class GuardedPosition:
     # until its fill is seen (the position's size no longer `close_from_qty`).
     close_pending_until: datetime | None = None
     close_from_qty: Decimal | None = None
+    # The close in flight is known to have filled: whatever the view still shows (the rest, or
+    # a REST view that lags the fill) gets a stop at once; only a second close stays blocked.
+    close_filled: bool = False
     # The stream showed our stop fire and then the symbol flat: this position is closed,
     # whatever is open on the symbol now (a re-entry is a new position with its own stop,
     # never the old, crossed, one).

@@ -177,8 +177,8 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     closing = (known is not None and known.close_pending_until is not None
                and now is not None and now < known.close_pending_until)
     if not stops:
-        if closing and known is not None and (known.close_from_qty is None
-                                              or report.qty == known.close_from_qty):
+        if closing and known is not None and not known.close_filled and (
+                known.close_from_qty is None or report.qty == known.close_from_qty):
             return actions + cleanup  # a close in flight, its fill not seen: no stop racing it
         # (Closing but the size moved: the close filled; what is left gets its stop now.)
         last = known_stop.trigger_price if known_stop is not None else None

@@ -374,7 +374,8 @@ class PositionSupervisor:
         """The venue says the stop is already through the market: the policy decides."""
         ctx = self.ctx
         market = ctx.venue.market(self.symbol)
-        if ctx.policy.crossed is CrossedPolicy.TIGHTEN and action.crossed_from is None:
+        closing = self.closing  # a close is in flight: never a second one
+        if (ctx.policy.crossed is CrossedPolicy.TIGHTEN or closing) and action.crossed_from is None:
             # Our mark is older than the venue's: tighten from a fresh one, or we would be
             # refused again and close a position the policy said to keep.
             fresh = await self._fresh_position()
@@ -383,6 +384,8 @@ class PositionSupervisor:
             tight = ctx.policy.tightened(fresh.side, fresh.mark_price, market)
             return await self._place(replace(action, trigger_price=tight,
                                              crossed_from=action.trigger_price))
+        if closing:
+            return False
         return await self._close(ClosePosition(
             self.symbol, report.qty, ev.CloseReason.STOP_CROSSED, action.trigger_price,
             report.mark_price))
@@ -476,14 +479,13 @@ class PositionSupervisor:
         self._succeeded()
         known.close_seq += 1
         known.move_to(PositionState.CLOSING)
-        if order.status is OrderStatus.FILLED:
-            # Filled, and the view already holds what is left: nothing is in flight, so what
-            # is left (if anything) is planned for at once, a stop or, per policy, a close.
-            known.close_pending_until = known.close_from_qty = None
-        else:  # accepted, not filled yet: no second close, no stop racing it, for a while
-            known.close_from_qty = before.qty if before is not None else None
-            known.close_pending_until = ctx.clock.now() + timedelta(
-                seconds=ctx.policy.close_pending_seconds)
+        # No second close for a while (REST may show the position at its old size after the
+        # fill). Filled: what the view still shows gets a stop at once; accepted but not filled
+        # yet: nothing races the close until a size other than `close_from_qty` shows the fill.
+        known.close_filled = order.status is OrderStatus.FILLED
+        known.close_from_qty = before.qty if before is not None else None
+        known.close_pending_until = ctx.clock.now() + timedelta(
+            seconds=ctx.policy.close_pending_seconds)
         await self._publish(ev.CloseSubmitted(account=ctx.account, symbol=self.symbol,
                                               order_id=order.order_id, qty=action.qty,
                                               reason=reason, by=by))
@@ -555,6 +557,7 @@ class PositionSupervisor:
         known.sla_alerted = False
         known.close_pending_until = None
         known.close_from_qty = None
+        known.close_filled = False
         self._missing_announced = False
         self._rejections = 0
 

@@ -246,12 +246,12 @@ async def test_a_close_is_never_sent_twice_after_an_unknown_outcome(
     assert outcome.status is CloseStatus.SUBMITTED
 
 
-async def test_the_rest_of_a_protective_close_is_dealt_with_at_once(
+async def test_the_rest_of_a_protective_close_gets_its_stop_at_once(
         spy_rig: SpyRigFactory) -> None:
     """Finding 11: a crossed stop closes the position; the hand added to it meanwhile, so the
-    close left a remainder, which waited 15 s ("close pending") without a stop. A close that
-    filled leaves nothing in flight: the same pass sees what is left (a fresh look, not the
-    stale view) and applies the policy to it at once, here the crossed-stop close."""
+    close left a remainder, which waited 15 s ("close pending") without a stop. A close known
+    to have filled lets what is left get its stop at once (tightened next to the mark, as the
+    wanted one is crossed); only a second close stays blocked."""
     rig, spy = await spy_rig(policy=default_policy())
     rig.hand.open(BTC, LONG, D("0.5"))
     rig.exchange.set_mark(BTC, D(60000))  # far below the 2 % stop: crossed, the policy closes
@@ -263,9 +263,11 @@ async def test_the_rest_of_a_protective_close_is_dealt_with_at_once(
     spy.before = hand_adds_first
     await rig.guard.reconcile_now()
 
-    assert BTC not in rig.exchange.positions and rig.stops(BTC) == []
-    closes = [cid for m, cid in spy.log if m == "market_order"]
-    assert len(closes) == 2 and len(set(closes)) == 2  # 0.5, then the 0.2 left; two ids
+    assert rig.exchange.positions[BTC].qty == D("0.2")
+    (stop,) = rig.stops(BTC)
+    assert stop.qty == D("0.2") and stop.trigger_price is not None
+    assert stop.trigger_price < D(60000)
+    assert [m for m in spy.commands() if m == "market_order"] == ["market_order"]
     assert rig.clock.monotonic() == 0  # no waiting out a "pending" close
 
 
