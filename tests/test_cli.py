@@ -212,3 +212,26 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--version"])
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"vigil {version('vigil')}"
+
+
+@pytest.mark.parametrize(("age", "cancelled"), [(600, True), (5, False)])
+async def test_check_cancels_an_old_orphaned_stop_and_leaves_a_young_one(
+        tmp_path: Path, age: int, cancelled: bool) -> None:
+    """Default grace (30 s) counted from the venue's creation time: a one-shot check sees the
+    order once, so first-seen alone would never let it go."""
+    config = tmp_path / "vigil.toml"
+    config.write_text(f'data_dir = "{tmp_path / "data"}"\n'
+                      f"[sim]\ndemo_orphan_stop_age_seconds = {age}\n")
+    code, out, _ = await _vigil(tmp_path, "--config", str(config), "check")
+    assert code == 0, out
+    assert "ETH/USDT:USDT: had no stop; placed at" in out
+    assert "OK: every position is protected" in out
+    with sqlite3.connect(tmp_path / "data" / "vigil.sqlite3") as conn:
+        zombies = conn.execute("SELECT payload FROM journal WHERE kind = 'zombie_cancelled'"
+                               ).fetchall()
+    if cancelled:
+        assert len(zombies) == 1 and "SOL/USDT:USDT" in zombies[0][0]
+        assert "SOL/USDT:USDT: orphaned stop_loss order" in out and "left for now" not in out
+    else:
+        assert zombies == []
+        assert "[paper] 1 orphaned stop on SOL/USDT:USDT, 5 s old: left for now" in out

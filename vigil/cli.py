@@ -9,9 +9,12 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vigil.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from engine.protection.reconcile import Orphan
 
 EXIT_OK, EXIT_FAIL, EXIT_CONFIG = 0, 1, 2
 
@@ -159,14 +162,39 @@ async def _check(settings: Settings) -> int:
     engine = await Engine.build(settings)
     i18n = build_i18n(settings.telegram.default_language)
     try:
-        reports, ok = await engine.check()
+        reports, orphans, ok = await engine.check()
     finally:
         await engine.stop()
         await engine.close()
     with i18n.context():
         print(render.fix_report(reports))
+        for line in (line for account, found in orphans.items()
+                     for line in _orphan_lines(account, found)):
+            print(line)
     print("OK: every position is protected" if ok else "FAIL: not every position is protected")
     return EXIT_OK if ok else EXIT_FAIL
+
+
+def _orphan_lines(account: str, found: list[Orphan]) -> list[str]:
+    """Orphaned stops still resting after the pass, by symbol: young ones wait out their grace
+    (a position may be on its way), overdue ones are left only because their cancel failed."""
+    from aiogram.utils.i18n import ngettext
+
+    by_symbol: dict[tuple[str, bool], list[Orphan]] = {}
+    for orphan in found:
+        by_symbol.setdefault((orphan.order.symbol, orphan.overdue), []).append(orphan)
+    lines = []
+    for (symbol, overdue), group in by_symbol.items():
+        n, age = len(group), int(max(o.age for o in group).total_seconds())
+        if overdue:
+            text = ngettext("⚠️ {n} orphaned stop on {symbol}, {age} s old: its cancel failed, "
+                            "still resting", "⚠️ {n} orphaned stops on {symbol}, up to {age} s "
+                            "old: their cancel failed, still resting", n)
+        else:
+            text = ngettext("{n} orphaned stop on {symbol}, {age} s old: left for now",
+                            "{n} orphaned stops on {symbol}, up to {age} s old: left for now", n)
+        lines.append(f"[{account}] " + text.format(n=n, symbol=symbol, age=age))
+    return lines
 
 
 async def _journal_verify(settings: Settings) -> int:

@@ -39,6 +39,7 @@ from engine.pnl.service import PnlReports
 from engine.ports import Venue
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import CrossedPolicy, FixedDistancePricer, ProtectionPolicy
+from engine.protection.reconcile import Orphan, orphans
 from engine.results import ReconcileReport
 from engine.risk import DailyLossCap
 from engine.sim.demo import seed_demo
@@ -170,15 +171,21 @@ class Engine:
         await guard.start_venue(retry=True)
         await guard.run()
 
-    async def check(self) -> tuple[list[ReconcileReport], bool]:
+    async def check(self) -> tuple[list[ReconcileReport], dict[str, list[Orphan]], bool]:
         """`vigil check`: each account started as `run` starts it (journal first, then the
-        venue's self-check), one protection pass, and whether every position is protected."""
+        venue's self-check), one protection pass; the orphaned stops still resting after it
+        (young ones are left for their grace: a position may be on its way); and whether every
+        position is protected with no overdue zombie left (its cancel failed)."""
         reports = []
+        left: dict[str, list[Orphan]] = {}
         for guard in self.guards.values():
             await guard.load()
             try:
                 await guard.start_venue(retry=False)
                 reports.append(await guard.reconcile_now())
+                left[guard.account] = orphans(
+                    guard.known_orders(), {p.symbol for p in guard.positions()},
+                    guard.zombies.first_seen, self.clock.now(), guard.policy.zombie_grace_seconds)
             except Exception as exc:  # one failing account must not hide the others
                 reports.append(ReconcileReport(
                     account=guard.account, positions=0, unprotected_before=(),
@@ -186,8 +193,9 @@ class Engine:
                     error=f"{type(exc).__name__}: {exc}"))
         status = self.control.status()
         ok = (all(r.error is None and not r.unprotected_after for r in reports)
-              and not any(a.halted for a in status.accounts))
-        return reports, ok
+              and not any(a.halted for a in status.accounts)
+              and not any(o.overdue for found in left.values() for o in found))
+        return reports, left, ok
 
     async def stop(self) -> None:
         for guard in self.guards.values():
@@ -214,7 +222,7 @@ async def _build_venue(account: AccountSettings, settings: Settings, clock: Cloc
     if account.venue == "sim":
         exchange = SimExchange(clock, seed=settings.sim.seed + index)
         if settings.sim.demo_positions:
-            seed_demo(exchange)
+            seed_demo(exchange, settings.sim.demo_orphan_stop_age_seconds)
         sims[account.name] = exchange
         return SimVenue(exchange, clock, latency=settings.sim.latency_ms / 1000)
     from engine.venues.factory import make_venue

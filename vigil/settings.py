@@ -81,6 +81,8 @@ class SimSettings(Section):
     latency_ms: int = Field(default=0, ge=0)
     price_interval_seconds: float = Field(default=1.0, gt=0)
     demo_positions: bool = True
+    # With demo_positions: also an orphaned stop on SOL (flat), created this long before start.
+    demo_orphan_stop_age_seconds: float | None = Field(default=None, ge=0)
 
 
 class RiskSettings(Section):

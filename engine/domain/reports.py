@@ -49,6 +49,8 @@ class OrderReport:
     # Closes whatever is held when it fires (Binance closePosition, Bybit qty 0, Bitget
     # pos_loss): the form for positions below the minimum order size. It never needs resizing.
     whole_position: bool = False
+    # When the venue created it (None where it does not say): a zombie's age counts from here.
+    created_at: datetime | None = None
 
     @property
     def is_resting(self) -> bool:

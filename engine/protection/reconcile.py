@@ -234,7 +234,7 @@ def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, Posi
                 if not is_protective_order(order):
                     continue
                 candidates.add(order.order_id)
-                if now - zombie_first_seen.get(order.order_id, now) >= grace:
+                if zombie_age(order, zombie_first_seen, now) >= grace:
                     actions.append(CancelZombie(order))
             continue
         planned = plan_position(known.get(symbol), report, symbol_orders, markets[symbol], policy,
@@ -245,9 +245,45 @@ def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, Posi
     return ReconcileResult(tuple(actions), frozenset(candidates), tuple(unprotected))
 
 
+def zombie_age(order: OrderReport, first_seen: Mapping[str, datetime],
+               now: datetime) -> timedelta:
+    """How long an orphaned order has existed: from the venue's creation time (a one-shot
+    `vigil check` sees it only once), else from when we first saw it. The earlier of the two,
+    so a venue clock running ahead never stretches the grace past the first-seen rule."""
+    since = first_seen.get(order.order_id, now)
+    if order.created_at is not None:
+        since = min(since, order.created_at)
+    return max(now - since, timedelta(0))
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A protective order resting on a flat symbol, and whether its grace is over."""
+
+    order: OrderReport
+    age: timedelta
+    overdue: bool
+
+
+def orphans(orders: list[OrderReport], position_symbols: set[str],
+            first_seen: Mapping[str, datetime], now: datetime, grace_seconds: float
+            ) -> list[Orphan]:
+    """The zombie candidates among `orders` (what `reconcile` would cancel once overdue), with
+    their ages: what `vigil check` reports after its pass."""
+    grace = timedelta(seconds=grace_seconds)
+    found = []
+    for order in sorted(orders, key=lambda o: (o.symbol, o.order_id)):
+        if (order.is_resting and is_protective_order(order)
+                and order.symbol not in position_symbols):
+            age = zombie_age(order, first_seen, now)
+            found.append(Orphan(order, age, age >= grace))
+    return found
+
+
 @dataclass(slots=True)
 class ZombieClock:
-    """Remembers when each candidate zombie was first seen; forgets ones no longer candidates."""
+    """Remembers when each candidate zombie was first seen (the fallback for venues that do not
+    say when an order was created; see `zombie_age`); forgets ones no longer candidates."""
 
     first_seen: dict[str, datetime] = field(default_factory=dict)
 

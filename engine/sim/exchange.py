@@ -12,6 +12,7 @@ import random
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from decimal import Decimal
 from enum import StrEnum
 
@@ -201,7 +202,7 @@ class SimExchange:
         order = OrderReport(
             order_id=str(next(self._ids)), client_id=client_id, symbol=symbol, kind=kind,
             side=side, qty=qty, trigger_price=trigger_price, reduce_only=reduce_only,
-            status=OrderStatus.OPEN, updated_at=self.clock.now())
+            status=OrderStatus.OPEN, updated_at=self.clock.now(), created_at=self.clock.now())
         self.orders[order.order_id] = order
         self._emit(OrderUpdate(order))
         return order
@@ -241,7 +242,8 @@ class SimExchange:
         order = OrderReport(
             order_id=str(next(self._ids)), client_id=client_id, symbol=symbol,
             kind=OrderKind.MARKET, side=side, qty=qty, trigger_price=None,
-            reduce_only=reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now())
+            reduce_only=reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
+            created_at=self.clock.now())
         self.orders[order.order_id] = order
         self._fill(order, qty)
         self._emit(OrderUpdate(order))
@@ -337,7 +339,8 @@ class SimExchange:
         child = OrderReport(
             order_id=str(next(self._ids)), client_id=None, symbol=order.symbol,
             kind=OrderKind.MARKET, side=order.side, qty=qty, trigger_price=None,
-            reduce_only=order.reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now())
+            reduce_only=order.reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
+            created_at=self.clock.now())
         self.orders[child.order_id] = child
         self._fill(child, qty)
 
@@ -370,3 +373,15 @@ class HandApi:
 
     def cancel(self, order_id: str) -> OrderReport:
         return self.exchange.cancel(order_id)
+
+    def place_old_stop(self, symbol: str, side: OrderSide, qty: Decimal, trigger_price: Decimal,
+                       age_seconds: float) -> OrderReport:
+        """A reduce-only stop placed `age_seconds` ago (before Vigil started), on any symbol:
+        on a flat one it is an orphan, and the venue reports when it was created."""
+        order = self.exchange.place_trigger(
+            symbol=symbol, side=side, qty=qty, trigger_price=trigger_price,
+            kind=OrderKind.STOP_LOSS, client_id=None)
+        created = self.exchange.clock.now() - timedelta(seconds=age_seconds)
+        order = self.exchange.orders[order.order_id] = replace(order, created_at=created,
+                                                               updated_at=created)
+        return order

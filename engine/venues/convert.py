@@ -82,6 +82,7 @@ def order_report(raw: Raw, dialect: Dialect, now: datetime) -> OrderReport | Non
         status=dialect.order_status(raw, kind),
         updated_at=updated or now,
         whole_position=qty is None and kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT),
+        created_at=utc_from_ms(raw.get("timestamp")),
     )
 
 

@@ -24,6 +24,7 @@ from engine.protection.reconcile import (
     Resized,
     ResizeStop,
     ZombieClock,
+    orphans,
     pick_stop,
     plan_position,
     reconcile,
@@ -330,6 +331,26 @@ def test_zombie_is_cancelled_only_after_the_grace_period() -> None:
 
     due = reconcile({}, {}, orders, MARKETS, NOW + grace, POLICY, clock.first_seen)
     assert due.actions == (CancelZombie(zombie), CancelZombie(tp_zombie))
+
+
+def test_zombie_grace_counts_from_the_venues_creation_time() -> None:
+    """A one-shot check sees each order once: the venue's creation time makes an old orphan
+    overdue on first sight; a young one waits; without a creation time, first-seen counts."""
+    old = replace(order("9", symbol=ETH, price="3000", side=OrderSide.BUY),
+                  created_at=NOW - timedelta(minutes=10))
+    young = replace(order("10", symbol=ETH, price="3000", side=OrderSide.BUY),
+                    created_at=NOW - timedelta(seconds=5))
+    unknown = order("11", symbol=ETH, price="3000", side=OrderSide.BUY)
+    # A venue clock running ahead never makes an order younger than when we first saw it.
+    ahead = replace(order("12", symbol=ETH, price="3000", side=OrderSide.BUY),
+                    created_at=NOW + timedelta(minutes=5))
+    first_seen = {"12": NOW - timedelta(seconds=40)}
+    result = reconcile({}, {}, [old, young, unknown, ahead], MARKETS, NOW, POLICY, first_seen)
+    assert result.actions == (CancelZombie(old), CancelZombie(ahead))
+    assert [(o.order.order_id, o.age.total_seconds(), o.overdue) for o in orphans(
+        [old, young, unknown, ahead], set(), first_seen, NOW, POLICY.zombie_grace_seconds)] == [
+        ("10", 5, False), ("11", 0, False), ("12", 40, True), ("9", 600, True)]
+    assert orphans([old], {ETH}, {}, NOW, 30) == []  # a position's stop is no orphan
 
 
 def test_zombie_grace_restarts_when_a_position_came_and_went() -> None:

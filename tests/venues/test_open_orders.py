@@ -3,6 +3,7 @@ take-profits) of every symbol, in one call per venue; stops stay with snapshot()
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -159,6 +160,8 @@ async def test_limit_entry_and_reduce_only_limit_take_profit(venue: Harness) -> 
         assert order.trigger_price is None  # a limit price is not a trigger
         assert order.status is OrderStatus.OPEN and order.is_resting
         assert isinstance(order.qty, Decimal) and order.order_id
+        # The venue's creation time (a zombie's age counts from it), timezone-aware UTC.
+        assert order.created_at == datetime.fromtimestamp(p.NOW_MS / 1000, UTC)
 
 
 @pytest.mark.parametrize("name", ["bybit", "bitget"])
