@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from engine.clock import Clock
+from engine.results import VenueWeight
 
 
 class Lane(StrEnum):
@@ -53,6 +54,10 @@ class BudgetStats:
     @property
     def snapshot_weight(self) -> float:
         return self.last_weight.get("snapshot", 0.0)
+
+    def weight(self) -> VenueWeight:
+        return VenueWeight(self.snapshot_weight, self.used, self.limits.limit,
+                           self.limits.window)
 
     @property
     def min_poll_interval(self) -> float:
