@@ -89,6 +89,11 @@ def signed(value: Decimal) -> str:
     return ("+" if value > 0 else "") + num(value.quantize(Decimal("0.01")))
 
 
+def weight(value: float) -> str:
+    """Request weight: ccxt costs are mostly whole, a few are fractions (Bitget 0.5...)."""
+    return f"{value:.1f}".removesuffix(".0")
+
+
 def hhmmss(value: datetime | None) -> str:
     return value.strftime("%H:%M:%S UTC") if value else "—"
 
@@ -117,6 +122,11 @@ def status(s: EngineStatus) -> str:
             n=a.positions, u=a.unprotected,
             ttp=_("{s} s").format(s=num(a.last_time_to_protect))
             if a.last_time_to_protect is not None else "—"))
+        if a.weight is not None:
+            lines.append(_("  request weight: {cycle} per guard cycle · {used} of {limit} used "
+                           "per {window} s").format(
+                cycle=weight(a.weight.per_cycle), used=weight(a.weight.used),
+                limit=weight(a.weight.limit), window=weight(a.weight.window_seconds)))
         lines.append(_("  last check {at}").format(at=hhmmss(a.last_reconcile)))
         if a.last_error:
             lines.append(_("  ⚠️ venue error: {error}").format(error=a.last_error))
@@ -130,7 +140,9 @@ def positions(views: Sequence[PositionView]) -> str:
     for p in views:
         lines.append(f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
                      f"@ {num(p.entry_price)}")
-        if p.stop_price is not None:
+        if p.stop_price is not None and p.whole_position_stop:
+            stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
+        elif p.stop_price is not None:
             stop = _("stop {price}").format(price=num(p.stop_price))
         else:
             stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))

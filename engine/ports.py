@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.domain.ledger import LedgerEntry
 from engine.domain.position import GuardedPosition
@@ -19,6 +19,9 @@ from engine.domain.reports import (
     VenueEvent,
     VenueSnapshot,
 )
+
+if TYPE_CHECKING:
+    from engine.results import VenueWeight
 
 
 @runtime_checkable
@@ -75,6 +78,13 @@ class Venue(Protocol):
     def events(self) -> AsyncIterator[VenueEvent]:
         """Position/order/fill updates as they happen; ends when the venue closes."""
         ...
+
+
+@runtime_checkable
+class WeighsRequests(Protocol):
+    """A venue that budgets its request weight (the ccxt ones; the simulator has no limit)."""
+
+    def request_weight(self) -> VenueWeight: ...
 
 
 class PositionStore(Protocol):

@@ -42,6 +42,16 @@ class StreamHealth:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueWeight:
+    """An account's request weight as our budget counts it (ccxt cost units; Binance's weight)."""
+
+    per_cycle: float  # what the last guard cycle (one snapshot) cost
+    used: float  # spent in the venue's current rate window
+    limit: float  # what the venue allows per window
+    window_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class GuardStatus:
     """One account as its guard sees it (no HOLD: that is the control layer's)."""
 
@@ -55,6 +65,7 @@ class GuardStatus:
     positions: int
     unprotected: int
     last_time_to_protect: Decimal | None
+    weight: VenueWeight | None = None  # venues without a request budget (sim) have none
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +83,7 @@ class AccountStatus:
     positions: int
     unprotected: int
     last_time_to_protect: Decimal | None
+    weight: VenueWeight | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +115,7 @@ class PositionView:
     unprotected_seconds: float
     last_time_to_protect: Decimal | None
     generation: int | None = None  # which position this is (a re-entry gets a new one)
+    whole_position_stop: bool = False  # the stop closes whatever is open (below the min size)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,7 @@ class Engine:
             sims: dict[str, SimExchange] = {}
             for index, account in enumerate(settings.accounts):
                 venue = venues[account.name] = await _build_venue(account, settings, clock, db,
-                                                                  sims, index)
+                                                                  sims, index, metrics)
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
@@ -218,7 +218,8 @@ class Engine:
 
 
 async def _build_venue(account: AccountSettings, settings: Settings, clock: Clock,
-                       db: Database, sims: dict[str, SimExchange], index: int) -> Venue:
+                       db: Database, sims: dict[str, SimExchange], index: int,
+                       metrics: Metrics) -> Venue:
     if account.venue == "sim":
         exchange = SimExchange(clock, seed=settings.sim.seed + index)
         if settings.sim.demo_positions:
@@ -239,10 +240,12 @@ async def _build_venue(account: AccountSettings, settings: Settings, clock: Cloc
                creds.password.get_secret_value() if creds.password else None]
     REDACTOR.add(secrets)
     try:
-        return make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
-                          password=secrets[2], testnet=account.testnet, clock=clock)
+        venue = make_venue(account.name, account.venue, api_key=secrets[0], secret=secrets[1],
+                           password=secrets[2], testnet=account.testnet, clock=clock)
     except OperatorError as exc:  # e.g. Bitget keys stored without the passphrase
         return UnavailableVenue(account.venue, str(exc))
+    metrics.track_budget(account.name, venue.budget.stats)
+    return venue
 
 
 class Runtime:

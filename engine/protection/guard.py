@@ -28,7 +28,7 @@ from engine.domain.reports import (
 from engine.domain.values import ZERO, PositionSide
 from engine.errors import OperatorError, VenueError
 from engine.metrics import Metrics
-from engine.ports import PositionStore, StateStore, Venue
+from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
 from engine.protection.context import AccountContext
 from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, OrderGateway
 from engine.protection.policy import ProtectionPolicy
@@ -414,7 +414,8 @@ class AccountGuard:
             last_reconcile=self.last_reconcile, last_error=self.last_error,
             positions=len(self.view.positions()),
             unprotected=sum(1 for s in sups if not s.protected),
-            last_time_to_protect=ttps[-1] if ttps else None)
+            last_time_to_protect=ttps[-1] if ttps else None,
+            weight=self.venue.request_weight() if isinstance(self.venue, WeighsRequests) else None)
 
     def positions(self) -> list[PositionView]:
         """Every open position with its protection, by symbol."""
@@ -431,7 +432,8 @@ class AccountGuard:
                 stop_price=stops[0].trigger_price if stops else None,
                 unprotected_seconds=sup.unprotected_for(now) if sup else 0.0,
                 last_time_to_protect=known.last_time_to_protect if known else None,
-                generation=known.generation if known else None))
+                generation=known.generation if known else None,
+                whole_position_stop=bool(stops) and stops[0].whole_position))
         return views
 
     def unrealized_pnl(self) -> Decimal:

@@ -7,17 +7,23 @@ each endpoint's cost) and budget against the venue's documented limit over a rol
 reads may spend the window up to `limit - reserve`, and never ahead of a waiting priority
 request; priority requests (stop placement, amend, cancel, reduce-only close, the lookup after an
 unknown outcome) may spend the reserve too, so they leave at once unless the venue's own limit
-is exhausted, when sending would only earn a ban."""
+is exhausted, when sending would only earn a ban.
+
+Where the venue reports the weight it has counted (Binance's X-MBX-USED-WEIGHT-1M, which ccxt
+keeps as `last_response_headers`), that figure corrects ours upwards: the limit is per IP, so
+other programs on the same address spend from it too."""
 
 from __future__ import annotations
 
 import contextvars
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
 from engine.clock import Clock
+from engine.results import VenueWeight
 
 
 class Lane(StrEnum):
@@ -34,6 +40,7 @@ class BudgetLimits:
     window: float
     reserve: float
     source: str  # where the figure comes from, for the docs and /status
+    used_header: str | None = None  # response header with the venue's own count of the window
 
     def __post_init__(self) -> None:
         if not (0 < self.reserve < self.limit and self.window > 0):
@@ -49,10 +56,15 @@ class BudgetStats:
     last_weight: dict[str, float]  # the weight of the last run of each operation ("snapshot")
     priority_wait_max: float  # seconds a priority request waited for budget, at most
     read_wait_total: float  # seconds reads yielded, in total
+    venue_used: float | None = None  # the venue's own count, from its last response header
 
     @property
     def snapshot_weight(self) -> float:
         return self.last_weight.get("snapshot", 0.0)
+
+    def weight(self) -> VenueWeight:
+        return VenueWeight(self.snapshot_weight, self.used, self.limits.limit,
+                           self.limits.window)
 
     @property
     def min_poll_interval(self) -> float:
@@ -93,6 +105,8 @@ class RequestBudget:
     _last: dict[str, float] = field(default_factory=dict, init=False)
     _priority_wait_max: float = field(default=0.0, init=False)
     _read_wait_total: float = field(default=0.0, init=False)
+    _venue_used: float | None = field(default=None, init=False)
+    _seen_headers: object = field(default=None, init=False)
 
     def install(self, exchange: Any) -> None:
         """Take the place of ccxt's throttle. ccxt calls it only with enableRateLimit on (as
@@ -141,7 +155,32 @@ class RequestBudget:
     def stats(self) -> BudgetStats:
         self._expire(self.clock.monotonic())
         return BudgetStats(self.venue, self.limits, self._used, dict(self._spent),
-                           dict(self._last), self._priority_wait_max, self._read_wait_total)
+                           dict(self._last), self._priority_wait_max, self._read_wait_total,
+                           self._venue_used)
+
+    def observe(self, headers: Mapping[str, str] | None) -> None:
+        """Correct our count from a response's headers (ccxt's `last_response_headers`).
+
+        Only upwards: the venue's figure includes weight we do not see (other programs on the
+        IP), while a lower one may just not count our requests still in flight yet; and a window
+        of our own that runs longer than the venue's fixed minute only errs on the safe side."""
+        name = self.limits.used_header
+        if name is None or headers is None or headers is self._seen_headers:
+            return  # ccxt keeps the last response's headers: each response is read once
+        self._seen_headers = headers
+        raw = next((v for k, v in headers.items() if k.lower() == name.lower()), None)
+        try:
+            used = float(raw) if raw is not None else None
+        except ValueError:
+            used = None
+        if used is None or used < 0:
+            return
+        self._venue_used = used
+        now = self.clock.monotonic()
+        self._expire(now)
+        if used > self._used:
+            self._window.append((now, used - self._used))
+            self._used = used
 
     def _expire(self, now: float) -> None:
         while self._window and self._window[0][0] + self.limits.window <= now:

@@ -39,6 +39,7 @@ from engine.domain.values import (
     floor_to_step,
 )
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
+from engine.results import VenueWeight
 from engine.venues.budget import Lane, RequestBudget
 from engine.venues.convert import dec, fmt, order_report, position_report
 from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
@@ -78,6 +79,10 @@ class CcxtVenue:
     def budget(self) -> RequestBudget:
         """Request weight spent and left; `budget.stats()` for /status and the metrics."""
         return self._budget
+
+    def request_weight(self) -> VenueWeight:
+        """The port's optional WeighsRequests: this account's weight for /status."""
+        return self._budget.stats().weight()
 
     @property
     def exchange(self) -> Any:

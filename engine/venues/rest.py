@@ -50,3 +50,5 @@ class Rest:
             current_operation().reset(token)
             if self.budget is not None:
                 self.budget.finished(self.operation)
+                # an error reply (a 429 above all) carries the venue's count too
+                self.budget.observe(getattr(self.exchange, "last_response_headers", None))

@@ -33,6 +33,7 @@ CREDENTIALS: dict[str, tuple[str, str, str | None]] = {
 class Reply:
     status: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,8 @@ class Recorder:
         reply = answer if isinstance(answer, Reply) else Reply(200, answer)
         text = json.dumps(reply.body)
         # exactly what ccxt's own fetch does after reading a response
+        if self.enableLastResponseHeaders:  # type: ignore[attr-defined]
+            self.last_response_headers = dict(reply.headers)
         self.handle_errors(reply.status, "", url, method, {}, text, reply.body,  # type: ignore[attr-defined]
                            headers, body)
         self.handle_http_status_code(reply.status, "", url, method, text)  # type: ignore[attr-defined]

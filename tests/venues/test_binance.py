@@ -8,7 +8,7 @@ import pytest
 
 from engine.domain.reports import MarketOrderRequest, OrderKind, OrderStatus, StopRequest
 from engine.domain.values import OrderSide, PositionSide
-from engine.errors import Rejected, RejectReason
+from engine.errors import Rejected
 from tests.venues import payloads as p
 from tests.venues.conftest import Harness, Reply
 
@@ -73,17 +73,6 @@ async def test_cancel_goes_to_the_algo_endpoint_by_algo_id(binance: Harness) -> 
     assert binance.http.sent("DELETE", "/fapi/v1/order") == []
 
 
-async def test_cancelling_a_gone_stop_is_order_not_found(binance: Harness) -> None:
-    binance.account.stops = [p.binance_algo_order(4001, CID)]
-    (order,) = (await binance.venue.snapshot()).orders
-    binance.http.route("DELETE", "/fapi/v1/algoOrder",
-                       Reply(400, p.binance_error(-2011, "Unknown order sent.")))
-
-    with pytest.raises(Rejected) as caught:
-        await binance.venue.cancel_order(order)
-    assert caught.value.reason is RejectReason.ORDER_NOT_FOUND
-
-
 async def test_capabilities_say_replace_and_amend_sends_nothing(binance: Harness) -> None:
     assert binance.venue.capabilities.amend_stop_in_place is False
     binance.account.stops = [p.binance_algo_order(4001, CID)]
@@ -93,22 +82,6 @@ async def test_capabilities_say_replace_and_amend_sends_nothing(binance: Harness
     with pytest.raises(Rejected):
         await binance.venue.amend_stop(order, Decimal("61000"), Decimal("0.01"))
     assert binance.since(mark) == []
-
-
-@pytest.mark.parametrize(("code", "reason"), [
-    (-2021, RejectReason.WOULD_TRIGGER_IMMEDIATELY),
-    (-4116, RejectReason.DUPLICATE_CLIENT_ID),
-    (-2019, RejectReason.INSUFFICIENT_FUNDS),
-    (-2022, RejectReason.REDUCE_ONLY_REJECTED),
-    (-4164, RejectReason.INVALID_ORDER),
-])
-async def test_rejections_keep_their_reason(binance: Harness, code: int,
-                                            reason: RejectReason) -> None:
-    binance.http.route("POST", "/fapi/v1/algoOrder", Reply(400, p.binance_error(code, "no")))
-    with pytest.raises(Rejected) as caught:
-        await binance.venue.place_stop(
-            StopRequest(BTC, PositionSide.LONG, Decimal("0.01"), Decimal("60000"), CID))
-    assert caught.value.reason is reason
 
 
 async def test_a_triggered_stop_is_found_by_client_algo_id(binance: Harness) -> None:

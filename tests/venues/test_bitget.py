@@ -8,9 +8,8 @@ import pytest
 
 from engine.domain.reports import MarketOrderRequest, OrderKind, OrderUpdate, StopRequest
 from engine.domain.values import OrderSide, PositionSide
-from engine.errors import Rejected, RejectReason
 from tests.venues import payloads as p
-from tests.venues.conftest import Harness, Reply, build
+from tests.venues.conftest import Harness, build
 
 BTC = "BTC/USDT:USDT"
 CID = "vgsfedcba9876543210fedcb"
@@ -81,17 +80,6 @@ async def test_plan_type_is_derived_when_the_order_was_never_listed() -> None:
     assert harness.http.last("POST", CANCEL).body["planType"] == "loss_plan"
 
 
-async def test_a_cancel_that_cancelled_nothing_is_order_not_found(bitget: Harness) -> None:
-    bitget.account.stops = [p.bitget_plan_order("bg-1", CID)]
-    (order,) = (await bitget.venue.snapshot()).orders
-    bitget.http.route("POST", CANCEL, p.bitget_ok({"successList": [], "failureList": [
-        {"orderId": "bg-1", "clientOid": CID, "errorMsg": "order does not exist"}]}))
-
-    with pytest.raises(Rejected) as caught:
-        await bitget.venue.cancel_order(order)
-    assert caught.value.reason is RejectReason.ORDER_NOT_FOUND
-
-
 async def test_amend_is_modify_tpsl_order_on_mark_price(bitget: Harness) -> None:
     bitget.account.stops = [p.bitget_plan_order("bg-1", CID)]
     (order,) = (await bitget.venue.snapshot()).orders
@@ -105,20 +93,6 @@ async def test_amend_is_modify_tpsl_order_on_mark_price(bitget: Harness) -> None
                     "marginCoin": "USDT", "triggerPrice": "60500.1",
                     "triggerType": "mark_price", "size": "0.02"}
     assert (amended.trigger_price, amended.qty) == (Decimal("60500.1"), Decimal("0.020"))
-
-
-@pytest.mark.parametrize(("code", "reason"), [
-    ("40786", RejectReason.DUPLICATE_CLIENT_ID),  # ccxt has no class for it: bare ExchangeError
-    ("43025", RejectReason.ORDER_NOT_FOUND),
-    ("40762", RejectReason.INSUFFICIENT_FUNDS),
-])
-async def test_rejections_keep_their_reason(bitget: Harness, code: str,
-                                            reason: RejectReason) -> None:
-    bitget.http.route("POST", PLACE, Reply(400, p.bitget_error(code, "no")))
-    with pytest.raises(Rejected) as caught:
-        await bitget.venue.place_stop(
-            StopRequest(BTC, PositionSide.LONG, Decimal("0.01"), Decimal("60000"), CID))
-    assert caught.value.reason is reason
 
 
 async def test_a_triggered_stop_is_found_in_the_plan_history(bitget: Harness) -> None:

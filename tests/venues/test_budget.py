@@ -15,11 +15,12 @@ import pytest
 from engine.clock import ManualClock
 from engine.domain.reports import StopRequest
 from engine.domain.values import PositionSide
+from engine.errors import Transient
 from engine.metrics import Metrics
 from engine.venues.budget import BudgetLimits, Lane, RequestBudget
-from engine.venues.dialects import BinanceDialect
+from engine.venues.dialects import BinanceDialect, BybitDialect
 from tests.venues import payloads as p
-from tests.venues.conftest import VENUES, Account, Request, build
+from tests.venues.conftest import VENUES, Account, Reply, Request, build
 
 BTC = "BTC/USDT:USDT"
 CID = "vgs0123456789abcdef0123"
@@ -183,3 +184,80 @@ async def test_metrics_export_the_budget_at_each_scrape() -> None:
                   {"account": "main", "lane": "priority"}) == 2  # place-tpsl-order
     assert sample("vigil_venue_weight_limit", {"account": "main"}) == 20
     assert sample("vigil_venue_min_poll_interval_seconds", {"account": "main"}) == 6 / 16
+
+
+# --- Binance's own count: X-MBX-USED-WEIGHT-1M, as ccxt keeps it in last_response_headers ------
+def counted(body: object, used: int, header: str = "X-MBX-USED-WEIGHT-1M") -> Reply:
+    return Reply(200, body, {header: str(used), "Content-Type": "application/json"})
+
+
+@pytest.mark.parametrize("header", ["X-MBX-USED-WEIGHT-1M", "x-mbx-used-weight-1m"])
+async def test_binances_count_of_the_ip_corrects_ours_and_reads_then_wait(header: str) -> None:
+    clock = ManualClock()
+    account = Account(positions=[p.long_position("binance", "BTC")])
+    harness = await build("binance", account=account, rate_limit=True, clock=clock)
+    harness.http.route(*p.PLACE_STOP["binance"], p.placed("binance", "77", CID))
+    budget = harness.venue.budget
+    ours = budget.stats().used  # start-up: markets and the account's position mode
+    assert ours < 100 and budget.stats().venue_used is None  # no header seen yet
+    # another program on the same IP has spent most of the minute
+    harness.http.route(*p.POSITIONS["binance"], counted([account.positions[0]], 2100, header))
+    harness.http.route("GET", "/fapi/v1/openAlgoOrders", counted([], 2140, header))
+
+    await harness.venue.snapshot()
+    assert budget.stats().used == 2140 and budget.stats().venue_used == 2140
+
+    # the next snapshot's listing (40) would pass the read share (2,160): it waits...
+    snapshot = asyncio.create_task(harness.venue.snapshot())
+    await settle()
+    assert not snapshot.done()
+    # ...while the stop (the reserve is the priority lane's) leaves at once
+    await asyncio.wait_for(harness.venue.place_stop(stop()), 0.5)
+    await clock.advance(BINANCE.window)
+    await asyncio.wait_for(snapshot, 0.5)
+    await harness.venue.close()
+    assert budget.stats().priority_wait_max == 0 and budget.stats().read_wait_total > 0
+
+
+async def test_a_lower_count_from_binance_never_lowers_ours() -> None:
+    # a lower figure may just not count our requests in flight yet
+    account = Account(positions=[p.long_position("binance", "BTC")])
+    harness = await build("binance", account=account, rate_limit=True, clock=ManualClock())
+    harness.http.route(*p.POSITIONS["binance"], counted([account.positions[0]], 0))
+    before = harness.venue.budget.stats().used
+    await harness.venue.snapshot()
+    await harness.venue.close()
+    stats = harness.venue.budget.stats()
+    assert stats.venue_used == 0 and stats.used == before + SNAPSHOT_WEIGHT["binance"]
+
+
+async def test_a_429_carries_binances_count_too() -> None:
+    clock = ManualClock()
+    harness = await build("binance", rate_limit=True, clock=clock)
+    harness.http.route(*p.POSITIONS["binance"], Reply(
+        429, p.binance_error(-1003, "Too many requests; current limit is 2400 per minute."),
+        {"X-MBX-USED-WEIGHT-1M": "2400"}))
+
+    snapshot = asyncio.create_task(harness.venue.snapshot())
+    await settle()
+    # the positions call got its 429; the snapshot's other read waits out the venue's window
+    assert harness.venue.budget.stats().used == 2400
+    assert not snapshot.done()
+    await clock.advance(BINANCE.window)
+    with pytest.raises(Transient):
+        await asyncio.wait_for(snapshot, 0.5)
+    await harness.venue.close()
+
+
+@pytest.mark.parametrize("value", ["", "lots", "-5"])
+async def test_a_header_that_is_no_count_is_ignored(value: str) -> None:
+    budget = RequestBudget("binance", BINANCE, ManualClock())
+    await budget.acquire(10, Lane.READ)
+    budget.observe({"X-MBX-USED-WEIGHT-1M": value})
+    assert budget.stats().used == 10 and budget.stats().venue_used is None
+
+
+async def test_venues_without_the_header_ignore_response_headers() -> None:
+    budget = RequestBudget("bybit", BybitDialect.budget, ManualClock())
+    budget.observe({"X-MBX-USED-WEIGHT-1M": "45"})
+    assert budget.stats().used == 0 and budget.stats().venue_used is None

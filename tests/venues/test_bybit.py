@@ -4,13 +4,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import pytest
-
 from engine.domain.reports import OrderKind, OrderStatus, StopRequest
 from engine.domain.values import PositionSide
-from engine.errors import Rejected, RejectReason, Transient
 from tests.venues import payloads as p
-from tests.venues.conftest import Harness, Reply
+from tests.venues.conftest import Harness
 
 BTC = "BTC/USDT:USDT"
 CID = "vgs11223344556677889900a"
@@ -99,36 +96,6 @@ async def test_cancel_names_the_order_and_category(bybit: Harness) -> None:
 
     assert bybit.http.last("POST", "/v5/order/cancel").body == {
         "category": "linear", "symbol": "BTCUSDT", "orderId": "bb-1"}
-
-
-@pytest.mark.parametrize(("code", "reason"), [
-    (110072, RejectReason.DUPLICATE_CLIENT_ID),
-    (110007, RejectReason.INSUFFICIENT_FUNDS),
-    (110017, RejectReason.REDUCE_ONLY_REJECTED),
-    (110001, RejectReason.ORDER_NOT_FOUND),
-])
-async def test_rejections_keep_their_reason(bybit: Harness, code: int,
-                                            reason: RejectReason) -> None:
-    bybit.http.route("POST", "/v5/order/create", p.bybit_error(code, "no"))
-    with pytest.raises(Rejected) as caught:
-        await bybit.venue.place_stop(
-            StopRequest(BTC, PositionSide.LONG, Decimal("0.01"), Decimal("60000"), CID))
-    assert caught.value.reason is reason
-
-
-async def test_system_error_10016_is_transient(bybit: Harness) -> None:
-    bybit.http.route("POST", "/v5/order/create",
-                     p.bybit_error(10016, "System error. Please try again later."))
-    with pytest.raises(Transient):
-        await bybit.venue.place_stop(
-            StopRequest(BTC, PositionSide.LONG, Decimal("0.01"), Decimal("60000"), CID))
-
-
-async def test_rate_limit_is_transient(bybit: Harness) -> None:
-    bybit.http.route("GET", "/v5/position/list", Reply(429, {"retCode": 10006,
-                                                             "retMsg": "Too many visits!"}))
-    with pytest.raises(Transient):
-        await bybit.venue.snapshot()
 
 
 async def test_a_filled_stop_is_found_in_the_history(bybit: Harness) -> None:

@@ -15,8 +15,6 @@ from tests.venues import payloads as p
 from tests.venues.conftest import VENUES, Account, Harness, Reply, build
 
 BTC = "BTC/USDT:USDT"
-WOULD_TRIGGER_CODES = [("binance", "-2021"), ("bybit", "110092"), ("bybit", "110093"),
-                       ("bitget", "40917"), ("bitget", "45122")]
 
 
 def stop(client_id: str = "vgs0123456789abcdef0123", side: PositionSide = PositionSide.LONG,
@@ -72,20 +70,6 @@ async def test_resting_stop_is_recognised_as_a_stop_loss(venue: Harness) -> None
     assert order.reduce_only and order.status is OrderStatus.OPEN
     assert order.client_id == "vgsabc" and order.order_id == "501"
     assert order.is_stop_for(PositionSide.LONG)
-
-
-@pytest.mark.parametrize(("name", "code"), WOULD_TRIGGER_CODES)
-async def test_would_trigger_immediately_is_a_reject_with_its_reason(name: str, code: str) -> None:
-    harness = await build(name)
-    status, body = p.would_trigger(name, code)
-    harness.http.route(*p.PLACE_STOP[name], Reply(status, body))
-
-    with pytest.raises(Rejected) as caught:
-        await harness.venue.place_stop(stop(side=PositionSide.SHORT, price="60000"))
-    await harness.venue.close()
-
-    assert caught.value.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY
-    assert code in str(caught.value)
 
 
 @pytest.mark.parametrize("name", VENUES)

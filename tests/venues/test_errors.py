@@ -6,7 +6,6 @@ import pytest
 from ccxt.base import errors as cx
 
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason, Transient
-from engine.venues.dialects import BinanceDialect, BitgetDialect, BybitDialect
 from engine.venues.errors import VenueCodes, scrub, translate, venue_code
 
 NO_CODES = VenueCodes()
@@ -48,35 +47,6 @@ def test_error_classes(exc: BaseException, expected: type[Exception]) -> None:
 def test_reject_reasons(exc: BaseException, reason: RejectReason) -> None:
     error = tr(exc)
     assert isinstance(error, Rejected) and error.reason is reason
-
-
-@pytest.mark.parametrize(("codes", "exc", "expected"), [
-    (BybitDialect.codes, cx.InvalidOrder('bybit {"retCode":110092,"retMsg":"expect Rising"}'),
-     RejectReason.WOULD_TRIGGER_IMMEDIATELY),
-    (BybitDialect.codes, cx.InvalidOrder('bybit {"retCode":110072,"retMsg":"dup"}'),
-     RejectReason.DUPLICATE_CLIENT_ID),
-    (BitgetDialect.codes, cx.InvalidOrder('bitget {"code":"45122","msg":"Short position"}'),
-     RejectReason.WOULD_TRIGGER_IMMEDIATELY),
-    (BitgetDialect.codes, cx.ExchangeError('bitget {"code":"40786","msg":"Duplicate clientOid"}'),
-     RejectReason.DUPLICATE_CLIENT_ID),
-    (BinanceDialect.codes, cx.BadRequest('binanceusdm {"code":-20132,"msg":"dup algo id"}'),
-     RejectReason.DUPLICATE_CLIENT_ID),
-])
-def test_venue_codes_beat_the_ccxt_class(codes: VenueCodes, exc: BaseException,
-                                         expected: RejectReason) -> None:
-    error = tr(exc, codes)
-    assert isinstance(error, Rejected) and error.reason is expected
-
-
-def test_bare_exchange_error_10016_is_transient_on_bybit_only() -> None:
-    exc = cx.ExchangeError('bybit {"retCode":10016,"retMsg":"System error. Please try again."}')
-    assert isinstance(tr(exc, BybitDialect.codes), Transient)
-    assert isinstance(tr(exc, BitgetDialect.codes), Rejected)
-
-
-def test_binance_status_unknown_codes_are_outcome_unknown() -> None:
-    exc = cx.ExchangeError('binanceusdm {"code":-1007,"msg":"Timeout waiting for response"}')
-    assert isinstance(tr(exc, BinanceDialect.codes), OutcomeUnknown)
 
 
 def test_venue_code_is_read_from_the_body_in_the_message() -> None:

@@ -6,14 +6,16 @@ When the venue says the stop would trigger at once, the guard closes reduce-only
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
+from bot import render
+from bot.i18n import build_i18n
 from engine.bus import EventBus
 from engine.domain import events as ev
 from engine.domain.ids import OrderPurpose, client_order_id
@@ -21,6 +23,7 @@ from engine.domain.values import PositionSide
 from engine.metrics import Metrics
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import FixedDistancePricer, ProtectionPolicy
+from engine.results import AccountStatus, EngineStatus
 from storage.db import Database
 from storage.journal import Journal
 from storage.repositories import PositionRepo, StateRepo
@@ -28,6 +31,7 @@ from tests.venues import payloads as p
 from tests.venues.conftest import VENUES, Account, Harness, Reply, Request, build
 
 BTC = "BTC/USDT:USDT"
+T = TypeVar("T")
 QTY = "0.5"
 ENTRY = "65001.37"  # 2 % off this is not on the 0.1 tick: the rounding direction shows
 MARK = "64000"
@@ -102,6 +106,13 @@ def market_close_reply(venue: str, request: Request) -> Any:
     return p.bitget_ok({"orderId": "9001", "clientOid": request.params["clientOid"]})
 
 
+def rendered(fn: Callable[[T], str], value: T, locale: str = "en") -> str:
+    """What the bot would send: the render function inside a locale's context."""
+    i18n = build_i18n(locale)
+    with i18n.context(), i18n.use_locale(locale):
+        return fn(value)
+
+
 # --- the engine, as runtime would build it ------------------------------------------------------
 @dataclass
 class Rig:
@@ -130,9 +141,11 @@ class Rigs:
         self.closers: list[Any] = []
 
     async def new(self, venue: str, side: PositionSide,
-                  position: dict[str, Any] | None = None) -> Rig:
+                  position: dict[str, Any] | None = None, *, rate_limit: bool = False) -> Rig:
+        """`rate_limit`: ccxt calls the request budget (as make_venue builds it)."""
         position = position or position_json(venue, side)
-        harness = await build(venue, account=Account(positions=[position]))
+        harness = await build(venue, account=Account(positions=[position]),
+                              rate_limit=rate_limit)
         self.closers.append(harness.venue.close)
         db = await Database.open(self.tmp_path / f"{venue}.sqlite3")
         self.closers.append(db.close)
@@ -197,6 +210,9 @@ async def test_a_position_without_a_stop_gets_exactly_the_right_stop_once(
     assert [e.kind for e in again.events] == []
     assert len(await rig.intents()) == 1
     assert (await rig.journal.verify()).ok
+    (view,) = rig.guard.positions()  # a sized stop is not marked
+    assert view.stop_price == intent.trigger_price and not view.whole_position_stop
+    assert "whole position" not in rendered(render.positions, [view])
 
 
 # What each venue must receive for a stop that closes the whole position (see test_contract).
@@ -229,7 +245,66 @@ async def test_a_position_below_the_minimum_size_gets_one_whole_position_stop_ne
         mark = rig.harness.mark()
         again = await rig.guard.reconcile_now()
         assert rig.writes(mark) == [] and again.unprotected_after == ()
+        # /positions says so: the stop closes whatever is open, it has no size of its own
+        (view,) = rig.guard.positions()
+        assert view.whole_position_stop and view.stop_price == intent.trigger_price
+        assert rendered(render.positions, [view]).splitlines()[1].endswith(
+            f"stop {render.num(intent.trigger_price)} (whole position)")
     assert len(await rig.intents()) == 1
+
+
+# ccxt's cost of one guard cycle's snapshot (see tests/venues/test_budget.py)
+CYCLE_WEIGHT = {"binance": 41, "bybit": 10, "bitget": 6}
+LIMITS = {"binance": (2400, 60), "bybit": (50, 1), "bitget": (20, 1)}
+
+
+@pytest.mark.parametrize("venue", VENUES)
+async def test_status_shows_the_weight_of_a_guard_cycle_and_the_weight_used(
+        venue: str, rigs: Rigs) -> None:
+    rig = await rigs.new(venue, PositionSide.LONG, rate_limit=True)
+    rig.harness.http.route(*p.PLACE_STOP[venue], lambda r: p.placed(
+        venue, PLACED_ID[venue], _client_id_of(venue, r)))
+    await rig.guard.load()
+    used_at_start = rig.harness.venue.budget.stats().used  # markets, account mode
+
+    await rig.guard.reconcile_now()  # one snapshot and the stop
+
+    weight = rig.guard.status().weight
+    assert weight is not None
+    assert (weight.per_cycle, weight.limit, weight.window_seconds) == (
+        CYCLE_WEIGHT[venue], *LIMITS[venue])
+    stop_weight = rig.harness.venue.budget.stats().last_weight["place_stop"]
+    assert stop_weight > 0  # the clock stands still: nothing left the window
+    assert weight.used == used_at_start + CYCLE_WEIGHT[venue] + stop_weight
+
+    status = EngineStatus("live", rig.harness.clock.now(), None, (AccountStatus(
+        name="main", venue=venue, testnet=False, halted=None, hold=None, stream_up=True,
+        stream_note="", amend_in_place=False, last_reconcile=None, last_error=None,
+        positions=1, unprotected=0, last_time_to_protect=None, weight=weight),))
+    limit, window = LIMITS[venue]
+    used = render.weight(weight.used)
+    assert (f"  request weight: {CYCLE_WEIGHT[venue]} per guard cycle · {used} of {limit} used"
+            f" per {window} s") in rendered(render.status, status).splitlines()
+    assert (f"  вес запросов: {CYCLE_WEIGHT[venue]} за цикл проверки · израсходовано {used} из "
+            f"{limit} за {window} с") in rendered(render.status, status, "ru").splitlines()
+
+
+async def test_a_venue_without_a_budget_shows_no_weight(tmp_path: Path) -> None:
+    from engine.clock import ManualClock
+    from engine.sim.exchange import SimExchange
+    from engine.sim.venue import SimVenue
+
+    clock = ManualClock()
+    db = await Database.open(tmp_path / "sim.sqlite3")
+    try:
+        guard = AccountGuard(
+            "paper", SimVenue(SimExchange(clock), clock), bus=EventBus(Journal(db).append),
+            store=PositionRepo(db), state=StateRepo(db),
+            policy=ProtectionPolicy(FixedDistancePricer(Decimal(2))), metrics=Metrics(),
+            clock=clock, interval_seconds=1)
+        assert guard.status().weight is None
+    finally:
+        await db.close()
 
 
 WOULD_TRIGGER_CODE = {"binance": "-2021", "bybit": "110092", "bitget": "40917"}

@@ -57,7 +57,8 @@ class BinanceDialect(Dialect):
     )
     # REQUEST_WEIGHT 2,400 a minute (per IP, USD-M); ccxt's costs are these weights.
     budget = BudgetLimits(limit=2400, window=60, reserve=240,
-                          source="Binance USD-M REQUEST_WEIGHT 2,400/min")
+                          source="Binance USD-M REQUEST_WEIGHT 2,400/min",
+                          used_header="X-MBX-USED-WEIGHT-1M")
 
     def configure(self, exchange: Any, *, testnet: bool) -> None:
         super().configure(exchange, testnet=False)
