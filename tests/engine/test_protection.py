@@ -646,9 +646,13 @@ async def test_sla_breach_raises_a_critical_alert_once(rig_factory: RigFactory) 
         "vigil_positions_unprotected", {"account": ACCOUNT}) == 1
 
     rig.venue.faults = FaultPlan()
-    await rig.guard.reconcile_now()
+    for _ in range(40):  # the venue heals: the retry comes when the back-off ends
+        if rig.stops(BTC):
+            break
+        await rig.clock.advance(1)
+        await rig.guard.reconcile_now()
     placed = (await rig.rows("stop_placed"))[0]
-    assert D(placed["time_to_protect"]) == D("10.1")
+    assert D(placed["time_to_protect"]) >= D("10.1")
     assert rig.guard.supervisors[BTC].known.sla_alerted is False  # type: ignore[union-attr]
 
 
