@@ -23,11 +23,6 @@ def _row(r: Any) -> Approval:
         decided_by=r["decided_by"], outcome=r["outcome"])
 
 
-def _iso(value: datetime) -> str:
-    """Fixed width (storage/times.py): `expires_at > ?` compares the text in SQL."""
-    return to_text(value)
-
-
 class ApprovalRepo:
     def __init__(self, db: Database) -> None:
         self.db = db
@@ -40,7 +35,7 @@ class ApprovalRepo:
             "INSERT INTO approvals (id, action, args, requested_by, requested_by_name, chat_id,"
             " lang, created_at, expires_at, status) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (approval_id, action, json.dumps(args), requested_by, requested_by_name, chat_id,
-             lang, _iso(now), _iso(expires_at), ApprovalStatus.PENDING.value))
+             lang, to_text(now), to_text(expires_at), ApprovalStatus.PENDING.value))
         await self.db.conn.commit()
         approval = await self.get(approval_id)
         assert approval is not None
@@ -61,7 +56,7 @@ class ApprovalRepo:
         cur = await self.db.conn.execute(
             "UPDATE approvals SET status = 'executing', decided_by = ?, decided_at = ?"
             " WHERE id = ? AND status = 'pending' AND expires_at > ?",
-            (by, _iso(now), approval_id, _iso(now)))
+            (by, to_text(now), approval_id, to_text(now)))
         await self.db.conn.commit()
         return cur.rowcount == 1
 
@@ -69,7 +64,7 @@ class ApprovalRepo:
         cur = await self.db.conn.execute(
             "UPDATE approvals SET status = 'cancelled', decided_by = ?, decided_at = ?"
             " WHERE id = ? AND status = 'pending' AND expires_at > ?",
-            (by, _iso(now), approval_id, _iso(now)))
+            (by, to_text(now), approval_id, to_text(now)))
         await self.db.conn.commit()
         return cur.rowcount == 1
 
@@ -85,7 +80,8 @@ class ApprovalRepo:
         # would make another task's commit on the shared connection fail.
         rows = await self.db.conn.execute_fetchall(
             "UPDATE approvals SET status = 'expired', decided_at = ?"
-            " WHERE status = 'pending' AND expires_at <= ? RETURNING *", (_iso(now), _iso(now)))
+            " WHERE status = 'pending' AND expires_at <= ? RETURNING *",
+            (to_text(now), to_text(now)))
         await self.db.conn.commit()
         return [_row(r) for r in rows]
 
