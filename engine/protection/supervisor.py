@@ -392,10 +392,16 @@ class PositionSupervisor:
 
     async def _fresh_position(self) -> PositionReport | None:
         ctx = self.ctx
+        marker = ctx.view.mark()
         snapshot = await retry_transient(ctx.venue.snapshot, ctx.clock, rng=ctx.rng)
         fresh = snapshot.position(self.symbol)
-        if fresh is not None:  # its absence may be REST lag: the reconcile loop decides that
+        if fresh is not None:
             ctx.view.set_position(self.symbol, fresh)
+        else:
+            # Absent from a snapshot newer than the view's: drop the older picture (under the
+            # view's merge rules: the stream's word stands), or the very next round re-plans on
+            # it and adopts a position that is gone (chaos seeds 301, 543 of issue 15).
+            ctx.view.confirm_absent(self.symbol, marker, ctx.clock.now())
         return fresh
 
     async def _adopt_stop(self, order: OrderReport) -> None:

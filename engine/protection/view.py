@@ -64,6 +64,21 @@ class AccountView:
             if entry.value is not None:
                 self._by_symbol.setdefault(entry.value.symbol, {})[order_id] = entry.value
 
+    def confirm_absent(self, symbol: str, started_at: int, now: datetime) -> bool:
+        """A snapshot begun at `started_at` (a `mark()`) did not show `symbol`: drop the
+        position under `apply_snapshot`'s rules (kept if changed after the snapshot began, or
+        if the stream saw it open within `absence_grace`). True when the view now shows it
+        flat. A writer that reads one symbol must not act on an older picture afterwards."""
+        entry = self._positions.get(symbol)
+        if entry is None or entry.value is None:
+            return True
+        if entry.version > started_at or (
+                entry.streamed_at is not None
+                and (now - entry.streamed_at).total_seconds() < self.absence_grace):
+            return False
+        self._positions[symbol] = _Entry(None, started_at)
+        return True
+
     @staticmethod
     def _merge(current: dict[str, _Entry[T]], fresh: dict[str, T],
                   started_at: int) -> dict[str, _Entry[T]]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 
 import pytest
@@ -28,7 +30,14 @@ from engine.clock import ManualClock
 from engine.domain import events as ev
 from engine.domain.ids import OrderPurpose, is_ours
 from engine.domain.position import GuardedPosition
-from engine.domain.reports import FillUpdate, OrderKind, OrderUpdate, PositionUpdate, VenueEvent
+from engine.domain.reports import (
+    FillUpdate,
+    OrderKind,
+    OrderUpdate,
+    PositionUpdate,
+    VenueEvent,
+    VenueSnapshot,
+)
 from engine.domain.values import OrderSide, PositionSide, ceil_to_step, floor_to_step
 from engine.errors import Rejected
 from engine.metrics import Metrics
@@ -106,6 +115,27 @@ async def idle() -> None:
     raise AssertionError("the loop never went idle")
 
 
+class ReadCountingVenue(SimVenue):
+    """SimVenue that notes how many exchange mutations its last snapshot had seen when it read
+    the positions: what the guard could know, at best, from REST."""
+
+    def __init__(self, *args: object, mutations: Callable[[], int], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._mutations = mutations
+        self._reads: dict[datetime, int] = {}  # snapshot.taken_at -> mutations seen
+        self.positions_read = -1  # mutations seen by the newest snapshot returned
+
+    async def _rest(self, method: str, *, can_fail: bool = False) -> None:
+        await super()._rest(method, can_fail=can_fail)
+        if method == "fetch_positions":  # the snapshot reads the positions right after this
+            self._reads[self.clock.now()] = self._mutations()
+
+    async def snapshot(self) -> VenueSnapshot:
+        snapshot = await super().snapshot()
+        self.positions_read = max(self.positions_read, self._reads.pop(snapshot.taken_at, -1))
+        return snapshot
+
+
 class MemoryPositions:
     def __init__(self) -> None:
         self.rows: dict[tuple[str, str], GuardedPosition] = {}
@@ -137,9 +167,11 @@ class Run:
     adopted_ever: Counter[int] = field(default_factory=Counter)
     # (symbol, side) -> the last lifetime of that side that ended, and when (a flip ends one
     # side and a close the other within one instant: each is remembered)
-    ended: dict[tuple[str, PositionSide], tuple[int, PositionSide, float]] = field(
+    ended: dict[tuple[str, PositionSide], tuple[int, PositionSide, float, int]] = field(
         default_factory=dict)
     journal_errors: list[str] = field(default_factory=list)
+    mutations: int = 0  # exchange events so far
+    entries: dict[int, set[Decimal]] = field(default_factory=dict)  # lifetime -> entry prices
     close_fills: Counter[str] = field(default_factory=Counter)  # our close id -> fills
 
     def __post_init__(self) -> None:
@@ -147,9 +179,10 @@ class Run:
         self.rng = random.Random(self.seed * 7919 + 1)
         self.exchange = SimExchange(self.clock, seed=self.seed, rules=self.mode.profile.rules)
         self.hand = HandApi(self.exchange)
-        self.venue = SimVenue(self.exchange, self.clock, streaming=self.streaming,
-                              amend_in_place=self.seed % 3 != 0, latency=self.mode.latency,
-                              faults=FaultPlan(seed=self.seed, **self.mode.profile.faults))
+        self.venue = ReadCountingVenue(
+            self.exchange, self.clock, streaming=self.streaming, mutations=lambda: self.mutations,
+            amend_in_place=self.seed % 3 != 0, latency=self.mode.latency,
+            faults=FaultPlan(seed=self.seed, **self.mode.profile.faults))
         self.positions = MemoryPositions()
 
         async def append(event: ev.Event) -> int:
@@ -169,35 +202,41 @@ class Run:
 
     # --- measuring, from the exchange's own state ----------------------------------------
     def _track_lifetimes(self, event: object) -> None:
+        self.mutations += 1
         if not isinstance(event, PositionUpdate):
             return
         current = self.lifetime.get(event.symbol)
         if current is not None and (event.position is None
                                     or current[1] is not event.position.side):
-            self.ended[event.symbol, current[1]] = (*current, self.clock.monotonic())
+            self.ended[event.symbol, current[1]] = (*current, self.clock.monotonic(),
+                                                    self.mutations)
         if event.position is None:
             self.lifetime[event.symbol] = None
         elif current is None or current[1] is not event.position.side:
             self.lifetimes += 1
             self.lifetime[event.symbol] = (self.lifetimes, event.position.side)
+        life = self.lifetime[event.symbol]
+        if event.position is not None and life is not None:
+            self.entries.setdefault(life[0], set()).add(event.position.entry_price)
 
     def _check_journal(self, event: ev.Event) -> None:
         """What the journal says happened must have happened on the exchange."""
         if isinstance(event, ev.PositionAdopted):
             life = self.lifetime.get(event.symbol)
             gone = self.ended.get((event.symbol, event.side))
-            # No view is fresher than one snapshot (two REST round trips) plus the step that
-            # acts on it (the virtual clock moves while SQLite works): a position that ended
-            # within that time may still be adopted; anything older is a stale plan.
-            fresh = 2 * self.mode.latency + TICK
+            candidates = []
             if life is not None and life[1] == event.side:
-                held = life[0]
-            elif (gone is not None and gone[1] == event.side
-                  and self.clock.monotonic() - gone[2] < fresh):
-                held = gone[0]
-            else:
+                candidates.append(life[0])
+            if gone is not None and gone[1] == event.side and not self._could_know(gone):
+                candidates.append(gone[0])
+            if not candidates:
                 self.journal_errors.append(f"adopted a {event.side} {event.symbol} that is gone")
                 return
+            # Closed and re-entered on the same side within that time: the adoption is of the
+            # position whose entry price it carries (the view may predate the re-entry), not
+            # always the newest one (issue 15: rest-only-200ms-today seeds 205, 309, 363).
+            held = next((c for c in candidates if event.entry_price in self.entries.get(c, ())),
+                        candidates[0])
             self.adopted[event.symbol] = held
             self.adopted_ever[held] += 1
             if self.adopted_ever[held] > 1:
@@ -208,6 +247,20 @@ class Run:
             if life is not None and life[0] == held:
                 self.journal_errors.append(
                     f"{event.symbol} recorded closed while open (lifetime {held})")
+
+    def _could_know(self, gone: tuple[int, PositionSide, float, int]) -> bool:
+        """Whether the guard had word that this position ended: a snapshot that read the
+        positions after its end returned, or (streaming) the stream's report of it is due. A
+        position the guard could not yet know was gone may be adopted: every adoption acts on
+        the freshest picture it has, and the next look records the close. The time a step
+        takes does not count (a back-off of a failed command between the snapshot and the
+        adoption is no newer knowledge; issue 15: rest-only-0ms-today seed 694), but a newer
+        snapshot that showed it gone does (seeds 301 and 543: the fix in `_fresh_position`)."""
+        _, _, ended_at, ended_seq = gone
+        if self.venue.positions_read >= ended_seq:
+            return True
+        return self.streaming and (
+            self.clock.monotonic() - ended_at > self.mode.latency / 2 + TICK)
 
     def _watch(self, event: VenueEvent) -> None:
         """At every exchange mutation: is the symbol it touched protected right now?"""
