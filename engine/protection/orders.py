@@ -161,6 +161,11 @@ class OrderGateway:
         report = self.view.position(request.symbol)
         if report is not before:
             return order  # the stream already told us what the fill left: it is fresher
+        if report is not None and request.side is not report.side.close_side:
+            # The position flipped before the close ran: this close cannot have reduced it, so
+            # the view's size is left alone (shrinking it invented a position of a size the
+            # venue never had; issue 15 chaos, streaming-50ms-harsh seed 404).
+            return order
         if order.status is OrderStatus.FILLED and order.qty is not None and report is not None:
             if order.qty < request.qty:
                 # A reduce-only fill smaller than asked: the venue clamped it to the position.

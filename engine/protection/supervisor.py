@@ -85,6 +85,7 @@ class PositionSupervisor:
         self._last_rejection = float("-inf")
         self._last_refusal: tuple[RejectReason, str] | None = None
         self._permanent = 0  # permanent refusals in a row
+        self._failures = 0  # venue failures (unknown outcome, transient) in a row
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -208,6 +209,7 @@ class PositionSupervisor:
             await self._publish(ev.VenueFailure(
                 account=self.ctx.account, operation=f"protect {self.symbol}",
                 error=type(exc).__name__, message=str(exc)))
+            self._retry_after_failure()
         finally:
             self._account_for_protection()
             if self.known is None and self.ctx.view.position(self.symbol) is None:
@@ -506,13 +508,7 @@ class PositionSupervisor:
         now = self.ctx.clock.monotonic()
         if now - self._last_rejection > REJECTIONS_FORGOTTEN_AFTER:
             self._rejections = 0  # an old refusal says nothing about this one
-        first, longest = REJECT_BACKOFF
-        pause = min(first * 2 ** self._rejections, longest)
-        waited = self.unprotected_for(self.ctx.clock.now())
-        if self.known is not None and self.known.unprotected_since is not None:
-            left = self.ctx.policy.sla_seconds - waited
-            if left > 0:
-                pause = min(pause, max(left / 2, first))
+        pause = self._pause(self._rejections)
         self._rejections += 1
         self._last_rejection = now
         self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
@@ -534,6 +530,28 @@ class PositionSupervisor:
                 message=exc.message, attempts=self._permanent,
                 retry_in_seconds=Decimal(str(GIVE_UP_PAUSE))))
 
+    def _pause(self, streak: int) -> float:
+        """The back-off after `streak` failed tries in a row, doubling; while the position
+        still has SLA time left, the next try comes before it runs out."""
+        first, longest = REJECT_BACKOFF
+        pause = min(first * 2 ** streak, longest)
+        if self.known is not None and self.known.unprotected_since is not None:
+            left = self.ctx.policy.sla_seconds - self.unprotected_for(self.ctx.clock.now())
+            if left > 0:
+                pause = min(pause, max(left / 2, first))
+        return pause
+
+    def _retry_after_failure(self) -> None:
+        """The venue failed a command past the gateway's retries (outcome still unknown, or
+        transient errors): an unprotected position must not wait for the next reconcile pass
+        (10 s while the stream is up) or a stream event that a quiet position never gets. Try
+        again soon, doubling while it goes on (issue 15: a 9.75 s gap, chaos streaming modes)."""
+        if self.known is None or self.protected or self.finished:
+            return
+        pause = self._pause(self._failures)
+        self._failures += 1
+        self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
+
     def _changed_since_give_up(self) -> bool:
         """After giving up on a stop the venue refuses, a new size or side lifts the pause."""
         if self._permanent < GIVE_UP_AFTER or self.known is None:
@@ -553,6 +571,7 @@ class PositionSupervisor:
         """The venue took a command: earlier refusals no longer slow this position down."""
         self._rejections = 0
         self._permanent = 0
+        self._failures = 0
         self.backoff_until = 0.0
 
     def _mark_protected(self) -> None:

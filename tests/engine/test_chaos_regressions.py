@@ -5,17 +5,26 @@ scripted through SpyVenue's hook."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
 from engine.clock import ManualClock
-from engine.domain.reports import OrderSide, OrderStatus, PositionReport
+from engine.domain import events as ev
+from engine.domain.ids import OrderPurpose, client_order_id
+from engine.domain.reports import MarketOrderRequest, OrderSide, OrderStatus, PositionReport
 from engine.domain.values import PositionSide
+from engine.errors import OutcomeUnknown, Transient
 from engine.protection.view import AccountView
-from tests.engine.conftest import BTC, ETH, SpyRigFactory
+from engine.sim.venue import FaultPlan
+from tests.engine.conftest import ACCOUNT, BTC, ETH, SpyRigFactory, drive, eventually
 
 D = Decimal
 LONG = PositionSide.LONG
+
+
+def cid(symbol: str, generation: int, seq: int, purpose: OrderPurpose) -> str:
+    return client_order_id(ACCOUNT, symbol, generation, purpose, seq)
 
 
 async def test_a_fresh_snapshot_showing_flat_is_not_undone_by_the_older_view(
@@ -76,3 +85,75 @@ def test_a_symbol_absent_from_a_fresh_look_drops_under_the_views_own_rules() -> 
     view.set_position(ETH, report(ETH))  # reported while the look was in flight: newer
     assert not view.confirm_absent(ETH, marker, clock.now())
     assert view.position(ETH) is not None
+
+
+async def test_a_placement_whose_outcome_stays_unknown_is_retried_within_the_sla(
+        spy_rig: SpyRigFactory) -> None:
+    """Every try of the stop times out before the venue runs it (three sends, three lookups
+    that find nothing): the gateway gives up with OutcomeUnknown. With the stream up the next
+    reconcile pass is 10 s away and no stream event comes for a quiet position, so the
+    supervisor must try again by itself, before the SLA runs out."""
+    rig, spy = await spy_rig(streaming=True, interval=10)
+    left = {"timeouts": 3}
+
+    async def time_out(method: str, arg: object) -> None:
+        if method == "place_stop" and left["timeouts"]:
+            left["timeouts"] -= 1
+            raise OutcomeUnknown("timeout (not executed)")
+
+    spy.before = time_out
+    run = asyncio.create_task(rig.guard.run())
+    try:
+        await eventually(lambda: rig.guard.last_reconcile is not None)
+        first = rig.guard.last_reconcile
+        await rig.clock.advance(2)  # past the first pass (the stream was not up yet)
+        await eventually(lambda: rig.guard.last_reconcile != first)
+        start = rig.clock.monotonic()
+        rig.hand.open(BTC, LONG, D("0.5"))
+        await eventually(lambda: left["timeouts"] == 0
+                         and any(isinstance(e, ev.VenueFailure) for e in rig.events))
+        assert rig.stops(BTC) == []
+        sla = rig.guard.policy.sla_seconds
+        while not rig.stops(BTC) and rig.clock.monotonic() - start < 2 * sla:
+            await rig.clock.advance(0.25)
+            await asyncio.sleep(0.005)  # SQLite's thread
+        assert len(rig.stops(BTC)) == 1
+        assert rig.clock.monotonic() - start < sla  # not at the 10 s pass
+    finally:
+        await rig.guard.stop()
+        run.cancel()
+
+
+async def test_a_close_of_the_side_that_flipped_away_never_shrinks_the_new_position(
+        spy_rig: SpyRigFactory) -> None:
+    """Chaos streaming-50ms-harsh seed 404: the supervisor sends the close of a short (a
+    reduce-only buy) after the stream already shows the person's flip to a long, which REST does
+    not show yet. The first send fails before it runs, the resend is refused as reduce-only
+    (nothing short to reduce) and the gateway reports the close as run: it must not take that
+    fill off the long. Before the fix the view showed long 0.10 where the venue held 0.11, which
+    was then adopted, recorded closed while open, and adopted again."""
+    rig, spy = await spy_rig(faults=FaultPlan(late_positions_seconds=1.5))
+    rig.hand.open(BTC, LONG, D("0.11"))
+    view, gateway = rig.guard.view, rig.guard.orders
+    view.set_position(BTC, rig.exchange.position_report(BTC),
+                      streamed_at=rig.clock.now())  # the stream's word; REST still lags
+    sends = {"n": 0}
+
+    async def first_send_fails(method: str, arg: object) -> None:
+        if method == "market_order":
+            sends["n"] += 1
+            if sends["n"] == 1:
+                raise Transient("connection reset (not executed)")
+
+    spy.before = first_send_fails
+    request = MarketOrderRequest(BTC, OrderSide.BUY, D("0.01"), True,
+                                 cid(BTC, 1, 0, OrderPurpose.CLOSE))
+
+    async def close() -> object:
+        async with gateway.writer(BTC):
+            return await gateway.close(request, ev.CloseReason.STOP_CROSSED, "",
+                                       rig.guard.bus.publish)
+
+    await drive(rig.clock, close())
+    assert sends["n"] == 2 and rig.exchange.positions[BTC].qty == D("0.11")
+    assert view.position(BTC) is not None and view.position(BTC).qty == D("0.11")
