@@ -244,6 +244,19 @@ class SpyVenue:
     def commands(self) -> list[str]:
         return [m for m, _ in self.log if m not in ("snapshot", "find_order")]
 
+    def fail_first(self, method: str, times: int, error: Callable[[], Exception]) -> list[int]:
+        """The next `times` calls of `method` raise `error()` before reaching the venue.
+        Returns a one-item list counting the failures still to come."""
+        left = [times]
+
+        async def fail(called: str, arg: object) -> None:
+            if called == method and left[0]:
+                left[0] -= 1
+                raise error()
+
+        self.before = fail
+        return left
+
 
 @pytest.fixture
 async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:

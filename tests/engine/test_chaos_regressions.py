@@ -94,14 +94,7 @@ async def test_a_placement_whose_outcome_stays_unknown_is_retried_within_the_sla
     reconcile pass is 10 s away and no stream event comes for a quiet position, so the
     supervisor must try again by itself, before the SLA runs out."""
     rig, spy = await spy_rig(streaming=True, interval=10)
-    left = {"timeouts": 3}
-
-    async def time_out(method: str, arg: object) -> None:
-        if method == "place_stop" and left["timeouts"]:
-            left["timeouts"] -= 1
-            raise OutcomeUnknown("timeout (not executed)")
-
-    spy.before = time_out
+    left = spy.fail_first("place_stop", 3, lambda: OutcomeUnknown("timeout (not executed)"))
     run = asyncio.create_task(rig.guard.run())
     try:
         await eventually(lambda: rig.guard.last_reconcile is not None)
@@ -110,7 +103,7 @@ async def test_a_placement_whose_outcome_stays_unknown_is_retried_within_the_sla
         await eventually(lambda: rig.guard.last_reconcile != first)
         start = rig.clock.monotonic()
         rig.hand.open(BTC, LONG, D("0.5"))
-        await eventually(lambda: left["timeouts"] == 0
+        await eventually(lambda: left == [0]
                          and any(isinstance(e, ev.VenueFailure) for e in rig.events))
         assert rig.stops(BTC) == []
         sla = rig.guard.policy.sla_seconds
@@ -137,15 +130,7 @@ async def test_a_close_of_the_side_that_flipped_away_never_shrinks_the_new_posit
     view, gateway = rig.guard.view, rig.guard.orders
     view.set_position(BTC, rig.exchange.position_report(BTC),
                       streamed_at=rig.clock.now())  # the stream's word; REST still lags
-    sends = {"n": 0}
-
-    async def first_send_fails(method: str, arg: object) -> None:
-        if method == "market_order":
-            sends["n"] += 1
-            if sends["n"] == 1:
-                raise Transient("connection reset (not executed)")
-
-    spy.before = first_send_fails
+    spy.fail_first("market_order", 1, lambda: Transient("connection reset (not executed)"))
     request = MarketOrderRequest(BTC, OrderSide.BUY, D("0.01"), True,
                                  cid(BTC, 1, 0, OrderPurpose.CLOSE))
 
@@ -155,5 +140,6 @@ async def test_a_close_of_the_side_that_flipped_away_never_shrinks_the_new_posit
                                        rig.guard.bus.publish)
 
     await drive(rig.clock, close())
-    assert sends["n"] == 2 and rig.exchange.positions[BTC].qty == D("0.11")
+    assert spy.commands() == ["market_order", "market_order"]
+    assert rig.exchange.positions[BTC].qty == D("0.11")
     assert view.position(BTC) is not None and view.position(BTC).qty == D("0.11")

@@ -526,14 +526,7 @@ async def test_retry_after_unknown_outcome_meets_a_duplicate_client_id(
 async def test_transient_errors_are_retried_with_backoff_and_jitter(
         spy_rig: SpyRigFactory) -> None:
     rig, spy = await spy_rig()
-    failures = {"left": 2}
-
-    async def flaky(method: str, arg: object) -> None:
-        if method == "place_stop" and failures["left"]:
-            failures["left"] -= 1
-            raise Transient("502 bad gateway")
-
-    spy.before = flaky
+    spy.fail_first("place_stop", 2, lambda: Transient("502 bad gateway"))
     rig.hand.open(BTC, LONG, D("0.5"))
     clock = rig.clock
     assert isinstance(clock, RecordingClock)
