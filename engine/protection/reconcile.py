@@ -203,9 +203,12 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         return actions + cleanup
 
     keep = pick_stop(stops, known_stop, report.side)
-    actions.extend(CancelStop(report.symbol, o, "duplicate") for o in stops if o is not keep)
+    # Adopt the keeper before cancelling the duplicates: the position is protected now, and a
+    # cancel the venue refuses or leaves unanswered must not keep it "unprotected" in the
+    # journal until an SLA alert (issue 15 chaos: rest-only-200ms-harsh seed 735).
     if known_stop is None or keep.order_id != known_stop.order_id:
         actions.append(AdoptStop(report.symbol, keep))
+    actions.extend(CancelStop(report.symbol, o, "duplicate") for o in stops if o is not keep)
     if not keep.covers(report.qty):
         actions.append(ResizeStop(report.symbol, keep, report.qty))
     return actions + cleanup

@@ -397,13 +397,10 @@ class PositionSupervisor:
         marker = ctx.view.mark()
         snapshot = await retry_transient(ctx.venue.snapshot, ctx.clock, rng=ctx.rng)
         fresh = snapshot.position(self.symbol)
-        if fresh is not None:
-            ctx.view.set_position(self.symbol, fresh)
-        else:
-            # Absent from a snapshot newer than the view's: drop the older picture (under the
-            # view's merge rules: the stream's word stands), or the very next round re-plans on
-            # it and adopts a position that is gone (chaos seeds 301, 543 of issue 15).
-            ctx.view.confirm_absent(self.symbol, marker, ctx.clock.now())
+        # Into the view as a snapshot (its merge rules: the stream's word stands), also when
+        # absent: else the next round re-plans on an older picture and adopts a position that
+        # is gone (issue 15 chaos: rest-only-0ms-today seed 301, 200ms seed 543).
+        ctx.view.apply_position(self.symbol, fresh, marker, ctx.clock.now())
         return fresh
 
     async def _adopt_stop(self, order: OrderReport) -> None:

@@ -39,7 +39,9 @@ class AccountView:
     absence_grace: float = 0.0  # seconds a streamed position outlives snapshots not showing it
 
     def mark(self) -> int:
-        """Call before starting a snapshot; pass the result to `apply_snapshot`."""
+        """Call before starting a snapshot; pass the result to `apply_snapshot`. Each mark is
+        its own version, so of two snapshots the one begun later wins, whichever ends first."""
+        self.version += 1
         return self.version
 
     def apply_snapshot(self, snapshot: VenueSnapshot, started_at: int,
@@ -64,20 +66,25 @@ class AccountView:
             if entry.value is not None:
                 self._by_symbol.setdefault(entry.value.symbol, {})[order_id] = entry.value
 
-    def confirm_absent(self, symbol: str, started_at: int, now: datetime) -> bool:
-        """A snapshot begun at `started_at` (a `mark()`) did not show `symbol`: drop the
-        position under `apply_snapshot`'s rules (kept if changed after the snapshot began, or
-        if the stream saw it open within `absence_grace`). True when the view now shows it
-        flat. A writer that reads one symbol must not act on an older picture afterwards."""
+    def apply_position(self, symbol: str, report: PositionReport | None, started_at: int,
+                       now: datetime) -> None:
+        """One symbol of a snapshot begun at `started_at` (a `mark()`), under `apply_snapshot`'s
+        rules: an entry changed after the snapshot began stays, and so does a position the
+        stream saw open within `absence_grace` that the snapshot does not show. The entry
+        carries the snapshot's version, not a new one, so a snapshot begun later still
+        replaces it: what a writer read for one symbol never outlives a fresher look (issue
+        15 chaos: rest-only-200ms-harsh seed 456). A writer that reads one symbol must not
+        act on an older picture afterwards."""
         entry = self._positions.get(symbol)
-        if entry is None or entry.value is None:
-            return True
-        if entry.version > started_at or (
-                entry.streamed_at is not None
-                and (now - entry.streamed_at).total_seconds() < self.absence_grace):
-            return False
-        self._positions[symbol] = _Entry(None, started_at)
-        return True
+        if entry is not None and entry.version > started_at:
+            return
+        streamed_at = entry.streamed_at if entry is not None else None
+        if (report is None and entry is not None and entry.value is not None
+                and streamed_at is not None
+                and (now - streamed_at).total_seconds() < self.absence_grace):
+            return
+        self._positions[symbol] = _Entry(report, started_at,
+                                         streamed_at if report is not None else None)
 
     @staticmethod
     def _merge(current: dict[str, _Entry[T]], fresh: dict[str, T],

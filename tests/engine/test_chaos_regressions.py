@@ -12,12 +12,18 @@ from decimal import Decimal
 from engine.clock import ManualClock
 from engine.domain import events as ev
 from engine.domain.ids import OrderPurpose, client_order_id
-from engine.domain.reports import MarketOrderRequest, OrderSide, OrderStatus, PositionReport
+from engine.domain.reports import (
+    MarketOrderRequest,
+    OrderSide,
+    OrderStatus,
+    PositionReport,
+    VenueSnapshot,
+)
 from engine.domain.values import PositionSide
-from engine.errors import OutcomeUnknown, Transient
+from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.protection.view import AccountView
 from engine.sim.venue import FaultPlan
-from tests.engine.conftest import ACCOUNT, BTC, ETH, SpyRigFactory, drive, eventually
+from tests.engine.conftest import ACCOUNT, BTC, ETH, SOL, SpyRigFactory, drive, eventually
 
 D = Decimal
 LONG = PositionSide.LONG
@@ -61,30 +67,44 @@ async def test_a_fresh_snapshot_showing_flat_is_not_undone_by_the_older_view(
     assert BTC not in rig.guard.supervisors
 
 
-def test_a_symbol_absent_from_a_fresh_look_drops_under_the_views_own_rules() -> None:
-    """`confirm_absent` (what the supervisor's own snapshot does with a symbol it does not
-    show) keeps the stream's word for `absence_grace` and anything changed after the look
-    began, as `apply_snapshot` does; an older REST picture it drops."""
+def test_one_symbol_of_a_fresh_look_goes_into_the_view_under_its_own_rules() -> None:
+    """`apply_position` (the supervisor's own snapshot of its symbol) keeps the stream's word
+    for `absence_grace` and anything changed after the look began, as `apply_snapshot` does,
+    and drops an older REST picture; its entry is as old as its look, so a snapshot begun
+    after it still wins (rest-only-200ms-harsh seed 456: a position read before a flip
+    outlived the guard's newer snapshot and was adopted after it was gone)."""
     clock = ManualClock()
 
-    def report(symbol: str) -> PositionReport:
-        return PositionReport(symbol, LONG, D(1), D(100), D(100), D(0), None, clock.now())
+    def report(symbol: str, qty: str = "1") -> PositionReport:
+        return PositionReport(symbol, LONG, D(qty), D(100), D(100), D(0), None, clock.now())
 
     view = AccountView(absence_grace=10)
     view.set_position(BTC, report(BTC), streamed_at=clock.now())
     view.set_position(ETH, report(ETH))
     marker = view.mark()
-    assert not view.confirm_absent(BTC, marker, clock.now() + timedelta(seconds=9))
+    view.apply_position(BTC, None, marker, clock.now() + timedelta(seconds=9))
     assert view.position(BTC) is not None  # the stream saw it open moments ago: REST lags
-    assert view.confirm_absent(ETH, marker, clock.now())
+    view.apply_position(ETH, None, marker, clock.now())
     assert view.position(ETH) is None
-    assert view.confirm_absent(BTC, marker, clock.now() + timedelta(seconds=10))
+    view.apply_position(BTC, None, marker, clock.now() + timedelta(seconds=10))
     assert view.position(BTC) is None
 
     marker = view.mark()
     view.set_position(ETH, report(ETH))  # reported while the look was in flight: newer
-    assert not view.confirm_absent(ETH, marker, clock.now())
+    view.apply_position(ETH, None, marker, clock.now())
     assert view.position(ETH) is not None
+
+    supervisors = view.mark()  # the supervisor's look begins ...
+    guards = view.mark()  # ... and the guard's after it; the supervisor's ends first
+    view.apply_position(SOL, report(SOL), supervisors, clock.now())
+    view.apply_snapshot(VenueSnapshot(positions=(), orders=(), taken_at=clock.now()), guards,
+                        clock.now())
+    assert view.position(SOL) is None
+    older = view.mark() - 1  # a look begun before the supervisor's never undoes it
+    view.apply_position(SOL, report(SOL, "2"), view.mark(), clock.now())
+    view.apply_snapshot(VenueSnapshot(positions=(), orders=(), taken_at=clock.now()), older,
+                        clock.now())
+    assert view.position(SOL) is not None and view.position(SOL).qty == D(2)
 
 
 async def test_a_placement_whose_outcome_stays_unknown_is_retried_within_the_sla(
@@ -143,3 +163,25 @@ async def test_a_close_of_the_side_that_flipped_away_never_shrinks_the_new_posit
     assert spy.commands() == ["market_order", "market_order"]
     assert rig.exchange.positions[BTC].qty == D("0.11")
     assert view.position(BTC) is not None and view.position(BTC).qty == D("0.11")
+
+
+async def test_a_refused_duplicate_cancel_does_not_leave_a_protected_position_unprotected(
+        spy_rig: SpyRigFactory) -> None:
+    """Chaos rest-only-200ms-harsh seed 735: a new short rests under two of the person's stops.
+    The duplicate's cancel is refused; the kept stop must be adopted all the same (it came
+    after the cancel in the plan), or the journal calls the position unprotected from its
+    opening and the SLA watchdog alerts at 5 s although a stop rested all along."""
+    rig, spy = await spy_rig(interval=1)
+    rig.hand.open(ETH, PositionSide.SHORT, D("2"))
+    rig.hand.place_stop(ETH, D(3300))
+    rig.hand.place_stop(ETH, D(3400))
+    spy.fail_first("cancel_order", 100, lambda: Rejected(RejectReason.OTHER, "try later"))
+
+    await rig.guard.reconcile_now()
+
+    kinds = await rig.kinds()
+    assert kinds[:2] == ["position_adopted", "stop_adopted"] and "stop_rejected" in kinds
+    assert "stop_missing" not in kinds and len(rig.stops(ETH)) == 2
+    sup = rig.guard.supervisors[ETH]
+    assert sup.protected
+    assert sup.sla_breached(rig.clock.now() + timedelta(seconds=60)) is None

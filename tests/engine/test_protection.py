@@ -293,8 +293,8 @@ async def test_without_ours_the_most_protective_stop_is_adopted(rig_factory: Rig
 
     assert rig.stops(ETH) == [low]  # a short's most protective stop is the lowest
     assert rig.exchange.orders[high.order_id].status is OrderStatus.CANCELLED
-    assert await rig.kinds() == ["position_adopted", "cancel_intent", "stop_cancelled",
-                                 "stop_adopted"]
+    assert await rig.kinds() == ["position_adopted", "stop_adopted", "cancel_intent",
+                                 "stop_cancelled"]
     assert rig.ttp_count() == 0  # nothing was missing
 
 
@@ -728,8 +728,8 @@ async def test_restart_after_a_crash_between_placement_and_saving(
     second = await rig_factory(exchange=first.exchange)
     await second.guard.reconcile_now()
     assert rig_stop_cids(second, BTC) == [cid(BTC, 1, 0)]
-    assert [e.kind for e in second.events] == ["cancel_intent", "stop_cancelled",
-                                               "stop_adopted"]
+    assert [e.kind for e in second.events] == ["stop_adopted", "cancel_intent",
+                                               "stop_cancelled"]
 
 
 # --- streaming ---------------------------------------------------------------------------

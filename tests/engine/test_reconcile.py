@@ -231,17 +231,17 @@ def test_keeps_ours_by_client_id_when_the_order_id_changed() -> None:
     moved = replace(ours, order_id="55")
     other = order("6", "59000")
     actions = plan(k, pos(), [other, moved])
-    assert actions == [CancelStop(BTC, other, "duplicate"), AdoptStop(BTC, moved)]
+    assert actions == [AdoptStop(BTC, moved), CancelStop(BTC, other, "duplicate")]
 
 
 def test_without_ours_the_most_protective_is_kept() -> None:
     low, high = order("5", "57000"), order("6", "59000")
-    assert plan(known(), pos(), [low, high]) == [CancelStop(BTC, low, "duplicate"),
-                                                 AdoptStop(BTC, high)]
+    assert plan(known(), pos(), [low, high]) == [AdoptStop(BTC, high),
+                                                 CancelStop(BTC, low, "duplicate")]
     s_low, s_high = (order("8", "61000", side=OrderSide.BUY),
                      order("9", "63000", side=OrderSide.BUY))
     assert plan(known(side=SHORT), pos(side=SHORT), [s_high, s_low]) == [
-        CancelStop(BTC, s_high, "duplicate"), AdoptStop(BTC, s_low)]
+        AdoptStop(BTC, s_low), CancelStop(BTC, s_high, "duplicate")]
 
 
 def test_pick_stop_rules() -> None:
@@ -261,7 +261,7 @@ def test_pick_stop_prefers_a_stop_with_our_client_id_when_we_lost_track_of_it() 
     theirs = order("5", "59000")
     assert pick_stop([theirs, ours], None, LONG) is ours
     actions = plan(known(), pos(), [theirs, ours])
-    assert actions == [CancelStop(BTC, theirs, "duplicate"), AdoptStop(BTC, ours)]
+    assert actions == [AdoptStop(BTC, ours), CancelStop(BTC, theirs, "duplicate")]
 
 
 # --- position the journal does not know ---------------------------------------------------
