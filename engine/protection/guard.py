@@ -34,7 +34,7 @@ from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, Ord
 from engine.protection.policy import ProtectionPolicy
 from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
 from engine.protection.supervisor import CloseResult, PositionSupervisor
-from engine.protection.view import AccountView
+from engine.protection.view import AccountView, MarkedFetch
 from engine.results import (
     CancelSkip,
     CloseStatus,
@@ -183,10 +183,10 @@ class AccountGuard:
         `wait` (/fix_sl, `vigil check`) the report says what they did; the loop does not wait:
         one position's slow venue work must never hold back the next look at all the others."""
         async with self._reconcile_lock:
-            marker = self.view.mark()
-            snapshot = await retry_transient(self.venue.snapshot, self.clock, rng=self.rng)
+            fetch = MarkedFetch(self.view, self.venue.snapshot)
+            snapshot = await retry_transient(fetch, self.clock, rng=self.rng)
             self.metrics.venue_calls.labels(self.account, "snapshot").inc(snapshot.calls)
-            self.view.apply_snapshot(snapshot, marker, self.clock.now())
+            self.view.apply_snapshot(snapshot, fetch.marker, self.clock.now())
             self.last_reconcile = self.clock.now()
             self.last_error = None
             self._note_marks()

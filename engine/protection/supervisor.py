@@ -42,6 +42,7 @@ from engine.protection.reconcile import (
     ResizeStop,
     plan_position,
 )
+from engine.protection.view import MarkedFetch
 from engine.results import CancelSkip, CloseStatus
 from engine.retry import retry_transient
 
@@ -394,14 +395,14 @@ class PositionSupervisor:
 
     async def _fresh_position(self) -> PositionReport | None:
         ctx = self.ctx
-        marker = ctx.view.mark()
-        snapshot = await retry_transient(ctx.venue.snapshot, ctx.clock, rng=ctx.rng)
-        fresh = snapshot.position(self.symbol)
-        # Into the view as a snapshot (its merge rules: the stream's word stands), also when
-        # absent: else the next round re-plans on an older picture and adopts a position that
-        # is gone (issue 15 chaos: rest-only-0ms-today seed 301, 200ms seed 543).
-        ctx.view.apply_position(self.symbol, fresh, marker, ctx.clock.now())
-        return fresh
+        fetch = MarkedFetch(ctx.view, ctx.venue.snapshot)
+        snapshot = await retry_transient(fetch, ctx.clock, rng=ctx.rng)
+        # Into the view as the snapshot it is (its merge rules: the stream's word stands; a
+        # snapshot begun later wins), also where it shows a symbol flat: else the next round
+        # re-plans on an older picture and adopts a position that is gone (issue 15 chaos:
+        # rest-only-0ms-today seed 301, 200ms seeds 543, 456; 50ms-harsh seed 401).
+        ctx.view.apply_snapshot(snapshot, fetch.marker, ctx.clock.now())
+        return snapshot.position(self.symbol)
 
     async def _adopt_stop(self, order: OrderReport) -> None:
         known = self.known

@@ -11,6 +11,7 @@ not taken as a close: the stream says so when it closes, and a later snapshot co
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, TypeVar
@@ -59,32 +60,16 @@ class AccountView:
                         and entry.streamed_at is not None
                         and (now - entry.streamed_at).total_seconds() < self.absence_grace):
                     merged[symbol] = entry  # the stream saw it open moments ago: REST lags
+        for symbol in self._positions.keys() - merged.keys():
+            # Flat as of this snapshot: a tombstone, so an older snapshot that ends later
+            # cannot bring the position back (one per symbol ever held: bounded).
+            merged[symbol] = _Entry(None, started_at)
         self._positions = merged
         self._orders = self._merge(self._orders, orders, started_at)
         self._by_symbol = {}
         for order_id, entry in self._orders.items():
             if entry.value is not None:
                 self._by_symbol.setdefault(entry.value.symbol, {})[order_id] = entry.value
-
-    def apply_position(self, symbol: str, report: PositionReport | None, started_at: int,
-                       now: datetime) -> None:
-        """One symbol of a snapshot begun at `started_at` (a `mark()`), under `apply_snapshot`'s
-        rules: an entry changed after the snapshot began stays, and so does a position the
-        stream saw open within `absence_grace` that the snapshot does not show. The entry
-        carries the snapshot's version, not a new one, so a snapshot begun later still
-        replaces it: what a writer read for one symbol never outlives a fresher look (issue
-        15 chaos: rest-only-200ms-harsh seed 456). A writer that reads one symbol must not
-        act on an older picture afterwards."""
-        entry = self._positions.get(symbol)
-        if entry is not None and entry.version > started_at:
-            return
-        streamed_at = entry.streamed_at if entry is not None else None
-        if (report is None and entry is not None and entry.value is not None
-                and streamed_at is not None
-                and (now - streamed_at).total_seconds() < self.absence_grace):
-            return
-        self._positions[symbol] = _Entry(report, started_at,
-                                         streamed_at if report is not None else None)
 
     @staticmethod
     def _merge(current: dict[str, _Entry[T]], fresh: dict[str, T],
@@ -139,3 +124,19 @@ class AccountView:
         if symbol is not None:
             return list(self._by_symbol.get(symbol, {}).values())
         return [e.value for e in self._orders.values() if e.value is not None]
+
+
+class MarkedFetch:
+    """A snapshot fetch that marks the view right before each attempt, for `retry_transient`:
+    after retries `marker` is the attempt that succeeded, not the first. A snapshot read late
+    must not count as begun early, or an older one that ends after it overrules it (issue 15
+    chaos: rest-only-50ms-harsh seed 401)."""
+
+    def __init__(self, view: AccountView, fetch: Callable[[], Awaitable[VenueSnapshot]]) -> None:
+        self.view = view
+        self.fetch = fetch
+        self.marker = view.mark()
+
+    async def __call__(self) -> VenueSnapshot:
+        self.marker = self.view.mark()
+        return await self.fetch()

@@ -9,6 +9,8 @@ import asyncio
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
+
 from engine.clock import ManualClock
 from engine.domain import events as ev
 from engine.domain.ids import OrderPurpose, client_order_id
@@ -21,7 +23,7 @@ from engine.domain.reports import (
 )
 from engine.domain.values import PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
-from engine.protection.view import AccountView
+from engine.protection.view import AccountView, MarkedFetch
 from engine.sim.venue import FaultPlan
 from tests.engine.conftest import ACCOUNT, BTC, ETH, SOL, SpyRigFactory, drive, eventually
 
@@ -67,44 +69,26 @@ async def test_a_fresh_snapshot_showing_flat_is_not_undone_by_the_older_view(
     assert BTC not in rig.guard.supervisors
 
 
-def test_one_symbol_of_a_fresh_look_goes_into_the_view_under_its_own_rules() -> None:
-    """`apply_position` (the supervisor's own snapshot of its symbol) keeps the stream's word
-    for `absence_grace` and anything changed after the look began, as `apply_snapshot` does,
-    and drops an older REST picture; its entry is as old as its look, so a snapshot begun
-    after it still wins (rest-only-200ms-harsh seed 456: a position read before a flip
-    outlived the guard's newer snapshot and was adopted after it was gone)."""
+def test_of_two_snapshots_the_one_begun_later_wins() -> None:
+    """Each `mark()` is its own version: a supervisor's own snapshot that ends after the
+    guard's but began before it does not outlive it (rest-only-200ms-harsh seed 456: a
+    position read before a flip outlived a newer snapshot and was adopted after it was gone),
+    and one begun after an older snapshot is never undone by it."""
     clock = ManualClock()
-
-    def report(symbol: str, qty: str = "1") -> PositionReport:
-        return PositionReport(symbol, LONG, D(qty), D(100), D(100), D(0), None, clock.now())
-
-    view = AccountView(absence_grace=10)
-    view.set_position(BTC, report(BTC), streamed_at=clock.now())
-    view.set_position(ETH, report(ETH))
-    marker = view.mark()
-    view.apply_position(BTC, None, marker, clock.now() + timedelta(seconds=9))
-    assert view.position(BTC) is not None  # the stream saw it open moments ago: REST lags
-    view.apply_position(ETH, None, marker, clock.now())
-    assert view.position(ETH) is None
-    view.apply_position(BTC, None, marker, clock.now() + timedelta(seconds=10))
-    assert view.position(BTC) is None
-
-    marker = view.mark()
-    view.set_position(ETH, report(ETH))  # reported while the look was in flight: newer
-    view.apply_position(ETH, None, marker, clock.now())
-    assert view.position(ETH) is not None
-
-    supervisors = view.mark()  # the supervisor's look begins ...
-    guards = view.mark()  # ... and the guard's after it; the supervisor's ends first
-    view.apply_position(SOL, report(SOL), supervisors, clock.now())
-    view.apply_snapshot(VenueSnapshot(positions=(), orders=(), taken_at=clock.now()), guards,
-                        clock.now())
+    held = PositionReport(SOL, LONG, D(1), D(100), D(100), D(0), None, clock.now())
+    flat = VenueSnapshot(positions=(), orders=(), taken_at=clock.now())
+    shows = VenueSnapshot(positions=(held,), orders=(), taken_at=clock.now())
+    view = AccountView()
+    view.apply_snapshot(shows, view.mark(), clock.now())
+    earlier = view.mark()  # one look begins ...
+    later = view.mark()  # ... and another after it; the earlier one ends last
+    view.apply_snapshot(flat, later, clock.now())
+    view.apply_snapshot(shows, earlier, clock.now())
     assert view.position(SOL) is None
-    older = view.mark() - 1  # a look begun before the supervisor's never undoes it
-    view.apply_position(SOL, report(SOL, "2"), view.mark(), clock.now())
-    view.apply_snapshot(VenueSnapshot(positions=(), orders=(), taken_at=clock.now()), older,
-                        clock.now())
-    assert view.position(SOL) is not None and view.position(SOL).qty == D(2)
+    earlier, later = view.mark(), view.mark()
+    view.apply_snapshot(shows, later, clock.now())
+    view.apply_snapshot(flat, earlier, clock.now())
+    assert view.position(SOL) == held
 
 
 async def test_a_placement_whose_outcome_stays_unknown_is_retried_within_the_sla(
@@ -185,3 +169,31 @@ async def test_a_refused_duplicate_cancel_does_not_leave_a_protected_position_un
     sup = rig.guard.supervisors[ETH]
     assert sup.protected
     assert sup.sla_breached(rig.clock.now() + timedelta(seconds=60)) is None
+
+
+async def test_a_retried_snapshot_counts_as_begun_at_the_attempt_that_succeeded() -> None:
+    """Chaos rest-only-50ms-harsh seed 401: the supervisor's snapshot failed three times and
+    read the venue last, but was marked before its first try, so the guard's snapshot (begun in
+    between, read earlier, before a flip) overruled it and a gone short was adopted."""
+    clock = ManualClock()
+    held = PositionReport(SOL, LONG, D(1), D(100), D(100), D(0), None, clock.now())
+    attempts = {"n": 0}
+
+    async def flat_after_a_failure() -> VenueSnapshot:
+        attempts["n"] += 1
+        if attempts["n"] == 1:
+            raise Transient("connection reset")
+        return VenueSnapshot(positions=(), orders=(), taken_at=clock.now())
+
+    view = AccountView()
+    view.apply_snapshot(VenueSnapshot(positions=(held,), orders=(), taken_at=clock.now()),
+                        view.mark())
+    fetch = MarkedFetch(view, flat_after_a_failure)
+    with pytest.raises(Transient):
+        await fetch()
+    guards = view.mark()  # the guard's look begins between the two attempts, reads the long
+    flat = await fetch()
+    view.apply_snapshot(flat, fetch.marker, clock.now())
+    view.apply_snapshot(VenueSnapshot(positions=(held,), orders=(), taken_at=clock.now()),
+                        guards, clock.now())
+    assert fetch.marker > guards and view.position(SOL) is None
