@@ -306,7 +306,8 @@ class Runtime:
             two_person=self.settings.approvals.two_person), i18n=i18n)
         self.dp = build_dispatcher(control=engine.control, approvals=approvals, roles=roles,
                                    i18n=i18n, state=engine.state,
-                                   on_stranger=self.notifier.on_stranger)
+                                   on_stranger=self.notifier.on_stranger,
+                                   alert_outbox=self.notifier.outbox)
         self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
                                                name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))

@@ -526,7 +526,8 @@ class PositionSupervisor:
             await self._publish(ev.StopCannotRest(
                 account=self.ctx.account, symbol=self.symbol, reason=exc.reason.value,
                 message=exc.message, attempts=self._permanent,
-                retry_in_seconds=Decimal(str(GIVE_UP_PAUSE))))
+                retry_in_seconds=Decimal(str(GIVE_UP_PAUSE)),
+                generation=self.known.generation if self.known else None))
 
     def _changed_since_give_up(self) -> bool:
         """After giving up on a stop the venue refuses, a new size or side lifts the pause."""
