@@ -26,11 +26,10 @@ from engine.domain import events as ev
 from engine.errors import Rejected, VenueError
 from engine.outbox import AlertAction, AlertButtons, Outbox
 
-PREFIX = "al"
 ALL_ACTIONS = (AlertAction.CLOSE, AlertAction.FIX, AlertAction.POSITIONS)
 
 
-class AlertCallback(CallbackData, prefix=PREFIX):
+class AlertCallback(CallbackData, prefix="al"):
     row: int  # the outbox row the alert was sent from
     do: AlertAction
 
@@ -53,10 +52,6 @@ def keyboard(row_id: int, buttons: AlertButtons) -> InlineKeyboardMarkup:
         for action in buttons.actions]])
 
 
-def _invalid() -> str:
-    return _("⚠️ This button is not valid here (or its alert is too old); nothing was done.")
-
-
 async def _spec(callback: CallbackQuery, data: AlertCallback,
                 alert_outbox: Outbox) -> tuple[Message, AlertButtons] | None:
     """The stored buttons this tap refers to, if the tap is genuine: the row exists, was sent
@@ -65,7 +60,7 @@ async def _spec(callback: CallbackQuery, data: AlertCallback,
     row = await alert_outbox.get(data.row) if isinstance(message, Message) else None
     if (row is None or not isinstance(message, Message) or row.chat_id != message.chat.id
             or row.buttons is None or data.do not in row.buttons.actions):
-        await callback.answer(_invalid(), show_alert=True)
+        await callback.answer(render.invalid_button(), show_alert=True)
         return None
     return message, row.buttons
 
@@ -132,10 +127,5 @@ def build_router() -> Router:
                 symbol=spec.symbol))
             return
         await answer_long(message, render.positions(views))
-
-    @router.callback_query(F.data.startswith(f"{PREFIX}:"))
-    async def malformed(callback: CallbackQuery) -> None:
-        """Data with our prefix that does not parse: forged or from an older version."""
-        await callback.answer(_invalid(), show_alert=True)
 
     return router

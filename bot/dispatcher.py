@@ -12,7 +12,7 @@ from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, Strange
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, language, monitor, pnl, protection, trading
+from bot.routers import core, hold, language, monitor, pnl, positions, protection, trading
 from engine.control import ControlService
 from engine.outbox import Outbox
 from engine.ports import StateStore
@@ -29,7 +29,7 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
     dp.callback_query.outer_middleware(LateAnswerMiddleware())
     UserLocaleMiddleware(i18n, state).setup(dp)
-    routers: list[Router] = [core.build_router(), monitor.build_router(),
+    routers: list[Router] = [core.build_router(), monitor.build_router(), positions.build_router(),
                              protection.build_router(), trading.build_router(),
                              hold.build_router(), language.build_router(state),
                              pnl.build_router(), alert_buttons.build_router(),

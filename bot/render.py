@@ -136,19 +136,28 @@ def status(s: EngineStatus) -> str:
 def positions(views: Sequence[PositionView]) -> str:
     if not views:
         return _("No open positions.")
-    lines = []
-    for p in views:
-        lines.append(f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
-                     f"@ {num(p.entry_price)}")
-        if p.stop_price is not None and p.whole_position_stop:
-            stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
-        elif p.stop_price is not None:
-            stop = _("stop {price}").format(price=num(p.stop_price))
-        else:
-            stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
-        lines.append(_("  mark {mark} · PnL {pnl} · {stop}").format(
-            mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop))
-    return "\n".join(lines)
+    return "\n".join(position(p) for p in views)
+
+
+def position(p: PositionView) -> str:
+    """One position, two lines: what it is, then its mark, PnL and stop (a column more goes
+    here, for /positions and every place that shows a position)."""
+    head = (f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
+            f"@ {num(p.entry_price)}")
+    if p.stop_price is not None and p.whole_position_stop:
+        stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
+    elif p.stop_price is not None:
+        stop = _("stop {price}").format(price=num(p.stop_price))
+    else:
+        stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
+    return head + "\n" + _("  mark {mark} · PnL {pnl} · {stop}").format(
+        mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop)
+
+
+def invalid_button() -> str:
+    """The answer to a button whose data we do not recognise (forged, or left by an older
+    version): nothing is done."""
+    return _("⚠️ This button is not valid here (or its alert is too old); nothing was done.")
 
 
 def fix_report(reports: Sequence[ReconcileReport]) -> str:

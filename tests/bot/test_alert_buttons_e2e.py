@@ -5,7 +5,6 @@ venue at start, so every alert chat gets an adoption alert with [Close] [Fix now
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal as D
 from pathlib import Path
@@ -20,9 +19,10 @@ from engine.domain import events as ev
 from engine.domain.reports import OrderKind
 from engine.domain.values import PositionSide
 from engine.outbox import AlertAction, AlertButtons
-from engine.sim.exchange import HandApi, SimExchange
+from engine.sim.exchange import HandApi
 from storage.db import Database
 from storage.outbox import OutboxRepo
+from tests.bot.conftest import PaperRig
 from tests.fakes import FakeBotAPI, SentCall
 from vigil.runtime import Runtime
 from vigil.settings import load_settings
@@ -31,15 +31,7 @@ ADMIN, TRADER, VIEWER = 100, 200, 300
 BTC = "BTC/USDT:USDT"
 
 
-@dataclass
-class Rig:
-    api: FakeBotAPI
-    runtime: Runtime
-
-    @property
-    def sim(self) -> SimExchange:
-        assert self.runtime.engine is not None
-        return self.runtime.engine.sims["paper"]
+Rig = PaperRig
 
 
 @pytest.fixture
