@@ -7,11 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from aiogram.enums import ParseMode
-from aiogram.utils.i18n import gettext as _
-from aiogram.utils.i18n import ngettext
-from aiogram.utils.text_decorations import html_decoration, markdown_decoration
-
+from bot.l10n import gettext as _
+from bot.l10n import ngettext
 from bot.roles import Role
 from engine.control import (
     CancelOutcome,
@@ -45,6 +42,9 @@ def clean(text: str, limit: int) -> str:
 
 def escape(text: str, parse_mode: str | None = None) -> str:
     """Escape text for the message's parse mode (plain text needs nothing)."""
+    from aiogram.enums import ParseMode  # here: `vigil check` renders without aiogram
+    from aiogram.utils.text_decorations import html_decoration, markdown_decoration
+
     if parse_mode == ParseMode.HTML:
         return html_decoration.quote(text)
     if parse_mode == ParseMode.MARKDOWN_V2:

@@ -37,7 +37,7 @@ Rig = PaperRig
 @pytest.fixture
 async def rig(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Rig]:
     monkeypatch.chdir(tmp_path)  # no stray .env
-    monkeypatch.setattr("vigil.runtime.PER_CHAT_INTERVAL", 0.0)  # no pacing between alerts
+    monkeypatch.setattr("bot.notifier.PER_CHAT_INTERVAL", 0.0)  # no pacing between alerts
     async with FakeBotAPI() as api:
         settings = load_settings(None, data_dir=tmp_path / "data", telegram={
             "token": api.token, "api_url": api.base_url, "admins": [ADMIN],
