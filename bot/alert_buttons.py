@@ -11,6 +11,8 @@ generation of the position), [Fix now] runs /fix_sl for the symbol, [Positions] 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from aiogram import F, Router
 from aiogram.filters.callback_data import CallbackData
 from aiogram.types import CallbackQuery, InlineKeyboardButton, InlineKeyboardMarkup, Message
@@ -27,6 +29,9 @@ from engine.errors import Rejected, VenueError
 from engine.outbox import AlertAction, AlertButtons, Outbox
 
 ALL_ACTIONS = (AlertAction.CLOSE, AlertAction.FIX, AlertAction.POSITIONS)
+# Alerts with buttons in one message, a keyboard row each: a storm of them still goes out a few
+# messages at a time, well inside Telegram's 100 buttons a message.
+MAX_PER_MESSAGE = 10
 
 
 class AlertCallback(CallbackData, prefix="al"):
@@ -42,14 +47,22 @@ def buttons_for(event: ev.Event) -> AlertButtons | None:
     return None
 
 
-def keyboard(row_id: int, buttons: AlertButtons) -> InlineKeyboardMarkup:
-    """One row of buttons, labelled in the current locale."""
+def keyboard(alerts: Sequence[tuple[int, AlertButtons]]) -> InlineKeyboardMarkup | None:
+    """A row of buttons per alert (outbox row id, its buttons), labelled in the current locale;
+    with several alerts in one message, each row names its market."""
     labels = {AlertAction.CLOSE: _("✖️ Close"), AlertAction.FIX: _("🛡 Fix now"),
               AlertAction.POSITIONS: _("📋 Positions")}
-    return InlineKeyboardMarkup(inline_keyboard=[[
-        InlineKeyboardButton(text=labels[action],
-                             callback_data=AlertCallback(row=row_id, do=action).pack())
-        for action in buttons.actions]])
+    rows = []
+    for row_id, buttons in alerts:
+        row = []
+        for n, action in enumerate(buttons.actions):
+            label = labels[action]
+            if n == 0 and len(alerts) > 1:
+                label = f"{label} · {buttons.symbol}"
+            row.append(InlineKeyboardButton(
+                text=label, callback_data=AlertCallback(row=row_id, do=action).pack()))
+        rows.append(row)
+    return InlineKeyboardMarkup(inline_keyboard=rows) if rows else None
 
 
 async def _spec(callback: CallbackQuery, data: AlertCallback,

@@ -51,7 +51,7 @@ from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
 from bot import render
-from bot.alert_buttons import buttons_for, keyboard
+from bot.alert_buttons import MAX_PER_MESSAGE, buttons_for, keyboard
 from bot.i18n import user_locale
 from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
@@ -337,31 +337,31 @@ class Notifier:
 
     async def _first_chunk(self, chat_id: int, rows: list[OutboxRow]
                            ) -> tuple[Chunk, InlineKeyboardMarkup | None]:
-        """The first message's worth of these alerts, and its buttons: an alert with buttons
-        goes alone, the buttons on its last piece."""
+        """The first message's worth of these alerts, and its buttons: a row for each alert
+        with buttons whose last piece is in the message."""
         with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
             texts = [_("{alert} (×{count})").format(alert=r.text, count=r.count)
                      if r.count > 1 else r.text for r in rows]
-            first = rows[0]
-            markup = keyboard(first.id, first.buttons) if first.buttons is not None else None
-        pieces = []
-        for row, text in zip(rows, texts, strict=True):
-            parts = split_message(text)
-            done = min(self._parts_sent.get(row.id, 0), len(parts) - 1)  # never skip the end
-            pieces.append(parts[done:])
-        chunk = pack(pieces)[0]
-        return chunk, markup if 0 in chunk.done else None
+            pieces = []
+            for row, text in zip(rows, texts, strict=True):
+                parts = split_message(text)
+                done = min(self._parts_sent.get(row.id, 0), len(parts) - 1)  # never skip the end
+                pieces.append(parts[done:])
+            chunk = pack(pieces)[0]
+            markup = keyboard([(rows[i].id, b) for i in chunk.done
+                               if (b := rows[i].buttons) is not None])
+        return chunk, markup
 
     @staticmethod
     def _one_message(rows: list[OutboxRow]) -> list[OutboxRow]:
         """The alerts that may share the first message: of the first one's priority (a
-        critical message is not padded with routine lines), and an alert with buttons alone
-        (its buttons act on its position only)."""
-        if rows[0].buttons is not None:
-            return rows[:1]
+        critical message is not padded with routine lines), and at most `MAX_PER_MESSAGE`
+        with buttons."""
         same = [r for r in rows if r.priority == rows[0].priority]
-        plain = next((i for i, r in enumerate(same) if r.buttons is not None), len(same))
-        return same[:plain]
+        with_buttons = [i for i, r in enumerate(same) if r.buttons is not None]
+        if len(with_buttons) > MAX_PER_MESSAGE:
+            same = same[:with_buttons[MAX_PER_MESSAGE]]
+        return same
 
     async def _send_next(self, chat_id: int, rows: list[OutboxRow]) -> None:
         """Send the first message's worth of this chat's due alerts and record the

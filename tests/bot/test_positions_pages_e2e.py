@@ -174,3 +174,6 @@ async def test_page_buttons_are_checked_like_the_command(rig: Rig) -> None:
     # An out-of-range page (forged or stale) shows the nearest page there is.
     last = await turn(rig, message_id, PositionsPage.of(99, PositionFilter()).pack())
     assert "Page 6 of 6" in last["text"]
+    # The same page again with nothing changed: Telegram says "not modified"; still answered.
+    await turn(rig, message_id, PositionsPage.of(5, PositionFilter()).pack())
+    assert [c.failed for c in rig.api.sent("editMessageText")] == [False, True]
