@@ -10,6 +10,9 @@ it; the sender (`run`) delivers each chat's due rows critical first, then oldest
 - alerts for one chat that are due together go as one message (one per line; an alert raised
   several times while waiting is one line with a count), split at 4096 characters between
   alerts (inside an alert only when it is longer than a message by itself, on line boundaries);
+- an alert about one position carries its buttons ([Close] [Fix now] [Positions], stored with
+  it): a keyboard row each, naming its market when the message carries several, at most
+  `MAX_PER_MESSAGE` of them a message;
 - pacing: at least 1 s between messages to one chat (3 s to a group: Telegram allows a group
   about 20 a minute) and at most 25 messages in any second overall, of which routine messages
   use at most 20 (a critical alert never waits for the global budget because of them);

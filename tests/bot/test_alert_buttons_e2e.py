@@ -115,7 +115,11 @@ async def test_trader_closes_from_the_alert_once_viewer_is_refused(rig: Rig) -> 
     for action in (AlertAction.CLOSE, AlertAction.FIX):
         refused = await answer(rig, tap(rig, VIEWER, viewer_alert, button(viewer_alert, action)))
         assert "needs the trader role" in refused["text"] and refused["show_alert"] is True
-    assert prompts(rig, VIEWER) == [] and BTC in rig.sim.positions
+    # ... and so is their tap on the very button the trader got (as in a shared group).
+    same = await answer(rig, tap(rig, VIEWER, trader_alert,
+                                 button(trader_alert, AlertAction.CLOSE)))
+    assert "needs the trader role" in same["text"]
+    assert prompts(rig, VIEWER) == prompts(rig, TRADER) == [] and BTC in rig.sim.positions
 
     await answer(rig, tap(rig, TRADER, trader_alert, button(trader_alert, AlertAction.CLOSE)))
     [prompt] = await rig.api.wait_for("sendMessage", lambda c: c in prompts(rig, TRADER))
