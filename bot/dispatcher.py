@@ -7,28 +7,33 @@ from aiogram.types import ErrorEvent
 from aiogram.utils.i18n import I18n
 from loguru import logger
 
+from bot import alert_buttons
 from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, StrangerHook
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, language, monitor, pnl, protection, trading
+from bot.routers import core, hold, language, monitor, pnl, positions, protection, trading
 from engine.control import ControlService
+from engine.outbox import Outbox
 from engine.ports import StateStore
 
 
 def build_dispatcher(*, control: ControlService, approvals: ApprovalService, roles: RoleBook,
                      i18n: I18n, state: StateStore,
-                     on_stranger: StrangerHook | None = None) -> Dispatcher:
+                     on_stranger: StrangerHook | None = None,
+                     alert_outbox: Outbox | None = None) -> Dispatcher:
     dp = Dispatcher(name="vigil")
     dp["control"] = control
     dp["approvals"] = approvals
+    dp["alert_outbox"] = alert_outbox  # the alerts' buttons are read back from it
     dp.update.outer_middleware(AccessMiddleware(roles, on_stranger))
     dp.callback_query.outer_middleware(LateAnswerMiddleware())
     UserLocaleMiddleware(i18n, state).setup(dp)
-    routers: list[Router] = [core.build_router(), monitor.build_router(),
+    routers: list[Router] = [core.build_router(), monitor.build_router(), positions.build_router(),
                              protection.build_router(), trading.build_router(),
                              hold.build_router(), language.build_router(state),
-                             pnl.build_router(), core.build_fallback_router()]
+                             pnl.build_router(), alert_buttons.build_router(),
+                             core.build_fallback_router()]
     for router in routers:
         router.message.middleware(RoleGate())
         router.callback_query.middleware(RoleGate())

@@ -3,35 +3,16 @@ Babel when the bot starts (no build step to forget), served through aiogram's I1
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from aiogram.types import TelegramObject, User
 from aiogram.utils.i18n import I18n, I18nMiddleware
-from babel.messages.mofile import write_mo
-from babel.messages.pofile import read_po
 
+from bot.catalogs import DOMAIN, LOCALES_DIR, SUPPORTED, compile_catalogs
 from engine.ports import StateStore
 
-LOCALES_DIR = Path(__file__).resolve().parent.parent / "locales"
-DOMAIN = "messages"
-SUPPORTED = ("en", "ru")
-
-
-def compile_catalogs(source: Path = LOCALES_DIR, target: Path | None = None) -> Path:
-    """Compile every .po under `source` into .mo files under `target` (a fresh temp dir)."""
-    target = target or Path(tempfile.mkdtemp(prefix="vigil-locales-"))
-    for po_path in source.glob(f"*/LC_MESSAGES/{DOMAIN}.po"):
-        lang = po_path.parent.parent.name
-        with po_path.open("rb") as fh:
-            catalog = read_po(fh, locale=lang)
-        out = target / lang / "LC_MESSAGES" / f"{DOMAIN}.mo"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with out.open("wb") as fh:
-            write_mo(fh, catalog)
-    return target
-
+__all__ = ["DOMAIN", "LOCALES_DIR", "SUPPORTED", "UserLocaleMiddleware", "build_i18n",
+           "compile_catalogs", "telegram_locale", "user_locale"]
 
 def build_i18n(default_locale: str = "en") -> I18n:
     return I18n(path=compile_catalogs(), default_locale=default_locale, domain=DOMAIN)

@@ -10,6 +10,9 @@ it; the sender (`run`) delivers each chat's due rows critical first, then oldest
 - alerts for one chat that are due together go as one message (one per line; an alert raised
   several times while waiting is one line with a count), split at 4096 characters between
   alerts (inside an alert only when it is longer than a message by itself, on line boundaries);
+- an alert about one position carries its buttons ([Close] [Fix now] [Positions], stored with
+  it): a keyboard row each, naming its market when the message carries several, at most
+  `MAX_PER_MESSAGE` of them a message;
 - pacing: at least 1 s between messages to one chat (3 s to a group: Telegram allows a group
   about 20 a minute) and at most 25 messages in any second overall, of which routine messages
   use at most 20 (a critical alert never waits for the global budget because of them);
@@ -45,18 +48,19 @@ from aiogram.exceptions import (
     TelegramMigrateToChat,
     TelegramRetryAfter,
 )
-from aiogram.types import User
+from aiogram.types import InlineKeyboardMarkup, User
 from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
 from bot import render
+from bot.alert_buttons import MAX_PER_MESSAGE, buttons_for, keyboard
 from bot.i18n import user_locale
 from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
-from engine.outbox import Outbox, OutboxRow, Priority
+from engine.outbox import AlertButtons, Outbox, OutboxRow, Priority
 from engine.ports import StateStore
 
 PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
@@ -140,25 +144,29 @@ class Notifier:
         """A private chat's id is its user's id: their /lang or Telegram language."""
         return await user_locale(self.state, chat_id, None, self.i18n.default_locale)
 
-    async def enqueue(self, chat_id: int, text: str, *, loud: bool = False) -> None:
-        """Write an alert to the outbox (coalescing with an identical pending one), then wake
-        the sender."""
+    async def enqueue(self, chat_id: int, text: str, *, loud: bool = False,
+                      buttons: AlertButtons | None = None) -> None:
+        """Write an alert (with its buttons, if any) to the outbox, coalescing with an
+        identical pending one, then wake the sender."""
         if chat_id in self._blocked:
             return
         # Critical alerts ring, and they go before everything else queued for the chat.
         await self.outbox.enqueue(chat_id, text, loud=loud, dedupe_key=dedupe_key(text),
                                   now=self.clock.now(),
-                                  priority=Priority.CRITICAL if loud else Priority.ROUTINE)
+                                  priority=Priority.CRITICAL if loud else Priority.ROUTINE,
+                                  buttons=buttons)
         self._wake.set()
 
     async def on_event(self, event: Event) -> None:
         if event.severity < Severity.INFO:
             return
+        buttons = buttons_for(event)
         for chat_id in list(self.chats):
             with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
                 text = render.event(event)
             if text:
-                await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL)
+                await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL,
+                                   buttons=buttons)
 
     async def on_stranger(self, user: User) -> None:
         """Admins hear once about each stranger, with the id they need to add them: the first
@@ -330,30 +338,47 @@ class Notifier:
     def _interval(self, chat_id: int) -> float:
         return self.group_interval if chat_id < 0 else self.per_chat_interval
 
-    async def _first_chunk(self, chat_id: int, rows: list[OutboxRow]) -> Chunk:
+    async def _first_chunk(self, chat_id: int, rows: list[OutboxRow]
+                           ) -> tuple[Chunk, InlineKeyboardMarkup | None]:
+        """The first message's worth of these alerts, and its buttons: a row for each alert
+        with buttons whose last piece is in the message."""
         with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
             texts = [_("{alert} (×{count})").format(alert=r.text, count=r.count)
                      if r.count > 1 else r.text for r in rows]
-        pieces = []
-        for row, text in zip(rows, texts, strict=True):
-            parts = split_message(text)
-            done = min(self._parts_sent.get(row.id, 0), len(parts) - 1)  # never skip the end
-            pieces.append(parts[done:])
-        return pack(pieces)[0]
+            pieces = []
+            for row, text in zip(rows, texts, strict=True):
+                parts = split_message(text)
+                done = min(self._parts_sent.get(row.id, 0), len(parts) - 1)  # never skip the end
+                pieces.append(parts[done:])
+            chunk = pack(pieces)[0]
+            markup = keyboard([(rows[i].id, b) for i in chunk.done
+                               if (b := rows[i].buttons) is not None])
+        return chunk, markup
+
+    @staticmethod
+    def _one_message(rows: list[OutboxRow]) -> list[OutboxRow]:
+        """The alerts that may share the first message: of the first one's priority (a
+        critical message is not padded with routine lines), and at most `MAX_PER_MESSAGE`
+        with buttons."""
+        same = [r for r in rows if r.priority == rows[0].priority]
+        with_buttons = [i for i, r in enumerate(same) if r.buttons is not None]
+        if len(with_buttons) > MAX_PER_MESSAGE:
+            same = same[:with_buttons[MAX_PER_MESSAGE]]
+        return same
 
     async def _send_next(self, chat_id: int, rows: list[OutboxRow]) -> None:
-        """Send the first message's worth of this chat's due alerts (those of the first one's
-        priority: a critical message is not padded with routine lines) and record the
+        """Send the first message's worth of this chat's due alerts and record the
         outcome."""
-        rows = [r for r in rows if r.priority == rows[0].priority]
-        chunk = await self._first_chunk(chat_id, rows)
+        rows = self._one_message(rows)
+        chunk, markup = await self._first_chunk(chat_id, rows)
         in_chunk = [rows[i] for i in chunk.parts]
         loud = any(r.loud for r in in_chunk)
         mono = self.clock.monotonic()
         self._recent.append(mono)
         self._paced_until[chat_id] = mono + self._interval(chat_id)
         try:
-            await self.bot.send_message(chat_id, chunk.text, disable_notification=not loud)
+            await self.bot.send_message(chat_id, chunk.text, disable_notification=not loud,
+                                        reply_markup=markup)
         except TelegramRetryAfter as exc:
             logger.warning("alerts to {}: 429, retrying in {} s", chat_id, exc.retry_after)
             await self._hold(chat_id, in_chunk, exc.retry_after, f"429: {exc.message}")

@@ -7,11 +7,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import Decimal
 
-from aiogram.enums import ParseMode
-from aiogram.utils.i18n import gettext as _
-from aiogram.utils.i18n import ngettext
-from aiogram.utils.text_decorations import html_decoration, markdown_decoration
-
+from bot.l10n import gettext as _
+from bot.l10n import ngettext
 from bot.roles import Role
 from engine.control import (
     CancelOutcome,
@@ -45,6 +42,9 @@ def clean(text: str, limit: int) -> str:
 
 def escape(text: str, parse_mode: str | None = None) -> str:
     """Escape text for the message's parse mode (plain text needs nothing)."""
+    from aiogram.enums import ParseMode  # here: `vigil check` renders without aiogram
+    from aiogram.utils.text_decorations import html_decoration, markdown_decoration
+
     if parse_mode == ParseMode.HTML:
         return html_decoration.quote(text)
     if parse_mode == ParseMode.MARKDOWN_V2:
@@ -136,19 +136,28 @@ def status(s: EngineStatus) -> str:
 def positions(views: Sequence[PositionView]) -> str:
     if not views:
         return _("No open positions.")
-    lines = []
-    for p in views:
-        lines.append(f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
-                     f"@ {num(p.entry_price)}")
-        if p.stop_price is not None and p.whole_position_stop:
-            stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
-        elif p.stop_price is not None:
-            stop = _("stop {price}").format(price=num(p.stop_price))
-        else:
-            stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
-        lines.append(_("  mark {mark} · PnL {pnl} · {stop}").format(
-            mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop))
-    return "\n".join(lines)
+    return "\n".join(position(p) for p in views)
+
+
+def position(p: PositionView) -> str:
+    """One position, two lines: what it is, then its mark, PnL and stop (a column more goes
+    here, for /positions and every place that shows a position)."""
+    head = (f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
+            f"@ {num(p.entry_price)}")
+    if p.stop_price is not None and p.whole_position_stop:
+        stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
+    elif p.stop_price is not None:
+        stop = _("stop {price}").format(price=num(p.stop_price))
+    else:
+        stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
+    return head + "\n" + _("  mark {mark} · PnL {pnl} · {stop}").format(
+        mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop)
+
+
+def invalid_button() -> str:
+    """The answer to a button whose data we do not recognise (forged, or left by an older
+    version): nothing is done."""
+    return _("⚠️ This button is not valid here (or its alert is too old); nothing was done.")
 
 
 def fix_report(reports: Sequence[ReconcileReport]) -> str:

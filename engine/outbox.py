@@ -3,10 +3,11 @@ Protocol. `storage.outbox.OutboxRepo` implements it; `bot.notifier` depends only
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from enum import IntEnum
+from enum import IntEnum, StrEnum
 from typing import Protocol
 
 
@@ -16,6 +17,36 @@ class Priority(IntEnum):
 
     ROUTINE = 0
     CRITICAL = 1
+
+
+class AlertAction(StrEnum):
+    """What a trader may do straight from an alert about one position."""
+
+    CLOSE = "c"  # through the usual approval
+    FIX = "f"  # what /fix_sl SYMBOL does
+    POSITIONS = "p"  # show that position
+
+
+@dataclass(frozen=True, slots=True)
+class AlertButtons:
+    """The buttons an alert carries, stored with it in the outbox: which position (its
+    generation, so a stale button never closes a re-opened one) and which actions."""
+
+    account: str
+    symbol: str
+    generation: int | None
+    actions: tuple[AlertAction, ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"account": self.account, "symbol": self.symbol,
+                           "generation": self.generation,
+                           "actions": [a.value for a in self.actions]})
+
+    @classmethod
+    def from_json(cls, text: str) -> AlertButtons:
+        raw = json.loads(text)
+        return cls(raw["account"], raw["symbol"], raw["generation"],
+                   tuple(AlertAction(a) for a in raw["actions"]))
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +64,7 @@ class OutboxRow:
     sent_at: datetime | None
     last_error: str | None
     priority: Priority = Priority.ROUTINE
+    buttons: AlertButtons | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +79,9 @@ class DueChat:
 class Outbox(Protocol):
     async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
                       dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
-                      count: int = 1) -> int: ...
+                      count: int = 1, buttons: AlertButtons | None = None) -> int: ...
+
+    async def get(self, row_id: int) -> OutboxRow | None: ...
 
     async def due_chats(self, now: datetime) -> list[DueChat]:
         """Chats with alerts due: those with a critical alert first, then oldest first."""

@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Iterable
 from datetime import datetime
 
-from engine.outbox import DueChat, OutboxRow, Priority
+from engine.outbox import AlertButtons, DueChat, OutboxRow, Priority
 from storage.db import Database
 from storage.times import from_text, to_text
 
@@ -31,7 +31,8 @@ def _row(r: sqlite3.Row) -> OutboxRow:
                      dedupe_key=r["dedupe_key"], count=r["count"], created_at=created,
                      next_attempt_at=due, attempts=r["attempts"], status=r["status"],
                      sent_at=_optional(r["sent_at"]), last_error=r["last_error"],
-                     priority=Priority(r["priority"]))
+                     priority=Priority(r["priority"]),
+                     buttons=AlertButtons.from_json(r["buttons"]) if r["buttons"] else None)
 
 
 class OutboxRepo:
@@ -42,7 +43,7 @@ class OutboxRepo:
 
     async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
                       dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
-                      count: int = 1) -> int:
+                      count: int = 1, buttons: AlertButtons | None = None) -> int:
         """Add an alert due at `now`, or later if an older alert for the chat waits (a chat's
         alerts never overtake each other, so a 429 or backoff hold on a chat holds what comes
         after it too, across restarts); return its row id.
@@ -56,16 +57,20 @@ class OutboxRepo:
         at = to_text(now)
         rows = await self.db.conn.execute_fetchall(
                 "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
-                " next_attempt_at, status, priority) VALUES (:chat, :text, :loud, :key, :n, :at,"
+                " next_attempt_at, status, priority, buttons)"
+                " VALUES (:chat, :text, :loud, :key, :n, :at,"
                 "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
-                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio)"
+                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio,"
+                "  :buttons)"
                 " ON CONFLICT (chat_id, dedupe_key)"
                 "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
                 " DO UPDATE SET count = count + excluded.count, loud = MAX(loud, excluded.loud),"
-                "  priority = MAX(priority, excluded.priority)"
+                "  priority = MAX(priority, excluded.priority),"
+                "  buttons = COALESCE(excluded.buttons, buttons)"
                 " RETURNING id",
                 {"chat": chat_id, "text": text, "loud": int(loud), "key": dedupe_key, "at": at,
-                 "n": count, "prio": int(priority)})
+                 "n": count, "prio": int(priority),
+                 "buttons": buttons.to_json() if buttons is not None else None})
         await self.db.conn.commit()
         return int(next(iter(rows))[0])
 

@@ -155,18 +155,18 @@ async def _run(settings: Settings) -> int:
 
 
 async def _check(settings: Settings) -> int:
+    # Neither these nor the engine import aiogram: a check starts in a fraction of the time.
     from bot import render
-    from bot.i18n import build_i18n
+    from bot.l10n import plain
     from vigil.runtime import Engine
 
     engine = await Engine.build(settings)
-    i18n = build_i18n(settings.telegram.default_language)
     try:
         reports, orphans, ok = await engine.check()
     finally:
         await engine.stop()
         await engine.close()
-    with i18n.context():
+    with plain(settings.telegram.default_language):
         print(render.fix_report(reports))
         for line in (line for account, found in orphans.items()
                      for line in _orphan_lines(account, found)):
@@ -178,7 +178,7 @@ async def _check(settings: Settings) -> int:
 def _orphan_lines(account: str, found: list[Orphan]) -> list[str]:
     """Orphaned stops still resting after the pass, by symbol: young ones wait out their grace
     (a position may be on its way), overdue ones are left only because their cancel failed."""
-    from aiogram.utils.i18n import ngettext
+    from bot.l10n import ngettext
 
     by_symbol: dict[tuple[str, bool], list[Orphan]] = {}
     for orphan in found:

@@ -8,24 +8,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
-from aiogram import Bot, Dispatcher
-from aiogram.client.session.aiohttp import AiohttpSession
-from aiogram.client.telegram import TelegramAPIServer
-from aiogram.utils.i18n import I18n
 from loguru import logger
 
-from bot.approvals import ApprovalService
-from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_console
-from bot.dispatcher import build_dispatcher
-from bot.i18n import build_i18n
-from bot.menus import publish_menus
-from bot.notifier import PER_CHAT_INTERVAL, Notifier
-from bot.reports import DailyReporter
-from bot.retry import ReplyRetry
-from bot.roles import RoleBook
 from engine.approvals import Approvals
 from engine.bus import EventBus
 from engine.clock import Clock, SystemClock
@@ -56,6 +43,13 @@ from storage.repositories import PositionRepo, StateRepo
 from storage.secrets import KeyStore
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
+
+if TYPE_CHECKING:  # the chat (aiogram) is imported when a Runtime starts, not for `vigil check`
+    from aiogram import Bot, Dispatcher
+    from aiogram.utils.i18n import I18n
+
+    from bot.notifier import Notifier
+    from bot.reports import DailyReporter
 
 LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
 JOURNAL_LINGER_SECONDS = 0.002  # a journal batch nobody waits on gathers rows this long
@@ -272,6 +266,21 @@ class Runtime:
         self.menus: asyncio.Task[None] | None = None  # publishing the command menus
 
     async def start(self) -> None:
+        # The chat's modules pull in aiogram (seconds of start-up): imported only here, so the
+        # engine alone (`vigil check`, `vigil journal verify`) never pays for them.
+        from aiogram import Bot
+        from aiogram.client.session.aiohttp import AiohttpSession
+        from aiogram.client.telegram import TelegramAPIServer
+
+        from bot.approvals import ApprovalService
+        from bot.console import CONSOLE_TOKEN, CONSOLE_USER_ID, ConsoleSession, run_console
+        from bot.dispatcher import build_dispatcher
+        from bot.i18n import build_i18n
+        from bot.notifier import PER_CHAT_INTERVAL, Notifier
+        from bot.reports import DailyReporter
+        from bot.retry import ReplyRetry
+        from bot.roles import RoleBook
+
         t = self.settings.telegram
         self.engine = engine = await Engine.build(self.settings, self.clock)
         self.i18n = i18n = build_i18n(t.default_language)
@@ -306,7 +315,8 @@ class Runtime:
             two_person=self.settings.approvals.two_person), i18n=i18n)
         self.dp = build_dispatcher(control=engine.control, approvals=approvals, roles=roles,
                                    i18n=i18n, state=engine.state,
-                                   on_stranger=self.notifier.on_stranger)
+                                   on_stranger=self.notifier.on_stranger,
+                                   alert_outbox=self.notifier.outbox)
         self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
                                                name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
@@ -332,6 +342,9 @@ class Runtime:
 
     async def _set_menu(self) -> None:
         """Per-role command menus (bot/menus.py), sent only when they changed."""
+        from bot.menus import publish_menus
+        from bot.roles import RoleBook
+
         assert self.bot is not None and self.i18n is not None and self.engine is not None
         t = self.settings.telegram
         roles = RoleBook(admins=t.admins, traders=t.traders, viewers=t.viewers)

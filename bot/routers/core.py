@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from aiogram import F, Router
 from aiogram.filters import Command, CommandStart
-from aiogram.types import Message
+from aiogram.types import CallbackQuery, Message
 from aiogram.utils.i18n import gettext as _
 
 from bot.commands import COMMANDS, role_flag
-from bot.render import role_label
+from bot.render import invalid_button, role_label
 from bot.roles import Role
 
 
@@ -31,11 +31,18 @@ def build_router() -> Router:
 
 
 def build_fallback_router() -> Router:
-    """Included last: unknown commands get a pointer to /help instead of silence."""
+    """Included last: unknown commands get a pointer to /help instead of silence, unknown
+    buttons an error."""
     router = Router(name="fallback")
 
     @router.message(F.text.startswith("/"))
     async def unknown(message: Message) -> None:
         await message.answer(_("Unknown command. /help lists what you can do."))
+
+    @router.callback_query()
+    async def unknown_button(callback: CallbackQuery) -> None:
+        """Button data no handler accepted (forged, malformed, or from an older version):
+        answered, so the client stops spinning, and nothing is done."""
+        await callback.answer(invalid_button(), show_alert=True)
 
     return router

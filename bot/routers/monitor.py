@@ -1,4 +1,4 @@
-"""/status and /positions: read-only views for everyone on the list."""
+"""/status: the read-only view for everyone on the list (/positions: routers/positions.py)."""
 
 from __future__ import annotations
 
@@ -18,9 +18,5 @@ def build_router() -> Router:
     @router.message(Command("status"), flags=role_flag("status"))
     async def status(message: Message, control: ControlService) -> None:
         await answer_long(message, render.status(control.status()))
-
-    @router.message(Command("positions"), flags=role_flag("positions"))
-    async def positions(message: Message, control: ControlService) -> None:
-        await answer_long(message, render.positions(control.positions()))
 
     return router

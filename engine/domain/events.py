@@ -257,6 +257,7 @@ class StopCannotRest(SymbolEvent):
     message: str
     attempts: int
     retry_in_seconds: Decimal
+    generation: int | None = None  # which position (the alert's [Close] closes only this one)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -304,6 +305,7 @@ class SlaBreached(SymbolEvent):
     kind = "sla_breached"
     severity = Severity.CRITICAL
     unprotected_seconds: Decimal
+    generation: int | None = None  # which position (the alert's [Close] closes only this one)
 
 
 EVENT_TYPES: dict[str, type[Event]] = {

@@ -376,7 +376,8 @@ class AccountGuard:
             if waited is not None:
                 await self.bus.publish(ev.SlaBreached(
                     account=self.account, symbol=sup.symbol,
-                    unprotected_seconds=Decimal(str(round(waited, 1)))))
+                    unprotected_seconds=Decimal(str(round(waited, 1))),
+                    generation=sup.known.generation if sup.known else None))
         self._update_gauge()
 
     def _update_gauge(self) -> None:

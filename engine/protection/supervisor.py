@@ -526,7 +526,8 @@ class PositionSupervisor:
             await self._publish(ev.StopCannotRest(
                 account=self.ctx.account, symbol=self.symbol, reason=exc.reason.value,
                 message=exc.message, attempts=self._permanent,
-                retry_in_seconds=Decimal(str(GIVE_UP_PAUSE))))
+                retry_in_seconds=Decimal(str(GIVE_UP_PAUSE)),
+                generation=self.known.generation if self.known else None))
 
     def _pause(self, streak: int) -> float:
         """The back-off after `streak` failed tries in a row, doubling; while the position

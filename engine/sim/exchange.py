@@ -149,6 +149,12 @@ class SimExchange:
         for listener in list(self._listeners):
             listener(event)
 
+    def add_market(self, symbol: str, mark: Decimal, tick: Decimal, lot: Decimal,
+                   min_qty: Decimal) -> None:
+        """List one more market (a big paper book needs more than the defaults)."""
+        self.markets[symbol] = MarketInfo(symbol, tick, lot, min_qty)
+        self.marks[symbol] = mark
+
     # --- reading -----------------------------------------------------------------------------
     def market(self, symbol: str) -> MarketInfo:
         try:

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from engine.clock import Clock
+from engine.protection.guard import AccountGuard
+from engine.sim.exchange import SimExchange
 from tests.fakes import FakeBotAPI
 from vigil.runtime import Runtime
 from vigil.settings import Settings, load_settings
@@ -27,6 +29,24 @@ class Running:
     def control(self):
         assert self.runtime.engine is not None
         return self.runtime.engine.control
+
+
+@dataclass
+class PaperRig:
+    """A running Vigil on the paper account, with its simulated exchange and guard at hand."""
+
+    api: FakeBotAPI
+    runtime: Runtime
+
+    @property
+    def sim(self) -> SimExchange:
+        assert self.runtime.engine is not None
+        return self.runtime.engine.sims["paper"]
+
+    @property
+    def guard(self) -> AccountGuard:
+        assert self.runtime.engine is not None
+        return self.runtime.engine.guards["paper"]
 
 
 def telegram_settings(api: FakeBotAPI, data_dir: Path, **extra: object) -> Settings:

@@ -239,6 +239,10 @@ async def test_runtime_restart_delivers_what_the_last_run_could_not(
         assert len(api.texts(ADMIN)) == 1  # everything that was waiting, in one message
         # Oldest first, and the second start's identical alert coalesced into the first's.
         assert delivered.text.startswith("[engine] Vigil started (paper mode) (×2)\n")
+        # The two adoption alerts keep their buttons: a keyboard row each, naming its market.
+        rows = delivered.params["reply_markup"]["inline_keyboard"]
+        assert [row[0]["text"] for row in rows] == ["✖️ Close · BTC/USDT:USDT",
+                                                    "✖️ Close · ETH/USDT:USDT"]
     finally:
         await second.stop()
 
@@ -375,3 +379,27 @@ async def _count(rig: Rig, status: str, n: int) -> bool:
     rows = await rig.db.conn.execute_fetchall(
         "SELECT COUNT(*) FROM outbox WHERE status = ?", (status,))
     return next(iter(rows))[0] >= n
+
+
+async def test_a_storm_of_alerts_with_buttons_goes_out_a_few_messages_at_a_time(
+        rig: Rig) -> None:
+    """12 positions over the SLA at once: not 12 messages at the chat's pace, but 10 alerts
+    with a keyboard row each, then the other 2."""
+    for n in range(12):
+        await rig.notifier.on_event(ev.SlaBreached(
+            account="paper", symbol=f"S{n:02d}/USDT:USDT", unprotected_seconds=Decimal(9),
+            generation=1))
+    rig.start()
+    [first] = await rig.api.wait_for("sendMessage", ok(ADMIN))
+    await rig.clock.advance(1)  # the chat's pacing
+    [_, second] = await rig.api.wait_for("sendMessage", ok(ADMIN), count=2)
+    for message, symbols in ((first, range(10)), (second, range(10, 12))):
+        rows = message.params["reply_markup"]["inline_keyboard"]
+        assert [row[0]["text"] for row in rows] == [f"✖️ Close · S{n:02d}/USDT:USDT"
+                                                    for n in symbols]
+        assert all(len(row) == 3 for row in rows)
+        assert (message.text or "").count("NO STOP") == len(symbols)
+
+    async def delivered() -> bool:
+        return await rig.outbox.pending_count() == 0
+    await eventually(delivered)
