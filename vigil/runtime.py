@@ -53,6 +53,7 @@ from storage.ledger import LedgerRepo
 from storage.lock import DataDirLock
 from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
+from storage.retention import JournalRetention
 from storage.secrets import KeyStore
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
@@ -88,6 +89,7 @@ class Engine:
     lock: DataDirLock | None = None
     ledger_sync: LedgerSync | None = None
     venues: dict[str, Venue] = field(default_factory=dict)
+    retention: JournalRetention | None = None
 
     @classmethod
     async def build(cls, settings: Settings, clock: Clock | None = None) -> Engine:
@@ -148,6 +150,12 @@ class Engine:
                                bus=self.bus, clock=self.clock)
             self.tasks.append(asyncio.create_task(
                 cap.run(self.settings.guard.interval_seconds), name="daily loss cap"))
+        retention = self.settings.journal
+        if retention.retention_days is not None:
+            self.retention = JournalRetention(
+                self.journal, self.state, self.clock, days=retention.retention_days,
+                directory=self.settings.journal_archive_dir, at=retention.archive_time)
+            self.tasks.append(asyncio.create_task(self.retention.run(), name="journal archive"))
         await self.bus.publish(ev.EngineStarted(account="engine", mode=self.control.mode))
 
     async def realized_since(self, account: str, since: datetime) -> Decimal:
