@@ -295,8 +295,11 @@ class Journal:
             while self._queue:
                 if self.linger and not self._waiters and len(self._queue) < self.batch_size:
                     await self._linger()
-                batch = [self._queue.popleft()
-                         for _ in range(min(len(self._queue), self.batch_size))]
+                if len(self._queue) <= self.batch_size:  # the usual case: take it all at once
+                    batch = list(self._queue)
+                    self._queue.clear()
+                else:
+                    batch = [self._queue.popleft() for _ in range(self.batch_size)]
                 try:
                     await self.db.run(partial(_insert_batch, batch))
                 except Exception as exc:

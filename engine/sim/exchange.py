@@ -129,7 +129,7 @@ class SimExchange:
         # Open orders plus the newest `history_limit` ended ones, by id (in id order).
         self.orders: dict[str, OrderReport] = {}
         self.fills: deque[Fill] = deque(maxlen=history_limit)
-        # Indexes over `orders`, kept by `_record`, so that a price update or a look-up never
+        # Indexes over `orders`, kept by `record`, so that a price update or a look-up never
         # walks the history: open orders (all, and per symbol, both in id order), the newest
         # order per client id, and the ended orders oldest first (what trimming drops).
         self._open: dict[str, OrderReport] = {}
@@ -222,7 +222,7 @@ class SimExchange:
             order_id=str(next(self._ids)), client_id=client_id, symbol=symbol, kind=kind,
             side=side, qty=qty, trigger_price=trigger_price, reduce_only=reduce_only,
             status=OrderStatus.OPEN, updated_at=self.clock.now(), created_at=self.clock.now())
-        self._record(order)
+        self.record(order)
         self._emit(OrderUpdate(order))
         return order
 
@@ -236,14 +236,14 @@ class SimExchange:
             raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
                            f"trigger {trigger_price} vs mark {mark}")
         amended = replace(order, trigger_price=trigger_price, qty=qty, updated_at=self.clock.now())
-        self._record(amended)
+        self.record(amended)
         self._emit(OrderUpdate(amended))
         return amended
 
     def cancel(self, order_id: str) -> OrderReport:
         order = self._resting(order_id)
         cancelled = replace(order, status=OrderStatus.CANCELLED, updated_at=self.clock.now())
-        self._record(cancelled)
+        self.record(cancelled)
         self._emit(OrderUpdate(cancelled))
         return cancelled
 
@@ -263,13 +263,13 @@ class SimExchange:
             kind=OrderKind.MARKET, side=side, qty=qty, trigger_price=None,
             reduce_only=reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
             created_at=self.clock.now())
-        self._record(order)
+        self.record(order)
         self._fill(order, qty)
         self._emit(OrderUpdate(order))
         return order
 
     # --- internals ---------------------------------------------------------------------------
-    def _record(self, order: OrderReport) -> None:
+    def record(self, order: OrderReport) -> None:
         """Store a new or changed order and keep every index in step; trim the history."""
         order_id = order.order_id
         self.orders[order_id] = order
@@ -365,7 +365,7 @@ class SimExchange:
 
     def _trigger(self, order: OrderReport) -> None:
         triggered = replace(order, status=OrderStatus.TRIGGERED, updated_at=self.clock.now())
-        self._record(triggered)
+        self.record(triggered)
         self._emit(OrderUpdate(triggered))
         pos = self.positions.get(order.symbol)
         if order.reduce_only and (pos is None or pos.side.close_side is not order.side):
@@ -380,7 +380,7 @@ class SimExchange:
             kind=OrderKind.MARKET, side=order.side, qty=qty, trigger_price=None,
             reduce_only=order.reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
             created_at=self.clock.now())
-        self._record(child)
+        self.record(child)
         self._fill(child, qty)
 
 
@@ -422,5 +422,5 @@ class HandApi:
             kind=OrderKind.STOP_LOSS, client_id=None)
         created = self.exchange.clock.now() - timedelta(seconds=age_seconds)
         order = replace(order, created_at=created, updated_at=created)
-        self.exchange._record(order)
+        self.exchange.record(order)
         return order
