@@ -22,7 +22,8 @@ page a REST call at the venue latency), set on the exchange before the engine st
    `reconcile_now()` cycles: CPU seconds, SQL statements and the worst loop lag per cycle.
 
 Human-readable lines first; the last line is one JSON object with every figure.
-Run: `.venv/bin/python bench/composed.py` (options: --quick, --latency-ms).
+Run: `.venv/bin/python bench/composed.py` (options: --quick, --latency-ms, --cycles,
+--cycles-only).
 """
 
 from __future__ import annotations
@@ -107,21 +108,25 @@ class LagMeter:
 
     def __init__(self) -> None:
         self.worst = 0.0
+        self._since = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def _tick(self) -> None:
         while True:
-            start = time.perf_counter()
+            self._since = time.perf_counter()
             await asyncio.sleep(0.005)
-            self.worst = max(self.worst, time.perf_counter() - start - 0.005)
+            self.worst = max(self.worst, time.perf_counter() - self._since - 0.005)
 
     def start(self) -> LagMeter:
         self.worst = 0.0
+        self._since = time.perf_counter()
         self._task = asyncio.create_task(self._tick())
         return self
 
     async def stop(self) -> float:
         assert self._task is not None
+        # the tick under way when the work ended is as late as the work blocked it
+        self.worst = max(self.worst, time.perf_counter() - self._since - 0.005)
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         return self.worst
@@ -301,8 +306,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     big = 200 if args.quick else 1000
     sizes = (1, 100, 500) if args.quick else (1, 100, 500, 2000)
     with tempfile.TemporaryDirectory() as tmp:
-        runs = {"burst_200": (200, 0.0), f"burst_{big}": (big, 0.0),
-                "one_by_one_200": (200, 0.05)}
+        runs = {} if args.cycles_only else {"burst_200": (200, 0.0), f"burst_{big}": (big, 0.0),
+                                             "one_by_one_200": (200, 0.05)}
         for name, (n, spacing) in runs.items():
             figures[name] = await time_to_protect(Path(tmp, name), n, spacing=spacing,
                                                   latency_ms=args.latency_ms)
@@ -323,11 +328,13 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
               f"{f['cycle_venue_calls']} venue calls")
     largest = figures[f"cycle_{sizes[-1]}"]
     figures["targets_met"] = {
-        "burst_200_p99_le_0.5s": figures["burst_200"]["ttp_p99_s"] <= 0.5,
-        "one_by_one_p99_le_0.15s": figures["one_by_one_200"]["ttp_p99_s"] <= 0.15,
         "steady_cycle_lag_le_50ms": largest["cycle_lag_max_ms"] <= 50,
         "first_cycle_lag_le_100ms": largest["first_cycle_lag_max_ms"] <= 100,
     }
+    if runs:
+        figures["targets_met"].update({
+            "burst_200_p99_le_0.5s": figures["burst_200"]["ttp_p99_s"] <= 0.5,
+            "one_by_one_p99_le_0.15s": figures["one_by_one_200"]["ttp_p99_s"] <= 0.15})
     return figures
 
 
@@ -336,6 +343,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="200 at once; cycles up to 500")
     parser.add_argument("--latency-ms", type=int, default=50)
     parser.add_argument("--cycles", type=int, default=5)
+    parser.add_argument("--cycles-only", action="store_true",
+                        help="only part 2 (with --latency-ms 0: CPU without the paging waits)")
     return parser.parse_args()
 
 
