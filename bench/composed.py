@@ -18,8 +18,10 @@ page a REST call at the venue latency), set on the exchange before the engine st
    it reports that exchange-side time, and the detection delay (the position opening to the
    engine's first journal event about it).
 2. Steady reconcile cycle with 1 / 100 / 500 / 2,000 positions open before start: event-loop
-   lag (a 5 ms ticker's overshoot) while the first cycle adopts and protects them all, then
-   `reconcile_now()` cycles: CPU seconds, SQL statements and the worst loop lag per cycle.
+   lag (a 5 ms ticker's overshoot) while the first cycle adopts and protects them all; the time
+   the notifier then takes to work through its queue (an alert per position); then
+   `reconcile_now()` cycles: CPU seconds (the whole process), SQL statements on the engine's
+   connection and the worst loop lag per cycle.
 
 Human-readable lines first; the last line is one JSON object with every figure.
 Run: `.venv/bin/python bench/composed.py` (options: --quick, --latency-ms, --cycles,
@@ -104,32 +106,39 @@ class GapWatch:
 
 
 class LagMeter:
-    """A ticker every 5 ms; how late each tick wakes is the loop's lag."""
+    """A ticker every 5 ms; how late each tick wakes is the loop's lag (`worst`). On a shared
+    machine a late tick may also be the process waiting for a core: `worst_busy` counts only
+    the loop thread's own CPU time in the late tick, i.e. what the loop itself blocked."""
 
     def __init__(self) -> None:
-        self.worst = 0.0
-        self._since = 0.0
+        self.worst = self.worst_busy = 0.0
+        self._since = self._cpu = 0.0
         self._task: asyncio.Task[None] | None = None
+
+    def _late(self) -> None:
+        late = time.perf_counter() - self._since - 0.005
+        self.worst = max(self.worst, late)
+        self.worst_busy = max(self.worst_busy, min(late, time.thread_time() - self._cpu))
 
     async def _tick(self) -> None:
         while True:
-            self._since = time.perf_counter()
+            self._since, self._cpu = time.perf_counter(), time.thread_time()
             await asyncio.sleep(0.005)
-            self.worst = max(self.worst, time.perf_counter() - self._since - 0.005)
+            self._late()
 
     def start(self) -> LagMeter:
-        self.worst = 0.0
-        self._since = time.perf_counter()
+        self.worst = self.worst_busy = 0.0
+        self._since, self._cpu = time.perf_counter(), time.thread_time()
         self._task = asyncio.create_task(self._tick())
         return self
 
-    async def stop(self) -> float:
+    async def stop(self) -> tuple[float, float]:
+        """(worst lag, worst lag the loop was busy for), in seconds."""
         assert self._task is not None
-        # the tick under way when the work ended is as late as the work blocked it
-        self.worst = max(self.worst, time.perf_counter() - self._since - 0.005)
+        self._late()  # the tick under way when the work ended is as late as the work blocked it
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
-        return self.worst
+        return self.worst, self.worst_busy
 
 
 def pct(values: list[float], q: float) -> float:
@@ -223,7 +232,7 @@ async def time_to_protect(workdir: Path, n: int, *, spacing: float, latency_ms: 
                 await asyncio.sleep(spacing)
         # protected on the exchange, and the engine has the venue's word for every stop
         await wait_until(lambda: len(watch[0].covered) == n and len(placed) >= n, 120)
-        worst_lag = await lag.stop()
+        worst_lag, busy_lag = await lag.stop()
         await runtime.engine.journal.flush()
         alerts = len(composed.api.sent("sendMessage"))
     ttp = [float(p["time_to_protect"]) for _, _, p in composed.journal(("stop_placed",))
@@ -239,7 +248,8 @@ async def time_to_protect(workdir: Path, n: int, *, spacing: float, latency_ms: 
             "venue_gap_p99_s": round(pct(gaps, 0.99), 3), "venue_gap_max_s": round(max(gaps), 3),
             "detection_p50_s": round(pct(detection, 0.5), 3),
             "detection_p99_s": round(pct(detection, 0.99), 3),
-            "loop_lag_max_ms": round(worst_lag * 1e3, 1), "alerts_sent": alerts}
+            "loop_lag_max_ms": round(worst_lag * 1e3, 1),
+            "loop_busy_max_ms": round(busy_lag * 1e3, 1), "alerts_sent": alerts}
 
 
 def _epoch(at: str) -> float:
@@ -267,16 +277,24 @@ async def reconcile_cycles(workdir: Path, n: int, *, cycles: int, latency_ms: in
         guard = runtime.engine.guards[ACCOUNT]
         exchange = runtime.engine.sims[ACCOUNT]
         await wait_until(lambda: len(exchange.open_orders()) == n, 300)
-        first_lag = await lag.stop()
+        first_lag, first_busy = await lag.stop()
         first_s = time.perf_counter() - started[0]
         await runtime.engine.journal.flush()
+        # The notifier's backlog from the first cycle (an alert per protected position) drains
+        # first: reported on its own, it is not the engine's steady cycle.
+        drain_cpu = time.process_time()
+        drain_start = time.perf_counter()
+        bus = runtime.engine.bus
+        await wait_until(lambda: all(q.consumer is None for q in bus._queued), 600)
+        drain_cpu = time.process_time() - drain_cpu
+        drain_s = time.perf_counter() - drain_start
         statements = [0]
 
         def count(_: str) -> None:
             statements[0] += 1
 
         await runtime.engine.db.run(lambda conn: conn.set_trace_callback(count))
-        cpu, sql, lags, calls = [], [], [], []
+        cpu, sql, lags, busy, calls = [], [], [], [], []
         await guard.reconcile_now()  # the stops' confirmations are in: steady from here
         await runtime.engine.journal.flush()
         for _ in range(cycles):
@@ -287,13 +305,18 @@ async def reconcile_cycles(workdir: Path, n: int, *, cycles: int, latency_ms: in
             report = await guard.reconcile_now()
             await runtime.engine.journal.flush()
             cpu.append(time.process_time() - cpu0)
-            lags.append(await lag.stop())
+            worst, worst_busy = await lag.stop()
+            lags.append(worst)
+            busy.append(worst_busy)
             sql.append(statements[0])
             calls.append(runtime.engine.venues[ACCOUNT].calls - before_calls)  # type: ignore
             assert not report.unprotected_after
         await runtime.engine.db.run(lambda conn: conn.set_trace_callback(None))
     return {"positions": n, "first_cycle_s": round(first_s, 2),
             "first_cycle_lag_max_ms": round(first_lag * 1e3, 1),
+            "first_cycle_busy_max_ms": round(first_busy * 1e3, 1),
+            "cycle_busy_max_ms": round(max(busy) * 1e3, 1),
+            "notifier_drain_s": round(drain_s, 2), "notifier_drain_cpu_s": round(drain_cpu, 2),
             "cycle_cpu_ms": round(statistics.median(cpu) * 1e3, 2),
             "cycle_lag_max_ms": round(max(lags) * 1e3, 1),
             "cycle_sql_statements": int(statistics.median(sql)),
@@ -319,17 +342,24 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         print(f"{name}: time-to-protect p50 {f['ttp_p50_s']} s, p99 {f['ttp_p99_s']} s "
               f"(max {f['ttp_max_s']}); exchange-side full-size gap p99 {f['venue_gap_p99_s']} "
               f"s; detection p50/p99 {f['detection_p50_s']}/{f['detection_p99_s']} s; "
-              f"loop lag max {f['loop_lag_max_ms']} ms; {f['alerts_sent']} alerts sent")
+              f"loop lag max {f['loop_lag_max_ms']} ms (busy {f['loop_busy_max_ms']}); "
+              f"{f['alerts_sent']} alerts sent")
     for n in sizes:
         f = figures[f"cycle_{n}"]
         print(f"{n} positions: first cycle {f['first_cycle_s']} s (loop lag max "
-              f"{f['first_cycle_lag_max_ms']} ms); steady cycle CPU {f['cycle_cpu_ms']} ms, "
-              f"lag max {f['cycle_lag_max_ms']} ms, {f['cycle_sql_statements']} SQL statements, "
+              f"{f['first_cycle_lag_max_ms']} ms, busy {f['first_cycle_busy_max_ms']}; "
+              f"notifier backlog drained in "
+              f"{f['notifier_drain_s']} s, {f['notifier_drain_cpu_s']} s CPU); "
+              f"steady cycle CPU {f['cycle_cpu_ms']} ms, "
+              f"lag max {f['cycle_lag_max_ms']} ms (busy {f['cycle_busy_max_ms']}), "
+              f"{f['cycle_sql_statements']} SQL statements, "
               f"{f['cycle_venue_calls']} venue calls")
     largest = figures[f"cycle_{sizes[-1]}"]
     figures["targets_met"] = {
         "steady_cycle_lag_le_50ms": largest["cycle_lag_max_ms"] <= 50,
         "first_cycle_lag_le_100ms": largest["first_cycle_lag_max_ms"] <= 100,
+        "steady_cycle_busy_le_50ms": largest["cycle_busy_max_ms"] <= 50,
+        "first_cycle_busy_le_100ms": largest["first_cycle_busy_max_ms"] <= 100,
     }
     if runs:
         figures["targets_met"].update({
