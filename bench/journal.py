@@ -68,11 +68,13 @@ def sample_events(n: int) -> list[ev.Event]:
     return out
 
 
-async def journal_run(path: Path, events: list[ev.Event]) -> tuple[float, float, int]:
+async def journal_run(path: Path, events: list[ev.Event], batch_size: int = BATCH_SIZE
+                      ) -> tuple[float, float, int]:
     """(whole time, the part spent writing after the last append, batches)."""
     db = await Database.open(path)
     try:
-        journal = Journal(db, background=True)  # as vigil/runtime.py builds it (linger aside)
+        # as vigil/runtime.py builds it (linger aside)
+        journal = Journal(db, background=True, batch_size=batch_size)
         await journal.append(ev.EngineStarted(account="bench", at=T0, mode="paper"))
         await journal.flush()  # the chain's end is loaded before the clock starts
         start = time.perf_counter()
@@ -163,6 +165,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument("--repeat", type=int, default=3, help="runs; the median is reported")
+    parser.add_argument("--batch-size", type=int, default=BATCH_SIZE)
     args = parser.parse_args()
     events = sample_events(args.events)
     gc.freeze()  # the bench's own 100,000 input events are no garbage for the collector to scan
@@ -174,7 +177,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.repeat):
             jpath, rpath = Path(tmp, f"j{run}.sqlite3"), Path(tmp, f"r{run}.sqlite3")
-            elapsed, writing, batches = await journal_run(jpath, events)
+            elapsed, writing, batches = await journal_run(jpath, events, args.batch_size)
             journal_s.append(elapsed)
             write_s.append(writing)
             rows = stored_rows(jpath)
@@ -195,14 +198,15 @@ async def main() -> None:
     print(f"Journal.append (background) + flush:      {journal_rate:,.0f} appends/s "
           f"in {batches} batches = {ratio:.0%} of raw (target >= {TARGET_RATIO:.0%})")
     print(f"  of which: {append_us:.1f} us per append (row text, chain hash, queue) on the event "
-          f"loop, then {batch_ms:.1f} ms per {BATCH_SIZE}-row batch committed")
+          f"loop, then {batch_ms:.1f} ms per {args.batch_size}-row batch committed")
     print(f"intents, 100 tasks x 20 each waiting for its commit: {intents_rate:,.0f}/s "
           f"in {intent_batches} commits")
     print(f"retention: {retention['db_bytes_per_row']} bytes per row in the database, "
           f"{retention['archive_bytes_per_row']} in the gzip archive; growth per row written "
           f"after archiving: {retention['db_growth_bytes_per_row_with_retention']} bytes")
     print(json.dumps({**retention,
-        "events": args.events, "repeat": args.repeat, "cores": os.cpu_count(),
+        "events": args.events, "repeat": args.repeat, "batch_size": args.batch_size,
+        "cores": os.cpu_count(),
         "raw_rows_per_s": round(raw_rate), "journal_appends_per_s": round(journal_rate),
         "ratio": round(ratio, 3), "journal_batches": batches,
         "append_us_on_loop": round(append_us, 2), "batch_commit_ms": round(batch_ms, 2),

@@ -61,8 +61,13 @@ def _decimal(value: Decimal) -> str:
     return f'"{value}"'  # digits, sign, point, exponent: nothing JSON escapes
 
 
+def _iso(value: datetime) -> str:
+    # astimezone() costs as much as isoformat(); the engine's clocks already stamp in UTC.
+    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
+
+
 def _datetime(value: datetime) -> str:
-    return f'"{value.astimezone(UTC).isoformat()}"'
+    return f'"{_iso(value)}"'
 
 
 def _other(value: Any) -> str:
@@ -108,15 +113,23 @@ def payload_text(event: Event) -> tuple[str, str]:
     text = _TEXT.get(type(event))
     if text is None:
         text = _TEXT[type(event)] = _compile_text(type(event))
-    at = event.at.astimezone(UTC).isoformat()
+    at = _iso(event.at)
     return at, text(event, at)
+
+
+_HASH_TEXT: dict[tuple[str, str], tuple[str, str]] = {}  # (account, kind): the constant parts
 
 
 def chain_hash(prev_hash: str, at: str, account: str, kind: str, payload: str) -> str:
     # The same text as canonical({"at", "account", "kind", "payload"}) (keys sorted), built
-    # without a dict and a sort: this runs once per event on the publisher's path.
-    body = (f'{{"account":{encode_basestring(account)},"at":{encode_basestring(at)},'
-            f'"kind":{encode_basestring(kind)},"payload":{encode_basestring(payload)}}}')
+    # without a dict and a sort: this runs once per event on the publisher's path. The parts
+    # around `at` are the same for every event of an account and kind, so they are built once.
+    parts = _HASH_TEXT.get((account, kind))
+    if parts is None:
+        parts = _HASH_TEXT[(account, kind)] = (
+            f'{{"account":{encode_basestring(account)},"at":',
+            f',"kind":{encode_basestring(kind)},"payload":')
+    body = parts[0] + encode_basestring(at) + parts[1] + encode_basestring(payload) + "}"
     return hashlib.sha256((prev_hash + body).encode()).hexdigest()
 
 
@@ -126,7 +139,16 @@ class JournalWriteError(RuntimeError):
 
 def _insert_batch(rows: list[Row], conn: sqlite3.Connection) -> None:
     """On the connection's thread. The savepoint takes back only our rows on failure, not other
-    tasks' statements waiting in the shared connection's transaction."""
+    tasks' statements waiting in the shared connection's transaction; with none open, a plain
+    transaction does (two statements fewer per batch)."""
+    if not conn.in_transaction:
+        try:
+            conn.executemany(_INSERT, rows)
+        except BaseException:
+            conn.rollback()
+            raise
+        conn.commit()
+        return
     conn.execute("SAVEPOINT journal_batch")
     try:
         conn.executemany(_INSERT, rows)
@@ -273,8 +295,11 @@ class Journal:
             while self._queue:
                 if self.linger and not self._waiters and len(self._queue) < self.batch_size:
                     await self._linger()
-                batch = [self._queue.popleft()
-                         for _ in range(min(len(self._queue), self.batch_size))]
+                if len(self._queue) <= self.batch_size:  # the usual case: take it all at once
+                    batch = list(self._queue)
+                    self._queue.clear()
+                else:
+                    batch = [self._queue.popleft() for _ in range(self.batch_size)]
                 try:
                     await self.db.run(partial(_insert_batch, batch))
                 except Exception as exc:
@@ -384,7 +409,9 @@ class Journal:
         # The anchor first: if we stop before the delete, verify skips rows at or before it.
         await StateRepo(self.db).put(*ANCHOR, {"last_id": through, "hash": walk.prev,
                                                "archive": path.name})
-        await self.db.run(partial(_delete_through, through))
+        # In slices, each its own commit: intents queued meanwhile wait for one slice, not all.
+        for start in range(anchor_id, through, VERIFY_PAGE):
+            await self.db.run(partial(_delete_through, min(start + VERIFY_PAGE, through)))
         return ArchiveResult(path, walk.count, walk.prev)
 
 

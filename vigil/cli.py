@@ -42,6 +42,7 @@ exit 0 only if every position has its stop after the pass""",
     "journal": """\
 examples:
   vigil journal verify --config vigil.toml
+  vigil journal verify --archives            also the archived segments (journal.retention_days)
 exit 0 if the hash chain holds, 1 naming the first broken row""",
     "keys": """\
 examples:
@@ -86,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
                           "afterwards", SUBCOMMAND_EXAMPLES["check"])
     journal = command(sub, "journal", "journal tools", SUBCOMMAND_EXAMPLES["journal"])
     journal.add_argument("action", choices=["verify"])
+    journal.add_argument("--archives", action="store_true",
+                         help="also check every archived segment's chain and that the segments "
+                              "and the live chain link up, anchor to anchor")
     keys = command(sub, "keys", "exchange API keys, stored encrypted", SUBCOMMAND_EXAMPLES["keys"])
     keys_sub = keys.add_subparsers(dest="keys_action", required=True, metavar="ACTION")
     add = command(keys_sub, "add", "store keys for an account (prompted, stdin lines or the "
@@ -127,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if args.command == "journal":
-        return asyncio.run(_journal_verify(settings))
+        return asyncio.run(_journal_verify(settings, archives=args.archives))
     if args.keys_action == "add":
         return asyncio.run(_keys_add(settings, args.account, from_env=args.from_env))
     if args.keys_action == "remove":
@@ -197,9 +201,11 @@ def _orphan_lines(account: str, found: list[Orphan]) -> list[str]:
     return lines
 
 
-async def _journal_verify(settings: Settings) -> int:
+async def _journal_verify(settings: Settings, *, archives: bool = False) -> int:
     from storage.db import Database
     from storage.journal import Journal
+    from storage.repositories import StateRepo
+    from storage.retention import check_archives, live_anchor
 
     if not settings.db_path.exists():
         print(f"no journal at {settings.db_path}", file=sys.stderr)
@@ -207,13 +213,26 @@ async def _journal_verify(settings: Settings) -> int:
     db = await Database.open(settings.db_path)
     try:
         result = await Journal(db).verify()
+        anchor = await live_anchor(StateRepo(db))
     finally:
         await db.close()
+    ok = result.ok
     if result.ok:
         print(f"journal OK: {result.rows} rows, hash chain intact")
-        return EXIT_OK
-    print(f"journal BROKEN at row {result.broken_id}: {result.reason}")
-    return EXIT_FAIL
+    else:
+        print(f"journal BROKEN at row {result.broken_id}: {result.reason}")
+    if archives:
+        directory = settings.journal_archive_dir
+        checks = await asyncio.to_thread(check_archives, directory, anchor)
+        for check in checks:
+            if check.ok:
+                print(f"archive OK: {check.path.name}, rows {check.first_id}..{check.last_id}")
+            else:
+                print(f"archive BROKEN: {check.path.name}: {check.reason}")
+        ok = ok and all(c.ok for c in checks)
+        if not checks:
+            print(f"no archives in {directory}: nothing was archived yet")
+    return EXIT_OK if ok else EXIT_FAIL
 
 
 async def _keys_add(settings: Settings, account: str, *, from_env: bool) -> int:

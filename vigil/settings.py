@@ -109,6 +109,15 @@ class ApprovalSettings(Section):
     ttl_seconds: int = Field(default=120, gt=0)
 
 
+class JournalSettings(Section):
+    # Rows older than this many days move to gzip archives (with their chain's anchor hash) in
+    # `archive_dir` (default: <data_dir>/journal-archive), once a day at `archive_time` UTC.
+    # None keeps every row in the database.
+    retention_days: int | None = Field(default=None, ge=1)
+    archive_time: time = time(3, 0)
+    archive_dir: Path | None = None
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", env_file=".env", extra="forbid",
@@ -126,6 +135,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     reports: ReportSettings = ReportSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    journal: JournalSettings = JournalSettings()
 
     @field_validator("accounts")
     @classmethod
@@ -143,6 +153,10 @@ class Settings(BaseSettings):
     @property
     def db_path(self) -> Path:
         return self.data_dir / "vigil.sqlite3"
+
+    @property
+    def journal_archive_dir(self) -> Path:
+        return self.journal.archive_dir or self.data_dir / "journal-archive"
 
     @property
     def paper_mode(self) -> bool:

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import random
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -102,11 +103,16 @@ class SimOrder:
     seq: int = field(default=0)
 
 
+HISTORY_LIMIT = 10_000  # ended orders (and fills) kept for look-ups; older ones are dropped
+
+
 class SimExchange:
     def __init__(self, clock: Clock, *, seed: int = 1, fee_rate: Decimal = Decimal("0.0005"),
                  slippage_bps: Decimal = Decimal("2"),
                  markets: dict[str, tuple[str, str, str, str]] | None = None,
-                 rules: VenueRules = STRICT) -> None:
+                 rules: VenueRules = STRICT, history_limit: int = HISTORY_LIMIT) -> None:
+        if history_limit < 1:
+            raise ValueError(f"history_limit must be at least 1, not {history_limit}")
         self.clock = clock
         self.rules = rules
         self.rng = random.Random(seed)
@@ -117,9 +123,19 @@ class SimExchange:
         for symbol, (mark, tick, lot, min_qty) in (markets or DEFAULT_MARKETS).items():
             self.markets[symbol] = MarketInfo(symbol, Decimal(tick), Decimal(lot), Decimal(min_qty))
             self.marks[symbol] = Decimal(mark)
+        self._symbols = sorted(self.marks)
         self.positions: dict[str, SimPosition] = {}
-        self.orders: dict[str, OrderReport] = {}  # every order ever, by id
-        self.fills: list[Fill] = []
+        self.history_limit = history_limit
+        # Open orders plus the newest `history_limit` ended ones, by id (in id order).
+        self.orders: dict[str, OrderReport] = {}
+        self.fills: deque[Fill] = deque(maxlen=history_limit)
+        # Indexes over `orders`, kept by `record`, so that a price update or a look-up never
+        # walks the history: open orders (all, and per symbol, both in id order), the newest
+        # order per client id, and the ended orders oldest first (what trimming drops).
+        self._open: dict[str, OrderReport] = {}
+        self._resting_by_symbol: dict[str, dict[str, OrderReport]] = {}
+        self._by_client_id: dict[str, str] = {}
+        self._ended: deque[str] = deque()
         self.realized_pnl = ZERO
         self.fees_paid = ZERO
         self._ids = itertools.count(1)
@@ -173,13 +189,16 @@ class SimExchange:
             opened_at=pos.opened_at if self.opened_at_known else None,  # type: ignore[arg-type]
             updated_at=self.clock.now())
 
-    def open_orders(self) -> list[OrderReport]:
-        return [o for o in self.orders.values() if o.is_resting]
+    def open_orders(self, symbol: str | None = None) -> list[OrderReport]:
+        """Open orders in id order, of one symbol or all."""
+        book = self._open if symbol is None else self._resting_by_symbol.get(symbol, {})
+        return list(book.values())
 
     def find_by_client_id(self, client_id: str) -> OrderReport | None:
-        """The newest order with this id (where ids may be reused, the venue answers the last)."""
-        return next((o for o in reversed(self.orders.values()) if o.client_id == client_id),
-                    None)
+        """The newest order with this id (where ids may be reused, the venue answers the last),
+        while it is open or among the `history_limit` newest ended orders."""
+        order_id = self._by_client_id.get(client_id)
+        return None if order_id is None else self.orders[order_id]
 
     # --- prices ------------------------------------------------------------------------------
     def set_mark(self, symbol: str, price: Decimal) -> None:
@@ -189,7 +208,7 @@ class SimExchange:
 
     def random_walk(self, volatility: Decimal = Decimal("0.0008")) -> None:
         """One step of a seeded random walk on every market (paper mode's price feed)."""
-        for symbol in sorted(self.marks):
+        for symbol in self._symbols:
             move = Decimal(str(round(self.rng.gauss(0, 1), 6))) * volatility
             self.set_mark(symbol, self.marks[symbol] * (1 + move))
 
@@ -209,7 +228,7 @@ class SimExchange:
             order_id=str(next(self._ids)), client_id=client_id, symbol=symbol, kind=kind,
             side=side, qty=qty, trigger_price=trigger_price, reduce_only=reduce_only,
             status=OrderStatus.OPEN, updated_at=self.clock.now(), created_at=self.clock.now())
-        self.orders[order.order_id] = order
+        self.record(order)
         self._emit(OrderUpdate(order))
         return order
 
@@ -223,14 +242,14 @@ class SimExchange:
             raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
                            f"trigger {trigger_price} vs mark {mark}")
         amended = replace(order, trigger_price=trigger_price, qty=qty, updated_at=self.clock.now())
-        self.orders[order_id] = amended
+        self.record(amended)
         self._emit(OrderUpdate(amended))
         return amended
 
     def cancel(self, order_id: str) -> OrderReport:
         order = self._resting(order_id)
         cancelled = replace(order, status=OrderStatus.CANCELLED, updated_at=self.clock.now())
-        self.orders[order_id] = cancelled
+        self.record(cancelled)
         self._emit(OrderUpdate(cancelled))
         return cancelled
 
@@ -250,12 +269,32 @@ class SimExchange:
             kind=OrderKind.MARKET, side=side, qty=qty, trigger_price=None,
             reduce_only=reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
             created_at=self.clock.now())
-        self.orders[order.order_id] = order
+        self.record(order)
         self._fill(order, qty)
         self._emit(OrderUpdate(order))
         return order
 
     # --- internals ---------------------------------------------------------------------------
+    def record(self, order: OrderReport) -> None:
+        """Store a new or changed order and keep every index in step; trim the history."""
+        order_id = order.order_id
+        self.orders[order_id] = order
+        if order.client_id is not None:
+            self._by_client_id[order.client_id] = order_id
+        book = self._resting_by_symbol.setdefault(order.symbol, {})
+        if order.is_resting:
+            self._open[order_id] = order
+            book[order_id] = order
+            return
+        self._open.pop(order_id, None)
+        book.pop(order_id, None)
+        self._ended.append(order_id)  # an order ends once: ended orders never change again
+        while len(self._ended) > self.history_limit:
+            dropped = self.orders.pop(self._ended.popleft())
+            if dropped.client_id is not None and \
+                    self._by_client_id.get(dropped.client_id) == dropped.order_id:
+                del self._by_client_id[dropped.client_id]
+
     def _check_client_id(self, client_id: str | None) -> None:
         if client_id is None:
             return
@@ -321,8 +360,8 @@ class SimExchange:
 
     def _check_triggers(self, symbol: str) -> None:
         mark = self.marks[symbol]
-        for order in sorted(self.open_orders(), key=lambda o: int(o.order_id)):
-            if order.symbol != symbol or order.trigger_price is None:
+        for order in self.open_orders(symbol):  # a copy: triggering changes the index
+            if order.trigger_price is None:
                 continue
             fires_below = (order.kind is OrderKind.STOP_LOSS) == (order.side is OrderSide.SELL)
             hit = mark <= order.trigger_price if fires_below else mark >= order.trigger_price
@@ -332,7 +371,7 @@ class SimExchange:
 
     def _trigger(self, order: OrderReport) -> None:
         triggered = replace(order, status=OrderStatus.TRIGGERED, updated_at=self.clock.now())
-        self.orders[order.order_id] = triggered
+        self.record(triggered)
         self._emit(OrderUpdate(triggered))
         pos = self.positions.get(order.symbol)
         if order.reduce_only and (pos is None or pos.side.close_side is not order.side):
@@ -347,7 +386,7 @@ class SimExchange:
             kind=OrderKind.MARKET, side=order.side, qty=qty, trigger_price=None,
             reduce_only=order.reduce_only, status=OrderStatus.FILLED, updated_at=self.clock.now(),
             created_at=self.clock.now())
-        self.orders[child.order_id] = child
+        self.record(child)
         self._fill(child, qty)
 
 
@@ -388,6 +427,6 @@ class HandApi:
             symbol=symbol, side=side, qty=qty, trigger_price=trigger_price,
             kind=OrderKind.STOP_LOSS, client_id=None)
         created = self.exchange.clock.now() - timedelta(seconds=age_seconds)
-        order = self.exchange.orders[order.order_id] = replace(order, created_at=created,
-                                                               updated_at=created)
+        order = replace(order, created_at=created, updated_at=created)
+        self.exchange.record(order)
         return order

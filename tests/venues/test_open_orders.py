@@ -316,7 +316,7 @@ async def test_sim_lists_a_resting_limit_order() -> None:
                         side=OrderSide.BUY, qty=Decimal("0.01"), trigger_price=None,
                         reduce_only=False, status=OrderStatus.OPEN,
                         updated_at=venue.clock.now())
-    venue.exchange.orders[limit.order_id] = limit
+    venue.exchange.record(limit)  # as if a LIMIT order rested (the sim fills them at once)
 
     assert await venue.fetch_open_orders() == [limit]
 
