@@ -54,6 +54,8 @@ from storage.lock import DataDirLock
 from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.secrets import KeyStore
+from vigil.http.server import HttpServer, ops_reports, ops_server
+from vigil.http.telegram import set_webhook, telegram_webhook
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
@@ -270,6 +272,7 @@ class Runtime:
         self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.menus: asyncio.Task[None] | None = None  # publishing the command menus
+        self.http: HttpServer | None = None  # the ops HTTP app ([http]), webhook included
 
     async def start(self) -> None:
         t = self.settings.telegram
@@ -307,6 +310,7 @@ class Runtime:
         self.dp = build_dispatcher(control=engine.control, approvals=approvals, roles=roles,
                                    i18n=i18n, state=engine.state,
                                    on_stranger=self.notifier.on_stranger)
+        reports = self.dp["ops"] = ops_reports(self.settings, engine.control, self.clock)
         self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
                                                name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
@@ -319,9 +323,24 @@ class Runtime:
             self.reporter.send_scheduled, at=r.daily_time, tz=r.timezone, clock=self.clock,
             state=engine.state)
         self._tasks.append(asyncio.create_task(schedule.run(), name="daily report"))
+        webhook = None if self.console else t.webhook_url
+        if self.settings.http.enabled:
+            extra = []
+            if webhook is not None:
+                assert t.webhook_secret is not None
+                extra.append(telegram_webhook(self.dp, self.bot, url=webhook,
+                                              secret=t.webhook_secret.get_secret_value()))
+            self.http = ops_server(self.settings, control=engine.control, reports=reports,
+                                   journal=engine.journal, registry=engine.metrics.registry,
+                                   db=engine.db, clock=self.clock, extra=extra)
+            await self.http.start()
         if self.console:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))
+        elif webhook is not None:
+            self.menus = asyncio.create_task(self._set_menu(), name="menus")
+            self._tasks.append(self.menus)
+            self._tasks.append(asyncio.create_task(self._set_webhook(webhook), name="webhook"))
         else:
             # In the background: start-up and polling never wait on Telegram for the menus.
             self.menus = asyncio.create_task(self._set_menu(), name="menus")
@@ -342,8 +361,26 @@ class Runtime:
         except Exception as exc:  # a menu is a nicety; never fail start-up over it
             logger.warning("could not set the bot's command menus: {}", exc)
 
+    async def _set_webhook(self, url: str) -> None:
+        """setWebhook with the secret, retried until Telegram takes it (as polling retries)."""
+        assert self.bot is not None and self.dp is not None
+        secret = self.settings.telegram.webhook_secret
+        assert secret is not None
+        delay = 1.0
+        while True:
+            try:
+                await set_webhook(self.dp, self.bot, url=url, secret=secret.get_secret_value())
+                logger.info("Telegram webhook set: {}", url)
+                return
+            except Exception as exc:  # Telegram down at start: updates wait on its side
+                logger.warning("setWebhook failed ({}); retrying in {:.0f}s", exc, delay)
+                await self.telegram_clock.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
     async def stop(self) -> None:
         """In order: stop taking commands, stop the engine, deliver what is queued, close."""
+        if self.http is not None:
+            await self.http.stop()
         if self.dp is not None and not self.console:
             with suppress(RuntimeError):  # polling never started
                 await self.dp.stop_polling()
