@@ -3,7 +3,8 @@ over real HTTP."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,29 @@ class Served:
             return response.status, response.content_type, await response.text()
 
 
+async def until(condition: Callable[[], bool], what: str, *,
+                clock: ManualClock | None = None) -> None:
+    """Let the loop (and SQLite's thread) run until the engine got there: journal writes are
+    real I/O that `ManualClock.advance` does not wait for. With `clock`, time also moves on
+    (0.1 s every tenth look), for work that waits on it (the first reconcile pass)."""
+    for i in range(400):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+        if clock is not None and i % 10 == 9:
+            await clock.advance(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def settled(engine: Engine) -> bool:
+    """Every account has seen its venue, and every position rests under its stop."""
+    status, positions = engine.control.status(), engine.control.positions()
+    return (all(a.last_reconcile is not None for a in status.accounts)
+            and status.unprotected == 0
+            and all(p.stop_price is not None and p.unprotected_seconds == 0
+                    for p in positions))
+
+
 def http_settings(data_dir: Path, **extra: Any) -> Settings:
     http = {"enabled": True, "port": 0, **extra.pop("http", {})}
     return load_settings(None, data_dir=data_dir, http=http, **extra)
@@ -87,10 +111,8 @@ async def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         token = settings.http.token.get_secret_value() if settings.http.token else None
         served = Served(engine, clock, server, ClientSession(), reports, token)
         started.append(served)
-        for _ in range(50):  # the first pass: the demo's missing stop gets placed
-            await clock.advance(0.1)
-            if (ps := engine.control.positions()) and all(p.stop_price for p in ps):
-                break
+        await until(lambda: settled(engine), "the first pass to protect every position",
+                    clock=clock)
         return served
 
     started: list[Served] = []

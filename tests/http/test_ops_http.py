@@ -7,6 +7,7 @@ import io
 from datetime import timedelta
 from decimal import Decimal
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.ops import OPS_CSV_HEADER, POSITIONS_CSV_HEADER
@@ -112,3 +113,15 @@ async def test_metrics_parse_with_prometheus_client_and_carry_the_ops_gauges(
 async def test_unknown_path_is_404(served: Served) -> None:
     async with await served.get("/api/nope") as response:
         assert response.status == 404
+
+
+async def test_a_port_in_use_is_a_clear_error(served: Served) -> None:
+    from aiohttp import web
+
+    from vigil.http.server import HttpBindError, HttpServer
+
+    taken = HttpServer(web.Application(), host="127.0.0.1", port=served.server.port)
+    with pytest.raises(HttpBindError, match=rf"127\.0\.0\.1:{served.server.port}.*http\.port"):
+        await taken.start()
+    status, _ = await served.json("/healthz")  # the one already serving is unharmed
+    assert status == 200

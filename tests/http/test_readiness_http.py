@@ -13,7 +13,7 @@ from engine.domain.values import PositionSide
 from engine.sim.exchange import HandApi
 from engine.sim.venue import FaultPlan
 from storage.journal import JournalWriteError
-from tests.http.conftest import TOKEN, Served
+from tests.http.conftest import TOKEN, Served, until
 from vigil.http.health import LoopLag
 
 SOL = "SOL/USDT:USDT"
@@ -49,6 +49,7 @@ async def test_a_position_unprotected_past_the_sla_is_a_reason_until_its_stop_re
         served: Served) -> None:
     served.venue.faults = FaultPlan(reject=1.0)  # every stop placement is refused
     HandApi(served.exchange).open(SOL, PositionSide.LONG, Decimal("2"))
+    await until(lambda: served.venue.faults_injected > 0, "a refused stop")
     await served.clock.advance(1)
     assert await readiness(served) == (200, [])  # unprotected, but within the 5 s SLA
     await served.clock.advance(5)
@@ -70,7 +71,7 @@ async def test_a_position_unprotected_past_the_sla_is_a_reason_until_its_stop_re
 async def test_a_stream_down_past_the_bound_is_a_reason_until_it_is_back(serve) -> None:
     served = await serve(http={"stream_down_seconds": 30})
     served.exchange._emit(StreamStatus(False, "ws closed by venue"))
-    await served.clock.advance(0)  # the guard reads the stream
+    await until(lambda: not served.engine.control.status().accounts[0].stream_up, "stream down")
     await served.clock.advance(20)
     assert await readiness(served) == (200, [])  # down, but REST carries it for a while
     _, health = await served.json("/healthz")
@@ -79,7 +80,7 @@ async def test_a_stream_down_past_the_bound_is_a_reason_until_it_is_back(serve) 
     await served.clock.advance(11)
     assert await readiness(served) == (503, ["stream_down:paper"])
     served.exchange._emit(StreamStatus(True, "reconnected"))
-    await served.clock.advance(0.1)
+    await until(lambda: served.engine.control.status().accounts[0].stream_up, "stream up")
     assert await readiness(served) == (200, [])
 
 
@@ -87,10 +88,11 @@ async def test_healthz_is_503_while_the_journal_cannot_be_written(served: Served
     journal, db = served.engine.journal, served.engine.db
     await journal.flush()
     [(last,)] = await db.conn.execute_fetchall("SELECT MAX(id) FROM journal")
-    # Another writer took the next id: the journal's next batch fails its INSERT.
-    await db.conn.execute(
-        "INSERT INTO journal (id, at, account, kind, payload, prev_hash, hash)"
-        " VALUES (?, '2026-01-05T12:00:00+00:00', 'x', 'x', '{}', 'x', 'x')", (last + 1,))
+    # Another writer took the next ids: the journal's next batch fails its INSERT.
+    await db.conn.executemany(
+        "INSERT OR IGNORE INTO journal (id, at, account, kind, payload, prev_hash, hash)"
+        " VALUES (?, '2026-01-05T12:00:00+00:00', 'x', 'x', '{}', 'x', 'x')",
+        [(i,) for i in range(last + 1, last + 100)])
     await db.conn.commit()
     await journal.append(ev.EngineStarted(account="engine", mode="paper"))
     with pytest.raises(JournalWriteError):

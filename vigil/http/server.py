@@ -24,6 +24,10 @@ SHUTDOWN_TIMEOUT_SECONDS = 2.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+class HttpBindError(Exception):
+    """The [http] host and port cannot be bound (in use, no such address)."""
+
+
 class HttpServer:
     def __init__(self, app: web.Application, *, host: str, port: int) -> None:
         self.app = app
@@ -37,8 +41,12 @@ class HttpServer:
         await runner.setup()
         try:
             await web.TCPSite(runner, self.host, self.requested_port).start()
-        except BaseException:
+        except BaseException as exc:
             await runner.cleanup()
+            if isinstance(exc, OSError):
+                raise HttpBindError(f"http: cannot listen on {self.host}:{self.requested_port}:"
+                                    f" {exc.strerror or exc}; change http.host or http.port"
+                                    ) from exc
             raise
         self._runner = runner
         logger.info("ops HTTP on http://{}:{}", self.host, self.port)
