@@ -33,6 +33,7 @@ from engine.control import ControlService
 from engine.domain import events as ev
 from engine.errors import OperatorError
 from engine.metrics import Metrics
+from engine.ops import OpsReports
 from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.schedule import DailySchedule
 from engine.pnl.service import PnlReports
@@ -325,29 +326,36 @@ class Runtime:
         self._tasks.append(asyncio.create_task(schedule.run(), name="daily report"))
         webhook = None if self.console else t.webhook_url
         if self.settings.http.enabled:
-            extra = []
-            if webhook is not None:
-                assert t.webhook_secret is not None
-                extra.append(telegram_webhook(self.dp, self.bot, url=webhook,
-                                              secret=t.webhook_secret.get_secret_value()))
-            self.http = ops_server(self.settings, control=engine.control, reports=reports,
-                                   journal=engine.journal, registry=engine.metrics.registry,
-                                   db=engine.db, clock=self.clock, extra=extra)
-            await self.http.start()
+            await self._start_http(reports, webhook)
         if self.console:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))
-        elif webhook is not None:
-            self.menus = asyncio.create_task(self._set_menu(), name="menus")
-            self._tasks.append(self.menus)
-            self._tasks.append(asyncio.create_task(self._set_webhook(webhook), name="webhook"))
         else:
             # In the background: start-up and polling never wait on Telegram for the menus.
             self.menus = asyncio.create_task(self._set_menu(), name="menus")
             self._tasks.append(self.menus)
-            self._tasks.append(asyncio.create_task(
-                self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False),
-                name="polling"))
+            if webhook is not None:  # Telegram POSTs to the [http] app instead of polling
+                self._tasks.append(asyncio.create_task(self._set_webhook(webhook),
+                                                       name="webhook"))
+            else:
+                self._tasks.append(asyncio.create_task(
+                    self.dp.start_polling(self.bot, handle_signals=False,
+                                          close_bot_session=False), name="polling"))
+
+    async def _start_http(self, reports: OpsReports, webhook: str | None) -> None:
+        """The ops HTTP app on [http]; with a webhook URL it serves Telegram's updates too."""
+        assert self.engine is not None and self.dp is not None and self.bot is not None
+        engine, t, h = self.engine, self.settings.telegram, self.settings.http
+        REDACTOR.add([s.get_secret_value() for s in (t.webhook_secret, h.token) if s])
+        extra = []
+        if webhook is not None:
+            assert t.webhook_secret is not None
+            extra.append(telegram_webhook(self.dp, self.bot, url=webhook,
+                                          secret=t.webhook_secret.get_secret_value()))
+        self.http = ops_server(self.settings, control=engine.control, reports=reports,
+                               journal=engine.journal, registry=engine.metrics.registry,
+                               db=engine.db, clock=self.clock, extra=extra)
+        await self.http.start()
 
     async def _set_menu(self) -> None:
         """Per-role command menus (bot/menus.py), sent only when they changed."""

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from aiohttp import ClientSession
 
 from tests.bot.conftest import ADMIN, running
 from tests.bot.test_telegram_e2e import to
@@ -41,6 +42,11 @@ async def test_set_webhook_carries_the_secret_and_polling_never_runs(hooked) -> 
     assert call.params["secret_token"] == SECRET
     assert "message" in call.params["allowed_updates"]
     assert hooked.api.sent("getUpdates") == []
+    # The same app serves the ops endpoints.
+    async with ClientSession() as session, session.get(
+            f"http://127.0.0.1:{hooked.settings.http.port}/healthz") as response:
+        assert response.status == 200
+        assert (await response.json())["journal_ok"] is True
 
 
 async def test_a_wrong_or_missing_secret_is_refused_and_changes_nothing(hooked) -> None:

@@ -67,16 +67,16 @@ class Served:
 
 
 async def until(condition: Callable[[], bool], what: str, *,
-                clock: ManualClock | None = None) -> None:
+                clock: ManualClock | None = None, step: float = 0.1) -> None:
     """Let the loop (and SQLite's thread) run until the engine got there: journal writes are
     real I/O that `ManualClock.advance` does not wait for. With `clock`, time also moves on
-    (0.1 s every tenth look), for work that waits on it (the first reconcile pass)."""
+    (`step` seconds every tenth look), for work that waits on it (a pass, a retry)."""
     for i in range(400):
         if condition():
             return
         await asyncio.sleep(0.005)
         if clock is not None and i % 10 == 9:
-            await clock.advance(0.1)
+            await clock.advance(step)
     raise AssertionError(f"timed out waiting for {what}")
 
 

@@ -10,6 +10,7 @@ import pytest
 from engine.domain import events as ev
 from engine.domain.reports import StreamStatus
 from engine.domain.values import PositionSide
+from engine.results import HoldKind
 from engine.sim.exchange import HandApi
 from engine.sim.venue import FaultPlan
 from storage.journal import JournalWriteError
@@ -42,6 +43,33 @@ async def test_a_halted_account_is_not_ready_and_the_watchdog_says_auto_hold(
     _, body = await served.json("/api/ops_report")
     assert body["badges"]["watchdog"] == "AUTO_HOLD"
     await served.engine.control.resume("ann")
+    assert await readiness(served) == (200, [])
+
+
+async def test_the_loss_cap_hold_is_a_daily_loss_breach(served: Served) -> None:
+    control = served.engine.control
+    await control.hold("daily loss limit 100 reached", "risk", kind=HoldKind.LOSS_CAP)
+    assert await readiness(served) == (503, ["daily_loss:paper"])
+    _, body = await served.json("/api/ops_report")
+    assert body["badges"] == {"auto_trade": "OFF", "risk_checks": "OFF",
+                              "daily_loss": "BREACH", "watchdog": "AUTO_HOLD"}
+    assert body["pnl_today"][0]["breached"] is True
+    await control.resume("ann")
+    assert await readiness(served) == (200, [])
+
+
+async def test_a_failing_venue_is_a_reason_until_a_snapshot_succeeds(served: Served) -> None:
+    served.venue.faults = FaultPlan(transient=1.0)  # every REST read fails
+    await until(lambda: served.engine.control.status().accounts[0].last_error is not None,
+                "a failed snapshot", clock=served.clock, step=1.0)  # retries wait on the clock
+    status, reasons = await readiness(served)
+    assert (status, reasons) == (503, ["venue:paper"])
+    _, body = await served.json("/api/ops_report")
+    assert "simulated network error" in body["venues"][0]["last_error"]
+    assert body["badges"]["watchdog"] == "DEGRADED"
+    served.venue.faults = FaultPlan()
+    await until(lambda: served.engine.control.status().accounts[0].last_error is None,
+                "a good snapshot", clock=served.clock, step=1.0)
     assert await readiness(served) == (200, [])
 
 
