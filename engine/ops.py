@@ -220,10 +220,11 @@ VENUE_FIELDS = ("account", "venue", "testnet", "hold", "halted", "streams", "str
 DAY_FIELDS = ("account", "net", "unrealized", "pnl_today", "loss_limit", "breached", "error")
 BADGE_FIELDS = ("auto_trade", "risk_checks", "daily_loss", "watchdog")
 
-OPS_CSV_HEADER = ("timestamp", "mode", *BADGE_FIELDS, "ready", "account", "venue", "testnet",
-                  "hold", "halted", "stream_up", "stream_age_seconds", "snapshot_age_seconds",
-                  "last_error", "positions", "unprotected", "pnl_today_net", "unrealized",
-                  "pnl_today", "loss_limit", "loss_cap_breached")
+OPS_CSV_VENUE_FIELDS = ("account", "venue", "testnet", "hold", "halted", "stream_up",
+                        "stream_age_seconds", "snapshot_age_seconds", "last_error", "positions",
+                        "unprotected")
+OPS_CSV_HEADER = ("timestamp", "mode", *BADGE_FIELDS, "ready", *OPS_CSV_VENUE_FIELDS,
+                  "pnl_today_net", "unrealized", "pnl_today", "loss_limit", "loss_cap_breached")
 POSITIONS_CSV_HEADER = ("timestamp", *POSITION_FIELDS, "protected")
 
 
@@ -258,10 +259,7 @@ def ops_csv(report: OpsReport) -> str:
         rows.append({
             "timestamp": report.at.isoformat(), "mode": report.mode,
             **_row(report.badges, BADGE_FIELDS), "ready": report.readiness.ok,
-            **{k: _value(getattr(v, k)) for k in (
-                "account", "venue", "testnet", "hold", "halted", "stream_up",
-                "stream_age_seconds", "snapshot_age_seconds", "last_error", "positions",
-                "unprotected")},
+            **_row(v, OPS_CSV_VENUE_FIELDS),
             "pnl_today_net": _value(day.net) if day else None,
             "unrealized": _value(day.unrealized) if day else None,
             "pnl_today": _value(day.pnl_today) if day else None,

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
+from pathlib import Path
+
+import pytest
 
 from engine.ops import OPS_CSV_HEADER, POSITIONS_CSV_HEADER
 from tests.bot.conftest import ADMIN, TRADER, VIEWER, Running
+from tests.bot.test_console_pictures import console
 from tests.bot.test_telegram_e2e import to
 
 
@@ -46,3 +50,12 @@ async def test_report_needs_the_trader_role(vigil: Running) -> None:
     vigil.api.push_message(VIEWER, "/report")
     await vigil.api.wait_for("sendMessage", to(VIEWER, "needs the trader role"))
     assert vigil.api.sent("sendDocument", chat_id=VIEWER) == []
+
+
+async def test_report_at_the_console_prints_the_csv(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    async with console(tmp_path / "data", "/report\n") as chat:
+        out = await chat.printed(",".join(POSITIONS_CSV_HEADER))
+    assert ",".join(OPS_CSV_HEADER) in out
+    assert "Ops report" in out and "auto_trade ON" in out
