@@ -33,6 +33,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 __("close every position (asks for confirmation)")),
     CommandSpec("cancel_all", Role.TRADER, "/cancel_all",
                 __("cancel every order except protective stops (asks for confirmation)")),
+    CommandSpec("report", Role.TRADER, "/report",
+                __("ops report: badges, venues, positions, PnL today (CSV files)")),
     CommandSpec("lang", Role.VIEWER, "/lang en|ru", __("your language")),
     CommandSpec("hold", Role.ADMIN, "/hold [reason]",
                 __("block new entries (stops stay and protection goes on)")),

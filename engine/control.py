@@ -92,7 +92,7 @@ class ControlService:
                 stream_note=g.stream.note, amend_in_place=g.amend_in_place,
                 last_reconcile=g.last_reconcile, last_error=g.last_error,
                 positions=g.positions, unprotected=g.unprotected,
-                last_time_to_protect=g.last_time_to_protect, weight=g.weight))
+                last_time_to_protect=g.last_time_to_protect, weight=g.weight, stream=g.stream))
         return EngineStatus(self.mode, self.started_at, self.hold_state, tuple(accounts))
 
     def positions(self) -> list[PositionView]:

@@ -39,6 +39,8 @@ class HoldResult:
 class StreamHealth:
     up: bool
     note: str  # why it is down ("" while up)
+    since: datetime | None = None  # when it last went up or down (None: not started yet)
+    streams: bool = True  # False: the venue has no streams (REST snapshots only, by design)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,7 @@ class AccountStatus:
     unprotected: int
     last_time_to_protect: Decimal | None
     weight: VenueWeight | None = None
+    stream: StreamHealth | None = None  # the same, with since when (for the HTTP surface)
 
 
 @dataclass(frozen=True, slots=True)

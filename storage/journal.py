@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import sqlite3
+import time
 import typing
 from collections import deque
 from collections.abc import Callable
@@ -221,6 +222,8 @@ class Journal:
         self.batch_size = batch_size
         self.linger = linger  # real seconds a batch waits for more rows when nobody waits on it
         self.batches = 0  # batches committed
+        self.write_error: str | None = None  # the last batch failed (cleared by the next commit)
+        self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows) per batch
         self._lock = asyncio.Lock()
         self._tail: tuple[int, str] | None = None  # id and hash of the last row handed out
         self._queue: deque[Row] = deque()
@@ -300,12 +303,16 @@ class Journal:
                     self._queue.clear()
                 else:
                     batch = [self._queue.popleft() for _ in range(self.batch_size)]
+                started = time.perf_counter()
                 try:
                     await self.db.run(partial(_insert_batch, batch))
                 except Exception as exc:
                     self._fail(batch, exc)
                     return
                 self.batches += 1
+                self.write_error = None
+                if self.on_commit is not None:
+                    self.on_commit(time.perf_counter() - started, len(batch))
                 self._committed = batch[-1][0]
                 resumed = False
                 while self._waiters and self._waiters[0][0] <= self._committed:
@@ -326,6 +333,7 @@ class Journal:
             "journal write failed: {} rows lost (ids {}..{})", lost, batch[0][0],
             batch[0][0] + lost - 1)
         error = JournalWriteError(f"journal write failed, {lost} rows lost: {exc}")
+        self.write_error = str(error)
         while self._waiters:
             _, done = self._waiters.popleft()
             if not done.done():

@@ -125,6 +125,12 @@ class OutboxRepo:
         rows = list(await self.db.conn.execute_fetchall(sql, args))
         return int(rows[0][0]) if rows else 0
 
+    async def oldest_pending_at(self) -> datetime | None:
+        """When the oldest alert still waiting was written (None when nothing waits)."""
+        rows = list(await self.db.conn.execute_fetchall(
+            "SELECT MIN(created_at) FROM outbox WHERE status = 'pending'"))
+        return _optional(rows[0][0]) if rows else None
+
     async def mark_sent(self, row_id: int, *, now: datetime, count: int | None = None) -> bool:
         """Record delivery of `count` occurrences (all of them when None).
 

@@ -278,3 +278,12 @@ def test_a_failed_load_does_not_leak_the_config_into_the_next(tmp_path: Path) ->
     bad = write(tmp_path / "bad.toml", "[telegram]\nfoo = 1\n")
     error_of(bad)
     assert load_settings() == Settings()  # the next load without a file sees only defaults
+
+
+def test_http_section_defaults_and_bad_values() -> None:
+    h = load_settings(None).http
+    assert (h.enabled, h.host, h.port, h.token) == (False, "127.0.0.1", 8080, None)
+    for bad, where in (({"port": 70000}, "http.port"), ({"token": "short"}, "http.token"),
+                       ({"loop_stall_seconds": 0}, "http.loop_stall_seconds")):
+        with pytest.raises(SettingsError, match=where.replace(".", r"\.")):
+            load_settings(None, http=bad)

@@ -121,13 +121,14 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.data_dir,
                   console_chat=args.command == "run" and settings.telegram.token is None)
     from storage.lock import DataDirBusy
+    from vigil.http.server import HttpBindError
 
     try:
         if args.command == "run":
             return asyncio.run(_run(settings))
         if args.command == "check":
             return asyncio.run(_check(settings))
-    except DataDirBusy as exc:
+    except (DataDirBusy, HttpBindError) as exc:
         print(f"vigil: {exc}", file=sys.stderr)
         return EXIT_FAIL
     if args.command == "journal":

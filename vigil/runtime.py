@@ -21,6 +21,7 @@ from engine.control import ControlService
 from engine.domain import events as ev
 from engine.errors import OperatorError
 from engine.metrics import Metrics
+from engine.ops import OpsReports
 from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.schedule import DailySchedule
 from engine.pnl.service import PnlReports
@@ -43,6 +44,8 @@ from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.retention import JournalRetention
 from storage.secrets import KeyStore
+from vigil.http.server import HttpServer, ops_reports, ops_server
+from vigil.http.telegram import set_webhook, telegram_webhook
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
@@ -273,6 +276,7 @@ class Runtime:
         self.i18n: I18n | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self.menus: asyncio.Task[None] | None = None  # publishing the command menus
+        self.http: HttpServer | None = None  # the ops HTTP app ([http]), webhook included
 
     async def start(self) -> None:
         # The chat's modules pull in aiogram (seconds of start-up): imported only here, so the
@@ -326,6 +330,7 @@ class Runtime:
                                    i18n=i18n, state=engine.state,
                                    on_stranger=self.notifier.on_stranger,
                                    alert_outbox=self.notifier.outbox)
+        reports = self.dp["ops"] = ops_reports(self.settings, engine.control, self.clock)
         self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
                                                name="approvals expiry"))
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
@@ -342,6 +347,9 @@ class Runtime:
             self.reporter.send_scheduled, at=r.daily_time, tz=r.timezone, clock=self.clock,
             state=engine.state)
         self._tasks.append(asyncio.create_task(schedule.run(), name="daily report"))
+        webhook = None if self.console else t.webhook_url
+        if self.settings.http.enabled:
+            await self._start_http(reports, webhook)
         if self.console:
             self._tasks.append(asyncio.create_task(
                 run_console(self.dp, self.bot, self.stdin), name="console"))
@@ -349,9 +357,28 @@ class Runtime:
             # In the background: start-up and polling never wait on Telegram for the menus.
             self.menus = asyncio.create_task(self._set_menu(), name="menus")
             self._tasks.append(self.menus)
-            self._tasks.append(asyncio.create_task(
-                self.dp.start_polling(self.bot, handle_signals=False, close_bot_session=False),
-                name="polling"))
+            if webhook is not None:  # Telegram POSTs to the [http] app instead of polling
+                self._tasks.append(asyncio.create_task(self._set_webhook(webhook),
+                                                       name="webhook"))
+            else:
+                self._tasks.append(asyncio.create_task(
+                    self.dp.start_polling(self.bot, handle_signals=False,
+                                          close_bot_session=False), name="polling"))
+
+    async def _start_http(self, reports: OpsReports, webhook: str | None) -> None:
+        """The ops HTTP app on [http]; with a webhook URL it serves Telegram's updates too."""
+        assert self.engine is not None and self.dp is not None and self.bot is not None
+        engine, t, h = self.engine, self.settings.telegram, self.settings.http
+        REDACTOR.add([s.get_secret_value() for s in (t.webhook_secret, h.token) if s])
+        extra = []
+        if webhook is not None:
+            assert t.webhook_secret is not None
+            extra.append(telegram_webhook(self.dp, self.bot, url=webhook,
+                                          secret=t.webhook_secret.get_secret_value()))
+        self.http = ops_server(self.settings, control=engine.control, reports=reports,
+                               journal=engine.journal, registry=engine.metrics.registry,
+                               db=engine.db, clock=self.clock, extra=extra)
+        await self.http.start()
 
     async def _set_menu(self) -> None:
         """Per-role command menus (bot/menus.py), sent only when they changed."""
@@ -368,8 +395,26 @@ class Runtime:
         except Exception as exc:  # a menu is a nicety; never fail start-up over it
             logger.warning("could not set the bot's command menus: {}", exc)
 
+    async def _set_webhook(self, url: str) -> None:
+        """setWebhook with the secret, retried until Telegram takes it (as polling retries)."""
+        assert self.bot is not None and self.dp is not None
+        secret = self.settings.telegram.webhook_secret
+        assert secret is not None
+        delay = 1.0
+        while True:
+            try:
+                await set_webhook(self.dp, self.bot, url=url, secret=secret.get_secret_value())
+                logger.info("Telegram webhook set: {}", url)
+                return
+            except Exception as exc:  # Telegram down at start: updates wait on its side
+                logger.warning("setWebhook failed ({}); retrying in {:.0f}s", exc, delay)
+                await self.telegram_clock.sleep(delay)
+                delay = min(delay * 2, 60.0)
+
     async def stop(self) -> None:
         """In order: stop taking commands, stop the engine, deliver what is queued, close."""
+        if self.http is not None:
+            await self.http.stop()
         if self.dp is not None and not self.console:
             with suppress(RuntimeError):  # polling never started
                 await self.dp.stop_polling()

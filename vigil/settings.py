@@ -3,14 +3,16 @@ environment variables and .env. Frozen; unknown keys are rejected; secrets are S
 
 from __future__ import annotations
 
+import re
 from contextvars import ContextVar
 from datetime import time
 from decimal import Decimal
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -37,6 +39,10 @@ class TelegramSettings(Section):
     default_language: Literal["en", "ru"] = "en"
     # at most one "unknown users wrote" digest per admin in this many seconds
     stranger_window_seconds: float = Field(default=600.0, gt=0)
+    # Webhook mode (polling when unset): Telegram POSTs updates to this URL, served by the [http]
+    # app at the URL's path; the secret comes back in X-Telegram-Bot-Api-Secret-Token.
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
 
     @field_validator("token")
     @classmethod
@@ -54,6 +60,32 @@ class TelegramSettings(Section):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _webhook_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must start with https:// (http:// only behind a local Bot API)")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not re.fullmatch(r"[A-Za-z0-9_-]{16,256}", value.get_secret_value()):
+            raise ValueError("must be 16 to 256 characters of A-Z, a-z, 0-9, _ and - "
+                             "(what Telegram accepts as secret_token)")
+        return value
+
+    @model_validator(mode="after")
+    def _webhook_complete(self) -> TelegramSettings:
+        if self.webhook_url is not None and (self.webhook_secret is None or self.token is None):
+            raise ValueError("webhook_url needs webhook_secret and token")
+        return self
 
 
 class SymbolPolicy(Section):
@@ -116,6 +148,26 @@ class JournalSettings(Section):
     retention_days: int | None = Field(default=None, ge=1)
     archive_time: time = time(3, 0)
     archive_dir: Path | None = None
+class HttpSettings(Section):
+    """The ops HTTP app (vigil/http): health, readiness, metrics, reports, Telegram webhook."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    # Bearer token for everything but /healthz and the Telegram webhook (unset: none asked).
+    token: SecretStr | None = None
+    loop_stall_seconds: float = Field(default=1.0, gt=0)  # /healthz 503 past this loop lag
+    stream_down_seconds: float = Field(default=60.0, gt=0)  # readiness: stream down longer
+    snapshot_stale_seconds: float = Field(default=120.0, gt=0)  # readiness: no snapshot since
+
+    @field_validator("token")
+    @classmethod
+    def _token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters")
+        return value
 
 
 class Settings(BaseSettings):
@@ -136,6 +188,7 @@ class Settings(BaseSettings):
     reports: ReportSettings = ReportSettings()
     approvals: ApprovalSettings = ApprovalSettings()
     journal: JournalSettings = JournalSettings()
+    http: HttpSettings = HttpSettings()
 
     @field_validator("accounts")
     @classmethod
@@ -149,6 +202,13 @@ class Settings(BaseSettings):
         if dupes:
             raise ValueError(f"duplicate account names {dupes}")
         return accounts
+
+    @model_validator(mode="after")
+    def _webhook_needs_http(self) -> Settings:
+        if self.telegram.webhook_url is not None and not self.http.enabled:
+            raise ValueError("telegram.webhook_url needs http.enabled = true (the [http] app "
+                             "serves the webhook)")
+        return self
 
     @property
     def db_path(self) -> Path:

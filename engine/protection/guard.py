@@ -55,6 +55,13 @@ class _Stream:
     up: bool = False
     reason: str = "not started"
     fills: dict[str, list[Fill]] = field(default_factory=dict)
+    since: datetime | None = None  # when `up` last changed (readiness bounds a long outage)
+    streams: bool = True  # the venue streams at all
+
+    def set(self, up: bool, reason: str, now: datetime) -> None:
+        if up != self.up or self.since is None:
+            self.since = now
+        self.up, self.reason = up, reason
 
 
 class AccountGuard:
@@ -297,10 +304,11 @@ class AccountGuard:
     # --- stream ------------------------------------------------------------------------------
     async def _stream_loop(self) -> None:
         if not self.venue.capabilities.streams:
-            self.stream = _Stream(up=False, reason="streams off: REST snapshots only")
+            self.stream = _Stream(up=False, reason="streams off: REST snapshots only",
+                                  since=self.clock.now(), streams=False)
             return
         while not self._stopping:
-            self.stream.up, self.stream.reason = True, ""
+            self.stream.set(True, "", self.clock.now())
             try:
                 async for event in self.venue.events():
                     try:
@@ -314,7 +322,7 @@ class AccountGuard:
             if self._stopping:
                 return
             # REST snapshots carry protection meanwhile; /status says the stream is down.
-            self.stream.up, self.stream.reason = False, reason
+            self.stream.set(False, reason, self.clock.now())
             await self.clock.sleep(STREAM_RESTART_SECONDS)
 
     async def _on_stream_event(self, event: VenueEvent) -> None:
@@ -334,7 +342,7 @@ class AccountGuard:
             case FillUpdate(fill=fill):
                 self.stream.fills.setdefault(fill.symbol, []).append(fill)
             case StreamStatus(up=up, reason=reason):
-                self.stream.up, self.stream.reason = up, reason
+                self.stream.set(up, reason, self.clock.now())
                 await self.bus.publish(ev.StreamChanged(account=self.account, up=up,
                                                         reason=reason))
                 if up:  # we may have missed events while it was down
@@ -410,7 +418,8 @@ class AccountGuard:
                 if s.known is not None and s.known.last_time_to_protect is not None]
         return GuardStatus(
             account=self.account, venue=self.venue.name, halted=self.halted,
-            stream=StreamHealth(self.stream.up, self.stream.reason),
+            stream=StreamHealth(self.stream.up, self.stream.reason, self.stream.since,
+                                self.stream.streams),
             amend_in_place=self.venue.capabilities.amend_stop_in_place,
             last_reconcile=self.last_reconcile, last_error=self.last_error,
             positions=len(self.view.positions()),

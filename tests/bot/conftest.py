@@ -49,10 +49,13 @@ class PaperRig:
         return self.runtime.engine.guards["paper"]
 
 
-def telegram_settings(api: FakeBotAPI, data_dir: Path, **extra: object) -> Settings:
+def telegram_settings(api: FakeBotAPI, data_dir: Path, *,
+                      webhook: tuple[str, str] | None = None, **extra: object) -> Settings:
+    """`webhook`: (url, secret) for webhook mode; polling without it."""
+    hook = {"webhook_url": webhook[0], "webhook_secret": webhook[1]} if webhook else {}
     return load_settings(None, data_dir=data_dir, telegram={
         "token": api.token, "api_url": api.base_url, "admins": [ADMIN], "traders": [TRADER],
-        "viewers": [VIEWER], "alert_chats": [ADMIN]}, **extra)
+        "viewers": [VIEWER], "alert_chats": [ADMIN], **hook}, **extra)
 
 
 @pytest.fixture

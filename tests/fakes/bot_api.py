@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import web
+from aiohttp import ClientSession, web
 
 __all__ = ["FakeBotAPI", "SentCall"]
 
@@ -55,6 +55,7 @@ STRING_FIELDS = frozenset(
 )
 
 BOT_COMMAND_PREFIX = "/"
+REGISTERED = object()  # deliver(): send the secret_token given to setWebhook
 
 
 class ApiError(Exception):
@@ -151,6 +152,7 @@ class FakeBotAPI:
         self._changed = asyncio.Event()
         self._stopping = False
         self._runner: web.AppRunner | None = None
+        self.webhook: dict[str, Any] | None = None  # setWebhook's url, secret_token, ...
         self._handlers: dict[str, Handler] = {
             "getme": self._get_me,
             "getupdates": self._get_updates,
@@ -161,7 +163,9 @@ class FakeBotAPI:
             "sendphoto": self._send_photo,
             "senddocument": self._send_document,
             "answercallbackquery": self._true,
-            "deletewebhook": self._true,
+            "deletewebhook": self._delete_webhook,
+            "setwebhook": self._set_webhook,
+            "getwebhookinfo": self._get_webhook_info,
             "setmycommands": self._true,
             "deletemycommands": self._true,
             "sendchataction": self._true,
@@ -354,6 +358,25 @@ class FakeBotAPI:
         queue = self._failures.setdefault(method.lower(), deque())
         queue.extend(ApiError(error_code, description, retry_after) for _ in range(times))
 
+    async def deliver(self, *, secret: str | object | None = REGISTERED) -> list[int]:
+        """Webhook mode: POST each queued update to the URL given to setWebhook, with the
+        ``secret_token`` given there (or ``secret``; None sends no header), as Telegram does.
+        An update answered 200 is gone; any other answer leaves it queued. Returns the
+        HTTP statuses, one per update."""
+        if self.webhook is None:
+            raise AssertionError("no webhook is set")
+        token = self.webhook.get("secret_token") if secret is REGISTERED else secret
+        headers = {} if token is None else {"X-Telegram-Bot-Api-Secret-Token": str(token)}
+        statuses = []
+        async with ClientSession() as session:
+            for update in list(self._updates):
+                async with session.post(self.webhook["url"], json=update,
+                                        headers=headers) as response:
+                    statuses.append(response.status)
+                    if response.status == 200:
+                        self._updates.remove(update)
+        return statuses
+
     def block_chat(self, chat_id: int) -> None:
         """Answer every later ``send*`` to ``chat_id`` with 403 (bot blocked)."""
         self._blocked.add(str(chat_id))
@@ -453,10 +476,28 @@ class FakeBotAPI:
     async def _true(self, call: SentCall) -> bool:
         return True
 
+    async def _set_webhook(self, call: SentCall) -> bool:
+        if not str(call.params.get("url", "")).startswith(("http://", "https://")):
+            raise ApiError(400, "Bad Request: bad webhook: An HTTPS URL must be provided")
+        self.webhook = dict(call.params)
+        return True
+
+    async def _delete_webhook(self, call: SentCall) -> bool:
+        self.webhook = None
+        return True
+
+    async def _get_webhook_info(self, call: SentCall) -> dict[str, Any]:
+        url = self.webhook["url"] if self.webhook else ""
+        return {"url": url, "has_custom_certificate": False,
+                "pending_update_count": len(self._updates)}
+
     async def _get_me(self, call: SentCall) -> dict[str, Any]:
         return self.bot_user
 
     async def _get_updates(self, call: SentCall) -> list[dict[str, Any]]:
+        if self.webhook is not None:
+            raise ApiError(409, "Conflict: can't use getUpdates method while webhook is active;"
+                           " use deleteWebhook to delete the webhook first")
         params = call.params
         offset = params.get("offset")
         if isinstance(offset, int) and offset > 0:

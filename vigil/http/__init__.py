@@ -1,0 +1,1 @@
+"""The ops HTTP surface (docs/HTTP.md)."""
