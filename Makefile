@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install bench locales clean
+.PHONY: run test lint install bench acceptance locales clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ test: install
 
 bench: install
 	$(BIN)/python bench/time_to_protect.py
+
+# Vigil run as a user runs it (paper, console chat) under the `mild` chaos profile, ~40 s.
+acceptance: install
+	$(BIN)/python bench/acceptance.py
 
 # Refresh the message catalogs after changing user-facing text (Babel, already installed).
 locales: install

@@ -101,6 +101,9 @@ def hhmmss(value: datetime | None) -> str:
 def status(s: EngineStatus) -> str:
     mode = _("paper") if s.mode == "paper" else _("live")
     lines = [_("Vigil · {mode} mode").format(mode=mode)]
+    if s.chaos:
+        lines.append(_("🧪 Chaos profile {profile}: venue faults injected on purpose").format(
+            profile=s.chaos))
     if s.hold:
         lines.append(_("⏸ HOLD: {reason} (by {by})").format(reason=s.hold.reason, by=s.hold.by))
     else:

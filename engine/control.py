@@ -51,6 +51,7 @@ class ControlService:
         self.started_at = clock.now()
         self._holds: dict[str, HoldState] = {}
         self.reports: PnlReports | None = None  # wired by the composition root
+        self.chaos_profile: str | None = None  # faults injected at the venues (engine/chaos.py)
 
     # --- PnL --------------------------------------------------------------------------------
     async def pnl(self, days: int) -> DailyReport:
@@ -93,7 +94,8 @@ class ControlService:
                 last_reconcile=g.last_reconcile, last_error=g.last_error,
                 positions=g.positions, unprotected=g.unprotected,
                 last_time_to_protect=g.last_time_to_protect, weight=g.weight, stream=g.stream))
-        return EngineStatus(self.mode, self.started_at, self.hold_state, tuple(accounts))
+        return EngineStatus(self.mode, self.started_at, self.hold_state, tuple(accounts),
+                            chaos=self.chaos_profile)
 
     def positions(self) -> list[PositionView]:
         return [view for guard in self._guards.values() for view in guard.positions()]

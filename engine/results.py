@@ -95,6 +95,7 @@ class EngineStatus:
     started_at: datetime
     hold: HoldState | None
     accounts: tuple[AccountStatus, ...]
+    chaos: str | None = None  # the active chaos profile's name (engine/chaos.py)
 
     @property
     def positions(self) -> int:

@@ -16,6 +16,7 @@ from loguru import logger
 
 from engine.approvals import Approvals
 from engine.bus import EventBus
+from engine.chaos import build_profile, with_chaos
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
@@ -106,9 +107,11 @@ class Engine:
             guards: dict[str, AccountGuard] = {}
             venues: dict[str, Venue] = {}
             sims: dict[str, SimExchange] = {}
+            chaos = build_profile(settings.chaos.profile, settings.chaos.overrides())
             for index, account in enumerate(settings.accounts):
-                venue = venues[account.name] = await _build_venue(account, settings, clock, db,
-                                                                  sims, index, metrics)
+                venue = venues[account.name] = with_chaos(
+                    await _build_venue(account, settings, clock, db, sims, index, metrics),
+                    chaos, clock, seed=settings.chaos.seed + index)
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
@@ -117,6 +120,7 @@ class Engine:
                 guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
                 state=state, bus=bus, clock=clock,
                 mode="paper" if settings.paper_mode else "live")
+            control.chaos_profile = chaos.name if chaos.active else None
             await control.load()
         except BaseException:
             if db is not None:

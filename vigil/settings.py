@@ -12,7 +12,15 @@ from typing import Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -170,6 +178,29 @@ class HttpSettings(Section):
         return value
 
 
+class ChaosSettings(Section):
+    """Faults injected at the venue port (engine/chaos.py). A named profile, optionally with
+    some of its values overridden; `custom` starts from no faults at all."""
+
+    profile: Literal["off", "mild", "harsh", "custom"] = "off"
+    stream_drop_probability: float | None = Field(default=None, ge=0, le=1)
+    stream_outage_seconds: float | None = Field(default=None, ge=0)
+    rest_timeout_probability: float | None = Field(default=None, ge=0, le=1)
+    order_delay_ms: int | None = Field(default=None, ge=0)
+    rejection_probability: float | None = Field(default=None, ge=0, le=1)
+    seed: int = 0  # each account draws from seed + its index: a run replays
+
+    def set_fields(self) -> list[str]:
+        return sorted(self.model_dump(exclude={"profile", "seed"}, exclude_none=True))
+
+    def overrides(self) -> dict[str, float]:
+        """The values set here, in engine.chaos.ChaosProfile's fields."""
+        values = self.model_dump(exclude={"profile", "seed"}, exclude_none=True)
+        if "order_delay_ms" in values:
+            values["order_delay_seconds"] = values.pop("order_delay_ms") / 1000
+        return values
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", env_file=".env", extra="forbid",
@@ -189,6 +220,7 @@ class Settings(BaseSettings):
     approvals: ApprovalSettings = ApprovalSettings()
     journal: JournalSettings = JournalSettings()
     http: HttpSettings = HttpSettings()
+    chaos: ChaosSettings = ChaosSettings()
 
     @field_validator("accounts")
     @classmethod
@@ -209,6 +241,23 @@ class Settings(BaseSettings):
             raise ValueError("telegram.webhook_url needs http.enabled = true (the [http] app "
                              "serves the webhook)")
         return self
+
+    @field_validator("chaos")
+    @classmethod
+    def _chaos_only_off_live(cls, chaos: ChaosSettings, info: ValidationInfo) -> ChaosSettings:
+        # Faults on purpose are for paper and testnets; a real account must never get them.
+        if chaos.profile == "off":
+            if chaos.set_fields():
+                raise ValueError(f"chaos.profile is off, so {chaos.set_fields()} would "
+                                 "do nothing: set profile to mild, harsh or custom")
+            return chaos
+        live = [a for a in info.data.get("accounts", ()) if a.venue != "sim" and not a.testnet]
+        if live:
+            raise ValueError(
+                f"chaos.profile = {chaos.profile!r} is refused: account {live[0].name!r} "
+                f"({live[0].venue}) is live, not a testnet; chaos runs only in paper mode or "
+                "on testnets")
+        return chaos
 
     @property
     def db_path(self) -> Path:
