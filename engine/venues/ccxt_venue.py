@@ -118,8 +118,11 @@ class CcxtVenue:
         tick, lot = dec(precision.get("price")), dec(precision.get("amount"))
         if not tick or not lot:
             raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no tick/lot")
-        minimum = dec(((market.get("limits") or {}).get("amount") or {}).get("min"))
-        return MarketInfo(symbol=symbol, tick=tick, lot=lot, min_qty=minimum or lot)
+        limits = market.get("limits") or {}
+        minimum = dec((limits.get("amount") or {}).get("min"))
+        notional = dec((limits.get("cost") or {}).get("min"))
+        return MarketInfo(symbol=symbol, tick=tick, lot=lot, min_qty=minimum or lot,
+                          min_notional=notional or Decimal(0))
 
     def resolve_symbol(self, text: str) -> str:
         cleaned = text.strip()
