@@ -273,6 +273,24 @@ class CcxtVenue:
             updated_at=self._clock.now(),
         )
 
+    # --- quotes (engine/ports.py Quotes): what an entry sizes itself on ----------------------
+    async def mark_price(self, symbol: str) -> Decimal:
+        self.market(symbol)
+        rest = self._rest.fresh("fetch_ticker")
+        raw = await rest("fetch_ticker", self._exchange.fetch_ticker(symbol))
+        price = dec(raw.get("markPrice")) or dec(raw.get("last"))
+        if not price:
+            raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no price")
+        return price
+
+    async def equity(self) -> Decimal:
+        rest = self._rest.fresh("fetch_balance")
+        raw = await rest("fetch_balance", self._exchange.fetch_balance())
+        total = dec((raw.get("total") or {}).get("USDT"))
+        if total is None:
+            raise Rejected(RejectReason.OTHER, f"{self.name} gives no USDT balance")
+        return total
+
     # --- stream ------------------------------------------------------------------------------
     def events(self) -> AsyncIterator[VenueEvent]:
         return self._streams.events()

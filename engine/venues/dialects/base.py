@@ -149,7 +149,16 @@ class Dialect:
                        f"{self.name} cannot amend a stop in place: place the new one, then cancel")
 
     def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
-        return {"reduceOnly": request.reduce_only, "clientOrderId": request.client_id}
+        params: dict[str, Any] = {"reduceOnly": request.reduce_only,
+                                  "clientOrderId": request.client_id}
+        if request.stop_loss is not None:
+            params.update(self.attached_stop_params(request.stop_loss))
+        return params
+
+    def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
+        """A stop-loss riding on an entry order (capabilities.attached_stop)."""
+        raise Rejected(RejectReason.INVALID_ORDER,
+                       f"{self.name} cannot attach a stop-loss to an entry: place it at the fill")
 
     # --- streams -------------------------------------------------------------------------
     def subscriptions(self) -> tuple[Subscription, ...]:
