@@ -87,6 +87,18 @@ class SimSettings(Section):
 
 class RiskSettings(Section):
     daily_loss_limit: Decimal | None = Field(default=None, gt=0)
+    # Entry gates (engine/entries/gates.py); unset limits are off.
+    max_open_positions: int | None = Field(default=None, ge=1)
+    max_position_notional: Decimal | None = Field(default=None, gt=0)
+    max_account_notional: Decimal | None = Field(default=None, gt=0)
+    max_leverage: Decimal | None = Field(default=None, gt=0)
+    min_stop_percent: Decimal = Field(default=Decimal("0.1"), ge=0, lt=100)
+    max_stop_percent: Decimal = Field(default=Decimal("25"), gt=0, lt=100)
+    stop_out_streak: int = Field(default=3, ge=1)
+    cool_down_minutes: float = Field(default=60.0, ge=0)
+    fee_rate_percent: Decimal = Field(default=Decimal("0.06"), ge=0, lt=10)
+    # Entries above this notional need an admin's approval (Telegram) or Confirm (webhook).
+    approval_notional: Decimal | None = Field(default=None, gt=0)
 
 
 class ReportSettings(Section):

@@ -170,11 +170,13 @@ class EntryService:
             await self._finish(guard, run, result, _fingerprint(request))
             return result
 
-    async def resume(self) -> list[EntryResult]:
-        """After a restart: bring every pending entry to protected or verified flat. Never
-        sends an entry order again."""
+    async def resume(self, only: str | None = None) -> list[EntryResult]:
+        """After a restart: bring every pending entry (of one account, or all) to protected or
+        verified flat. Never sends an entry order again."""
         results = []
         for account, guard in self._guards.items():
+            if only is not None and account != only:
+                continue
             for key in list(await self.state.get(PENDING, account, [])):
                 record = await self.state.get(SCOPE, f"{account}|{key}")
                 if record is None:
