@@ -11,7 +11,7 @@ from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, Strange
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, language, monitor, pnl, protection, trading
+from bot.routers import core, entries, hold, language, monitor, pnl, protection, trading
 from engine.control import ControlService
 from engine.ports import StateStore
 
@@ -27,6 +27,7 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(),
                              protection.build_router(), trading.build_router(),
+                             entries.build_router(),
                              hold.build_router(), language.build_router(state),
                              pnl.build_router(), core.build_fallback_router()]
     for router in routers:

@@ -380,4 +380,5 @@ def risk_limits(settings: Settings) -> RiskLimits:
         max_account_notional=risk.max_account_notional, max_leverage=risk.max_leverage,
         min_stop_percent=risk.min_stop_percent, max_stop_percent=risk.max_stop_percent,
         stop_out_streak=risk.stop_out_streak, cool_down_seconds=risk.cool_down_minutes * 60,
-        fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional)
+        fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional,
+        default_stop_percent=settings.guard.stop_percent)

@@ -26,6 +26,7 @@ class RiskLimits:
     cool_down_seconds: float = 3600.0  # ... and no entry there for this long
     fee_rate: Decimal = Decimal("0.0006")  # taker, for the estimate shown before Confirm
     approval_notional: Decimal | None = None  # above it, an admin must approve (Telegram)
+    default_stop_percent: Decimal = Decimal("2")  # when a request names no stop
 
 
 @dataclass(frozen=True, slots=True)

@@ -120,3 +120,28 @@ class EntryResult:
     pnl: Decimal | None = None  # the rollback's round trip
     replayed: bool = False  # an earlier result, returned for a repeated key
     notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def request_to_json(request: EntryRequest) -> dict[str, str | None]:
+    """JSON-safe (an approval stores it until the Confirm): Decimals as text."""
+    tp = request.take_profit
+    return {"account": request.account, "symbol": request.symbol, "side": request.side.value,
+            "size_kind": request.size.kind.value, "size": str(request.size.value),
+            "stop_kind": request.stop.kind.value, "stop": str(request.stop.value),
+            "tp_kind": tp.kind.value if tp else None, "tp": str(tp.value) if tp else None,
+            "key": request.key, "source": request.source.value, "by": request.by}
+
+
+def request_from_json(raw: dict[str, str | None]) -> EntryRequest:
+    def need(name: str) -> str:
+        value = raw[name]
+        assert value is not None, name
+        return value
+    tp = (PriceSpec(PriceKind(need("tp_kind")), Decimal(need("tp")))
+          if raw.get("tp") is not None else None)
+    return EntryRequest(
+        account=need("account"), symbol=need("symbol"), side=PositionSide(need("side")),
+        size=Amount(SizeKind(need("size_kind")), Decimal(need("size"))),
+        stop=PriceSpec(PriceKind(need("stop_kind")), Decimal(need("stop"))),
+        key=need("key"), source=EntrySource(need("source")), take_profit=tp,
+        by=raw.get("by") or "")
