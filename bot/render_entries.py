@@ -100,4 +100,8 @@ def alert(e: ev.Event) -> str | None:
             return _("🚨 {symbol}: rollback of the entry FAILED ({reason}): {qty} open WITHOUT "
                      "a stop after {n} closes; account HALTED. Act now: /close {symbol}").format(
                 symbol=e.symbol, reason=e.reason, qty=num(e.qty), n=e.attempts)
+        case ev.SignalsFailing():
+            return _("⚠️ webhook source {source}: {n} signals in a row refused before any order "
+                     "(last: {reason}). Check its sender, or who is knocking.").format(
+                source=echo(e.source), n=e.failures, reason=e.reason)
     return None

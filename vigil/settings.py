@@ -101,6 +101,30 @@ class RiskSettings(Section):
     approval_notional: Decimal | None = Field(default=None, gt=0)
 
 
+class SignalSource(Section):
+    """One sender of signals (`POST /signal/{source}`): its secret, and its default account."""
+
+    secret: SecretStr
+    account: str | None = None  # when the signal names none
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a signal secret needs at least 16 characters")
+        return value
+
+
+class SignalsSettings(Section):
+    """The signal webhook (vigil/signals_http.py), mounted on the shared HTTP app."""
+
+    sources: dict[str, SignalSource] = Field(default_factory=dict)
+    replay_window_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=4096, ge=256, le=1_000_000)
+    rate_per_minute: int = Field(default=30, ge=1)
+    alert_after_failures: int = Field(default=5, ge=1)  # in a row, per source
+
+
 class ReportSettings(Section):
     daily_time: time = time(20, 0)
     timezone: str = "UTC"
@@ -138,6 +162,7 @@ class Settings(BaseSettings):
     risk: RiskSettings = RiskSettings()
     reports: ReportSettings = ReportSettings()
     approvals: ApprovalSettings = ApprovalSettings()
+    signals: SignalsSettings = SignalsSettings()
 
     @field_validator("accounts")
     @classmethod

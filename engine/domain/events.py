@@ -390,6 +390,18 @@ class EntryRefused(Event):
     detail: str = ""
 
 
+@dataclass(frozen=True, kw_only=True)
+class SignalsFailing(Event):
+    """A webhook source keeps sending signals that are refused before any order (bad signature,
+    stale, malformed...): someone may be probing, or its sender is misconfigured."""
+
+    kind = "signals_failing"
+    severity = Severity.WARNING
+    source: str
+    failures: int
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -398,7 +410,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
-        EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused,
+        EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
     )
 }
 
