@@ -214,7 +214,48 @@ class EntryService:
             return await self._not_filled(ctx, run, f"{exc.reason.value} {exc.message}".strip())
         except AccountHalted as exc:
             return await self._not_filled(ctx, run, f"halted: {exc}")
+        if (order is not None and order.status is OrderStatus.FILLED and order.qty
+                and not plan.attached):
+            return await self._protect_fill(ctx, run, order, order.qty)
         return await self._continue(ctx, run, order)
+
+    async def _protect_fill(self, ctx: AccountContext, run: _Run, order: OrderReport,
+                            qty: Decimal) -> EntryResult:
+        """The venue answered "filled": the stop goes at once, sized to what filled (no look at
+        the position first: that would cost a snapshot's round trips while it is naked). A
+        fresh snapshot afterwards says what the position is; the supervisor resizes the stop
+        if more filled meanwhile."""
+        plan = run.plan
+        filled_at = ctx.clock.monotonic()
+        await self.bus.publish(ev.EntryFilled(account=ctx.account, symbol=plan.symbol,
+                                              key=run.key, order_id=order.order_id, qty=qty))
+        stop, reason = await self._place_stop(ctx, run, plan.side, qty, filled_at)
+        ttp = _seconds_since(ctx, filled_at)  # the stop rests (or not) from here
+        snapshot = await self._snapshot(ctx)
+        position = snapshot.position(plan.symbol)
+        if position is not None and position.side is not plan.side:
+            position = None
+        if position is not None:
+            ctx.view.set_position(plan.symbol, position)
+        if stop is None:
+            if position is None:
+                return await self._verified_flat(ctx, run, snapshot, reason, qty, None)
+            return await self._rollback(ctx, run, position, reason)
+        return await self._protected(ctx, run, stop, position, qty, ttp)
+
+    async def _protected(self, ctx: AccountContext, run: _Run, stop: OrderReport,
+                         position: PositionReport | None, qty: Decimal,
+                         ttp: Decimal) -> EntryResult:
+        plan = run.plan
+        qty = position.qty if position is not None else qty
+        entry = position.entry_price if position is not None else plan.mark
+        await self.bus.publish(ev.EntryProtected(
+            account=ctx.account, symbol=plan.symbol, key=run.key, side=plan.side, qty=qty,
+            entry_price=entry, stop_price=stop.trigger_price or plan.stop_price,
+            time_to_protect=ttp, source=run.source.value))
+        return EntryResult(EntryStatus.PROTECTED, run.key, plan, qty,
+                           position.entry_price if position is not None else None,
+                           stop.order_id, ttp)
 
     async def _continue(self, ctx: AccountContext, run: _Run,
                         order: OrderReport | None = None) -> EntryResult:
@@ -240,31 +281,26 @@ class EntryService:
             order_id=order.order_id if order else "", qty=position.qty))
         stop = _resting_stop(snapshot, position)
         reason = ""
+        ttp = Decimal(0)  # attached: it rested before the fill showed
         if stop is None:
-            stop, reason = await self._place_stop(ctx, run, position, filled_at)
+            stop, reason = await self._place_stop(ctx, run, position.side, position.qty,
+                                                  filled_at)
+            ttp = _seconds_since(ctx, filled_at)
         else:
             ctx.view.set_order(stop)
         if stop is not None:
-            ttp = Decimal(0) if plan.attached and not reason else Decimal(
-                str(round(ctx.clock.monotonic() - filled_at, 3)))
-            await self.bus.publish(ev.EntryProtected(
-                account=ctx.account, symbol=plan.symbol, key=run.key, side=plan.side,
-                qty=position.qty, entry_price=position.entry_price,
-                stop_price=stop.trigger_price or plan.stop_price, time_to_protect=ttp,
-                source=run.source.value))
-            return EntryResult(EntryStatus.PROTECTED, run.key, plan, position.qty,
-                               position.entry_price, stop.order_id, ttp)
+            return await self._protected(ctx, run, stop, position, position.qty, ttp)
         return await self._rollback(ctx, run, position, reason)
 
-    async def _place_stop(self, ctx: AccountContext, run: _Run, position: PositionReport,
-                          filled_at: float) -> tuple[OrderReport | None, str]:
+    async def _place_stop(self, ctx: AccountContext, run: _Run, side: PositionSide,
+                          qty: Decimal, filled_at: float) -> tuple[OrderReport | None, str]:
         """The stop for what filled, through the one order path; (None, why) when it cannot
         rest within the budget."""
         plan = run.plan
         reason = ""
         for attempt in range(STOP_ATTEMPTS):
             cid = client_order_id(ctx.account, plan.symbol, run.seed, OrderPurpose.STOP, attempt)
-            request = StopRequest(plan.symbol, position.side, position.qty, plan.stop_price, cid)
+            request = StopRequest(plan.symbol, side, qty, plan.stop_price, cid)
             try:
                 order = await ctx.orders.place_stop(request, ev.StopAction.PLACE,
                                                     self.bus.publish)
@@ -419,6 +455,10 @@ class EntryService:
         if guard is None:
             raise EntryRefused(Refusal.BAD_REQUEST, f"unknown account {account}")
         return guard
+
+
+def _seconds_since(ctx: AccountContext, start: float) -> Decimal:
+    return Decimal(str(round(ctx.clock.monotonic() - start, 3)))
 
 
 def _resting_stop(snapshot: VenueSnapshot, position: PositionReport) -> OrderReport | None:
