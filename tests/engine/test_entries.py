@@ -230,3 +230,30 @@ async def test_restart_after_the_entry_was_sent_resumes_to_protected(
     replay = await drive(again.clock, entries.open(long_500()))
     assert replay.replayed and replay.status is EntryStatus.PROTECTED
     assert len(entry_orders(again)) == 1
+
+
+async def test_lost_entry_response_is_looked_up_never_sent_again(
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig()
+
+    async def lose_answer(method: str, arg: object) -> None:
+        if method == "market_order" and not getattr(arg, "reduce_only", True):
+            rig.exchange.entry_order(symbol=arg.symbol, side=arg.side, qty=arg.qty,  # type: ignore[attr-defined]
+                                     client_id=arg.client_id, stop_loss=None)  # type: ignore[attr-defined]
+            raise OutcomeUnknown("timeout after executing")
+    spy.before = lose_answer
+    result = await drive(rig.clock, service(rig).open(long_500()))
+    assert result.status is EntryStatus.PROTECTED
+    assert len(entry_orders(rig)) == 1
+    assert [m for m, _ in spy.log].count("market_order") == 1
+    assert "find_order" in [m for m, _ in spy.log]
+
+
+async def test_more_fills_after_protection_resize_the_stop(spy_rig: SpyRigFactory) -> None:
+    rig, _ = await spy_rig()
+    result = await drive(rig.clock, service(rig).open(long_500()))
+    assert result.status is EntryStatus.PROTECTED
+    rig.hand.open(BTC, PositionSide.LONG, D("0.003"))  # a late fill of the same position
+    await drive(rig.clock, rig.guard.reconcile_now())
+    (stop,) = rig.stops(BTC)
+    assert stop.qty == D("0.010") and stop.trigger_price == D("63700.0")
