@@ -276,8 +276,11 @@ class CcxtVenue:
     # --- quotes (engine/ports.py Quotes): what an entry sizes itself on ----------------------
     async def mark_price(self, symbol: str) -> Decimal:
         self.market(symbol)
-        rest = self._rest.fresh("fetch_ticker")
-        raw = await rest("fetch_ticker", self._exchange.fetch_ticker(symbol))
+        rest = self._rest.fresh("mark_price")
+        if self._exchange.has.get("fetchMarkPrice"):  # one light call (Binance premiumIndex)
+            raw = await rest("fetch_mark_price", self._exchange.fetch_mark_price(symbol))
+        else:  # Bybit's ticker carries the mark
+            raw = await rest("fetch_ticker", self._exchange.fetch_ticker(symbol))
         price = dec(raw.get("markPrice")) or dec(raw.get("last"))
         if not price:
             raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no price")
@@ -286,7 +289,7 @@ class CcxtVenue:
     async def equity(self) -> Decimal:
         rest = self._rest.fresh("fetch_balance")
         raw = await rest("fetch_balance", self._exchange.fetch_balance())
-        total = dec((raw.get("total") or {}).get("USDT"))
+        total = self._dialect.equity(raw)
         if total is None:
             raise Rejected(RejectReason.OTHER, f"{self.name} gives no USDT balance")
         return total

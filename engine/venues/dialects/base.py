@@ -155,6 +155,11 @@ class Dialect:
             params.update(self.attached_stop_params(request.stop_loss))
         return params
 
+    def equity(self, balance: Raw) -> Decimal | None:
+        """USDT equity (wallet + unrealized) from ccxt's fetch_balance; ccxt's `total` is that
+        on Binance (marginBalance) and Bitget (accountEquity)."""
+        return dec((balance.get("total") or {}).get("USDT"))
+
     def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
         """A stop-loss riding on an entry order (capabilities.attached_stop)."""
         raise Rejected(RejectReason.INVALID_ORDER,

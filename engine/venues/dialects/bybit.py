@@ -20,7 +20,7 @@ from engine.domain.reports import (
     VenueCapabilities,
 )
 from engine.venues.budget import BudgetLimits
-from engine.venues.convert import fmt, info, positive
+from engine.venues.convert import dec, fmt, info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
@@ -71,6 +71,15 @@ class BybitDialect(Dialect):
     budget = BudgetLimits(limit=50, window=1, reserve=10,
                           source="Bybit v5 per-UID rate limits, 50 ccxt units/s")
 
+
+    def equity(self, balance: Raw) -> Decimal | None:
+        # ccxt's total is the wallet balance; the coin's `equity` adds the unrealized PnL.
+        accounts = ((balance.get("info") or {}).get("result") or {}).get("list") or []
+        for account in accounts:
+            for coin in account.get("coin") or []:
+                if coin.get("coin") == "USDT":
+                    return dec(coin.get("equity"))
+        return super().equity(balance)
 
     def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
         # v5 order/create: a position-level (Full) stop-loss that fires on the mark price,
