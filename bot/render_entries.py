@@ -77,6 +77,9 @@ def outcome(result: EntryResult) -> str:
         case EntryStatus.ROLLBACK_FAILED:
             return _("🚨 {symbol}: rollback FAILED ({detail}); account HALTED").format(
                 symbol=symbol, detail=echo(result.detail))
+        case EntryStatus.CLOSED:
+            return _("{symbol}: filled, then flat before it could be protected; see "
+                     "/positions").format(symbol=symbol)
         case EntryStatus.NOT_FILLED:
             return _("Nothing filled: {detail}").format(detail=echo(result.detail))
         case EntryStatus.REFUSED:

@@ -33,6 +33,7 @@ class EntryStatus(StrEnum):
     ROLLED_BACK = "rolled_back"  # the stop could not rest: closed, verified flat
     ROLLBACK_FAILED = "rollback_failed"  # close failed too: account halted, alert loud
     NOT_FILLED = "not_filled"  # nothing filled (rejected or unknown, never sent twice)
+    CLOSED = "closed"  # filled, then flat (closed meanwhile) before it could be protected
     REFUSED = "refused"  # a risk gate said no: nothing was sent
     PENDING = "pending"  # journaled, still in progress (a restart resumes it)
 

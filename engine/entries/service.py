@@ -63,6 +63,9 @@ STOP_ATTEMPTS = 3  # the stop gets this many tries (each with the gateway's own 
 STOP_BUDGET_SECONDS = 2.0  # ... within this long after the fill, else the entry is rolled back
 ROLLBACK_ATTEMPTS = 4  # closes tried before the account is halted
 ROLLBACK_PAUSE = 0.5  # seconds before the next close, doubling
+CONTINUE_ATTEMPTS = 4  # a venue read failing past its retries: the continuation runs again
+LOOKS = 3  # snapshots before a filled entry the venue does not show is taken for flat
+LOOK_PAUSE = 0.2
 SOURCE_SCOPE = "position_source"  # account -> {symbol|generation: EntrySource}
 
 HoldOf = Callable[[str], str | None]
@@ -166,9 +169,30 @@ class EntryService:
             pending = await self.state.get(PENDING, request.account, [])
             await self.state.put(PENDING, request.account, [*pending, request.key])
             guard = self._guard(request.account)
-            result = await guard.as_writer(plan.symbol, lambda ctx: self._enter(ctx, run))
+            result = await self._run(guard, run, first=True)
             await self._finish(guard, run, result, _fingerprint(request))
             return result
+
+    async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
+        """The entry as the symbol's writer. A venue that keeps failing a read (past the
+        retries) interrupts it: the continuation is tried again (it never re-sends the entry);
+        still failing, the entry stays pending (the next start resumes it; the supervisor
+        guards the position meanwhile)."""
+        pause = ROLLBACK_PAUSE
+        error = ""
+        for attempt in range(CONTINUE_ATTEMPTS):
+            try:
+                if first and attempt == 0:
+                    return await guard.as_writer(run.plan.symbol,
+                                                 lambda ctx: self._enter(ctx, run))
+                return await guard.as_writer(run.plan.symbol,
+                                             lambda ctx: self._continue(ctx, run))
+            except VenueError as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                await self.clock.sleep(pause)
+                pause *= 2
+        return EntryResult(EntryStatus.PENDING, run.key, run.plan,
+                           detail=f"venue failing: {error}")
 
     async def resume(self, only: str | None = None) -> list[EntryResult]:
         """After a restart: bring every pending entry (of one account, or all) to protected or
@@ -182,8 +206,7 @@ class EntryService:
                 if record is None:
                     continue
                 run = _run_from(record)
-                result = await guard.as_writer(run.plan.symbol,
-                                               lambda ctx, run=run: self._continue(ctx, run))
+                result = await self._run(guard, run, first=False)
                 await self._finish(guard, run, result, record["fingerprint"])
                 results.append(result)
         return results
@@ -238,9 +261,9 @@ class EntryService:
         if position is not None:
             ctx.view.set_position(plan.symbol, position)
         if stop is None:
-            if position is None:
-                return await self._verified_flat(ctx, run, snapshot, reason, qty, None)
-            return await self._rollback(ctx, run, position, reason)
+            # Not shown (REST may lag the fill) is not flat: close what filled, reduce-only,
+            # and let a fresh snapshot say flat.
+            return await self._rollback(ctx, run, position or _filled(plan, qty, ctx), reason)
         return await self._protected(ctx, run, stop, position, qty, ttp)
 
     async def _protected(self, ctx: AccountContext, run: _Run, stop: OrderReport,
@@ -264,16 +287,15 @@ class EntryService:
         if order is None:
             order = await retry_transient(lambda: ctx.venue.find_order(plan.symbol, run.entry_cid),
                                           ctx.clock, rng=ctx.rng)
-        snapshot = await self._snapshot(ctx)
-        position = snapshot.position(plan.symbol)
-        if position is not None and position.side is not plan.side:
-            position = None  # not ours to protect here: the guard owns whatever that is
+        snapshot, position = await self._look(ctx, plan, order)
         if position is None:
             if order is None or order.status is not OrderStatus.FILLED:
                 return await self._not_filled(ctx, run, "the venue shows no fill")
-            # Filled, yet flat: closed meanwhile (a rollback before a crash, or by hand).
-            return await self._verified_flat(ctx, run, snapshot, "closed before resume",
-                                             order.qty or ZERO, None)
+            # Filled, yet flat after a few looks: closed meanwhile (a rollback before a crash,
+            # a stop, by hand). Whatever still rests there is the guard's sweep's to cancel
+            # once its grace is over: a lagging snapshot must never cancel a live stop.
+            return EntryResult(EntryStatus.CLOSED, run.key, plan, order.qty or ZERO,
+                               detail="filled, then flat before it could be protected")
         filled_at = ctx.clock.monotonic()
         ctx.view.set_position(plan.symbol, position)
         await self.bus.publish(ev.EntryFilled(
@@ -291,6 +313,20 @@ class EntryService:
         if stop is not None:
             return await self._protected(ctx, run, stop, position, position.qty, ttp)
         return await self._rollback(ctx, run, position, reason)
+
+    async def _look(self, ctx: AccountContext, plan: EntryPlan, order: OrderReport | None
+                    ) -> tuple[VenueSnapshot, PositionReport | None]:
+        """A fresh snapshot and our side's position in it; a fill the snapshot does not show
+        yet (REST lags) is looked for again before it is taken for flat."""
+        for attempt in range(LOOKS):
+            snapshot = await self._snapshot(ctx)
+            position = snapshot.position(plan.symbol)
+            if position is not None and position.side is not plan.side:
+                position = None  # not ours to protect here: the guard owns whatever that is
+            if position is not None or order is None or attempt == LOOKS - 1:
+                return snapshot, position
+            await ctx.clock.sleep(LOOK_PAUSE)
+        raise AssertionError("unreachable")
 
     async def _place_stop(self, ctx: AccountContext, run: _Run, side: PositionSide,
                           qty: Decimal, filled_at: float) -> tuple[OrderReport | None, str]:
@@ -331,13 +367,18 @@ class EntryService:
             cid = client_order_id(ctx.account, plan.symbol, run.seed, OrderPurpose.CLOSE, attempt)
             request = MarketOrderRequest(plan.symbol, position.side.close_side, position.qty,
                                          True, cid)
+            # A snapshot's silence counts as flat only after the venue took a close (or said
+            # there is nothing left to reduce): REST may not show a young position yet.
+            closed = False
             try:
                 await ctx.orders.close(request, ev.CloseReason.ROLLBACK, "entry",
                                        self.bus.publish)
                 await self._step(ctx, run, "close_sent", cid)
+                closed = True
             except Rejected as exc:
                 last_error = f"{exc.reason.value} {exc.message}".strip()
-                if exc.reason is not RejectReason.REDUCE_ONLY_REJECTED:
+                closed = exc.reason is RejectReason.REDUCE_ONLY_REJECTED
+                if not closed:
                     await self._step(ctx, run, "close_failed", last_error)
             except (Transient, OutcomeUnknown) as exc:
                 last_error = str(exc)
@@ -351,10 +392,11 @@ class EntryService:
                 last_error = f"snapshot: {exc}"
             else:
                 now = snapshot.position(plan.symbol)
-                if now is None or now.side is not position.side:
+                if closed and (now is None or now.side is not position.side):
                     return await self._verified_flat(ctx, run, snapshot, reason, position.qty,
                                                      position)
-                position = now  # still open (partly closed, or the close never ran)
+                if now is not None and now.side is position.side:
+                    position = now  # still open (partly closed, or the close never ran)
             await ctx.clock.sleep(pause)
             pause *= 2
         # Even the close failed: a person must act. No more commands; the supervisor adopts
@@ -455,6 +497,13 @@ class EntryService:
         if guard is None:
             raise EntryRefused(Refusal.BAD_REQUEST, f"unknown account {account}")
         return guard
+
+
+def _filled(plan: EntryPlan, qty: Decimal, ctx: AccountContext) -> PositionReport:
+    """What the entry's answer says is open, while the venue's snapshot does not show it."""
+    return PositionReport(symbol=plan.symbol, side=plan.side, qty=qty, entry_price=plan.mark,
+                          mark_price=plan.mark, unrealized_pnl=ZERO, opened_at=None,
+                          updated_at=ctx.clock.now())
 
 
 def _seconds_since(ctx: AccountContext, start: float) -> Decimal:
