@@ -15,7 +15,7 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
-from bot import render
+from bot import render, render_entries
 from bot.roles import Role
 from engine.approvals import (
     ActionResult,
@@ -26,6 +26,7 @@ from engine.approvals import (
     Verdict,
 )
 from engine.control import CloseTarget, OrderTarget
+from engine.entries.model import EntryPlan, EntryRequest, EntryResult, request_from_json
 from engine.results import HoldResult
 
 
@@ -53,6 +54,13 @@ class ApprovalService:
                          targets: list[OrderTarget]) -> Approval:
         approval = await self.approvals.request_cancel(targets, **_who(user, chat_id, lang))
         return await self._send(bot, approval, render.cancel_summary(targets))
+
+    async def ask_open(self, bot: Bot, *, chat_id: int, user: User, lang: str,
+                       request: EntryRequest, plan: EntryPlan, needs_admin: bool) -> Approval:
+        approval = await self.approvals.request_open(request, needs_admin=needs_admin,
+                                                     **_who(user, chat_id, lang))
+        return await self._send(bot, approval, render_entries.summary(
+            plan, needs_admin=needs_admin))
 
     async def ask_resume(self, bot: Bot, *, chat_id: int, user: User, lang: str,
                          reason: str) -> Approval:
@@ -120,6 +128,11 @@ class ApprovalService:
                 return render.close_summary(approval.close_targets())
             case ApprovalAction.CANCEL_ALL:
                 return render.cancel_summary(approval.order_targets())
+            case ApprovalAction.OPEN:
+                request = request_from_json(approval.args["request"])
+                return _("Open {side} {symbol} ({size}) with its stop").format(
+                    side=render.side_label(request.side), symbol=render.echo(request.symbol),
+                    size=render.num(request.size.value))
         return _("Lift the HOLD set by the daily loss limit: {reason}").format(
             reason=approval.args.get("reason", ""))
 
@@ -164,6 +177,8 @@ def _outcome_text(verdict: Verdict) -> str:
     if verdict.error is not None:
         return _("❌ Failed: {error}").format(error=verdict.error)
     result: ActionResult | None = verdict.result
+    if isinstance(result, EntryResult):
+        return render_entries.outcome(result)
     if isinstance(result, HoldResult):
         return _("▶️ HOLD lifted: new entries are allowed.") if result.changed \
             else _("Not on HOLD; nothing to resume.")

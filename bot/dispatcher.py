@@ -12,7 +12,18 @@ from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, Strange
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, language, monitor, pnl, positions, protection, report, trading
+from bot.routers import (
+    core,
+    entries,
+    hold,
+    language,
+    monitor,
+    pnl,
+    positions,
+    protection,
+    report,
+    trading,
+)
 from engine.control import ControlService
 from engine.outbox import Outbox
 from engine.ports import StateStore
@@ -31,8 +42,9 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     UserLocaleMiddleware(i18n, state).setup(dp)
     routers: list[Router] = [core.build_router(), monitor.build_router(), positions.build_router(),
                              protection.build_router(), trading.build_router(),
-                             hold.build_router(), language.build_router(state),
-                             pnl.build_router(), alert_buttons.build_router(), report.build_router(),
+                             entries.build_router(), hold.build_router(),
+                             language.build_router(state), pnl.build_router(),
+                             alert_buttons.build_router(), report.build_router(),
                              core.build_fallback_router()]
     for router in routers:
         router.message.middleware(RoleGate())

@@ -145,8 +145,9 @@ def positions(views: Sequence[PositionView]) -> str:
 def position(p: PositionView) -> str:
     """One position, two lines: what it is, then its mark, PnL and stop (a column more goes
     here, for /positions and every place that shows a position)."""
+    from bot.render_entries import source_label  # it builds on this module's helpers
     head = (f"{p.account} · {p.symbol} · {side_label(p.side)} {num(p.qty)} "
-            f"@ {num(p.entry_price)}")
+            f"@ {num(p.entry_price)} · {source_label(p.source)}")
     if p.stop_price is not None and p.whole_position_stop:
         stop = _("stop {price} (whole position)").format(price=num(p.stop_price))
     elif p.stop_price is not None:
@@ -263,6 +264,11 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
                 reason=e.reason or "—")
         case ev.EngineStarted():
             return head + _("Vigil started ({mode} mode)").format(mode=e.mode)
+        case (ev.EntryProtected() | ev.EntryRolledBack() | ev.EntryRollbackFailed()
+              | ev.SignalsFailing()):
+            from bot import render_entries  # it builds on this module's helpers
+            text = render_entries.alert(e)
+            return head + text if text else None
     return None
 
 

@@ -8,7 +8,7 @@ expiry nothing can be done with it. The chat layer draws the buttons and renders
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -18,6 +18,7 @@ from engine.clock import Clock
 from engine.control import ControlService
 from engine.domain.reports import OrderKind
 from engine.domain.values import OrderSide, PositionSide
+from engine.entries.model import EntryRequest, EntryResult, request_from_json, request_to_json
 from engine.results import CancelOutcome, CloseOutcome, CloseTarget, HoldResult, OrderTarget
 
 
@@ -25,6 +26,7 @@ class ApprovalAction(StrEnum):
     CLOSE = "close"
     CANCEL_ALL = "cancel_all"
     RESUME = "resume"  # lift a loss-cap HOLD
+    OPEN = "open"  # an entry (engine/entries), exactly as previewed
 
 
 class ApprovalStatus(StrEnum):
@@ -45,6 +47,7 @@ class Decision(StrEnum):
     ALREADY = "already"
     EXPIRED = "expired"
     UNKNOWN = "unknown"
+    NEEDS_ADMIN = "needs_admin"  # an entry over the notional threshold
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +96,7 @@ class ApprovalStore(Protocol):
     async def interrupted(self) -> list[Approval]: ...
 
 
-ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult
+ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult | EntryResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,12 @@ class Approvals:
     async def request_cancel(self, targets: list[OrderTarget], **who: Any) -> Approval:
         return await self._request(ApprovalAction.CANCEL_ALL,
                                    {"orders": [_json(t) for t in targets]}, **who)
+
+    async def request_open(self, request: EntryRequest, *, needs_admin: bool,
+                           **who: Any) -> Approval:
+        """An entry; over the notional threshold only an admin may confirm it."""
+        return await self._request(ApprovalAction.OPEN, {
+            "request": request_to_json(request), "needs_admin": needs_admin}, **who)
 
     async def request_resume(self, reason: str, **who: Any) -> Approval:
         return await self._request(ApprovalAction.RESUME, {"reason": reason}, **who)
@@ -157,6 +166,8 @@ class Approvals:
             return Verdict(Decision.SECOND_ADMIN, approval)
         if not (is_admin or (is_requester and not self.two_person)):
             return Verdict(Decision.NOT_ALLOWED, approval)
+        if approval.args.get("needs_admin") and not is_admin:
+            return Verdict(Decision.NEEDS_ADMIN, approval)
         if not await self.store.claim(approval_id, user_id, now):
             fresh = await self.store.get(approval_id)
             expired = fresh is not None and (fresh.status is ApprovalStatus.EXPIRED
@@ -177,6 +188,11 @@ class Approvals:
                 return await self.control.cancel(approval.order_targets(), by)
             case ApprovalAction.RESUME:
                 return await self.control.resume(by)
+            case ApprovalAction.OPEN:
+                # The approval's id is the entry's idempotency key: one approval, one entry.
+                request = request_from_json(approval.args["request"])
+                return await self.control.open(replace(request, key=f"tg-{approval.id}",
+                                                       by=by))
 
     async def finish(self, approval_id: str, outcome: str) -> None:
         """Record what the action did, as shown to the person."""

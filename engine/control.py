@@ -3,7 +3,7 @@ Commands in, typed results out; nothing here knows about Telegram."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import Decimal
 
@@ -12,6 +12,9 @@ from engine.clock import Clock
 from engine.domain import events as ev
 from engine.domain.pnl import MAX_REPORT_DAYS, DailyReport
 from engine.domain.reports import OrderReport
+from engine.entries.gates import RiskLimits
+from engine.entries.model import EntryPlan, EntryRequest, EntryResult
+from engine.entries.service import EntryService
 from engine.errors import Rejected, RejectReason, VenueError
 from engine.pnl.service import PnlReports
 from engine.ports import StateStore
@@ -41,7 +44,8 @@ __all__ = [  # the result types, re-exported: callers need only this module
 
 class ControlService:
     def __init__(self, guards: dict[str, AccountGuard], *, venues_testnet: dict[str, bool],
-                 state: StateStore, bus: EventBus, clock: Clock, mode: str) -> None:
+                 state: StateStore, bus: EventBus, clock: Clock, mode: str,
+                 limits: RiskLimits | None = None) -> None:
         self._guards = guards
         self._testnet = venues_testnet
         self.state = state
@@ -52,6 +56,9 @@ class ControlService:
         self._holds: dict[str, HoldState] = {}
         self.reports: PnlReports | None = None  # wired by the composition root
         self.chaos_profile: str | None = None  # faults injected at the venues (engine/chaos.py)
+        self.entries = EntryService(guards, limits=limits or RiskLimits(), state=state, bus=bus,
+                                    clock=clock, hold_of=self._hold_reason)
+        bus.subscribe(self.entries.note_close)  # stop-out streaks for the cool-down gate
 
     # --- PnL --------------------------------------------------------------------------------
     async def pnl(self, days: int) -> DailyReport:
@@ -67,6 +74,7 @@ class ControlService:
         return await self.reports.for_slot(slot, previous)
 
     async def load(self) -> None:
+        await self.entries.load()
         for name in self._guards:
             raw = await self.state.get("hold", name)
             if raw:
@@ -98,7 +106,9 @@ class ControlService:
                             chaos=self.chaos_profile)
 
     def positions(self) -> list[PositionView]:
-        return [view for guard in self._guards.values() for view in guard.positions()]
+        return [replace(view, source=self.entries.source_of(view.account, view.symbol,
+                                                            view.generation).value)
+                for guard in self._guards.values() for view in guard.positions()]
 
     @property
     def hold_state(self) -> HoldState | None:
@@ -108,6 +118,20 @@ class ControlService:
 
     def hold_of(self, account: str) -> HoldState | None:
         return self._holds.get(account)
+
+    def _hold_reason(self, account: str) -> str | None:
+        hold = self._holds.get(account)
+        return hold.reason if hold is not None else None
+
+    # --- entries (engine/entries) ------------------------------------------------------------
+    async def preview_entry(self, request: EntryRequest) -> EntryPlan:
+        """What `open` would send now; raises EntryRefused with the gate's reason."""
+        return await self.entries.preview(request)
+
+    async def open(self, request: EntryRequest) -> EntryResult:
+        """Open a position with its stop as one act (or roll it back, verified flat). The same
+        idempotency key returns the earlier result and never sends a second entry."""
+        return await self.entries.open(request)
 
     def entries_allowed(self, account: str) -> bool:
         """New entries wait while an account is on HOLD or HALTED; protection never does."""

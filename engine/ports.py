@@ -87,6 +87,15 @@ class WeighsRequests(Protocol):
     def request_weight(self) -> VenueWeight: ...
 
 
+@runtime_checkable
+class Quotes(Protocol):
+    """What an entry needs to size itself: the mark and the account's equity (quote units)."""
+
+    async def mark_price(self, symbol: str) -> Decimal: ...
+
+    async def equity(self) -> Decimal: ...
+
+
 class PositionStore(Protocol):
     """Where guarded positions persist (SQLite now; PostgreSQL with leases later)."""
 

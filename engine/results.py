@@ -120,6 +120,7 @@ class PositionView:
     last_time_to_protect: Decimal | None
     generation: int | None = None  # which position this is (a re-entry gets a new one)
     whole_position_stop: bool = False  # the stop closes whatever is open (below the min size)
+    source: str = "hand"  # who opened it: hand, telegram, webhook (engine/entries)
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ from engine.chaos import build_profile, with_chaos
 from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
+from engine.entries.gates import RiskLimits
 from engine.errors import OperatorError
 from engine.metrics import Metrics
 from engine.ops import OpsReports
@@ -119,7 +120,8 @@ class Engine:
             control = ControlService(
                 guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
                 state=state, bus=bus, clock=clock,
-                mode="paper" if settings.paper_mode else "live")
+                mode="paper" if settings.paper_mode else "live",
+                limits=risk_limits(settings))
             control.chaos_profile = chaos.name if chaos.active else None
             await control.load()
         except BaseException:
@@ -152,6 +154,7 @@ class Engine:
                                bus=self.bus, clock=self.clock)
             self.tasks.append(asyncio.create_task(
                 cap.run(self.settings.guard.interval_seconds), name="daily loss cap"))
+            self.control.entries.pnl_today = cap.pnl_today  # the entry gate asks the same
         retention = self.settings.journal
         if retention.retention_days is not None:
             self.retention = JournalRetention(
@@ -179,6 +182,10 @@ class Engine:
     async def _run_account(self, guard: AccountGuard) -> None:
         """Start-up self-check, retried with backoff; a failing account never stops the rest."""
         await guard.start_venue(retry=True)
+        try:  # entries a crash left pending: protected or verified flat before anything else
+            await self.control.entries.resume(guard.account)
+        except Exception:
+            logger.exception("resuming the pending entries of {} failed", guard.account)
         await guard.run()
 
     async def check(self) -> tuple[list[ReconcileReport], dict[str, list[Orphan]], bool]:
@@ -437,3 +444,16 @@ class Runtime:
         for bot in (self.bot, self.alert_bot):
             if bot is not None:  # the console's one session, closed twice, does not mind
                 await bot.session.close()
+
+
+def risk_limits(settings: Settings) -> RiskLimits:
+    """Settings `[risk]` -> the entry gates' limits."""
+    risk = settings.risk
+    return RiskLimits(
+        daily_loss_limit=risk.daily_loss_limit, max_open_positions=risk.max_open_positions,
+        max_position_notional=risk.max_position_notional,
+        max_account_notional=risk.max_account_notional, max_leverage=risk.max_leverage,
+        min_stop_percent=risk.min_stop_percent, max_stop_percent=risk.max_stop_percent,
+        stop_out_streak=risk.stop_out_streak, cool_down_seconds=risk.cool_down_minutes * 60,
+        fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional,
+        default_stop_percent=settings.guard.stop_percent)

@@ -127,6 +127,42 @@ class SimSettings(Section):
 
 class RiskSettings(Section):
     daily_loss_limit: Decimal | None = Field(default=None, gt=0)
+    # Entry gates (engine/entries/gates.py); unset limits are off.
+    max_open_positions: int | None = Field(default=None, ge=1)
+    max_position_notional: Decimal | None = Field(default=None, gt=0)
+    max_account_notional: Decimal | None = Field(default=None, gt=0)
+    max_leverage: Decimal | None = Field(default=None, gt=0)
+    min_stop_percent: Decimal = Field(default=Decimal("0.1"), ge=0, lt=100)
+    max_stop_percent: Decimal = Field(default=Decimal("25"), gt=0, lt=100)
+    stop_out_streak: int = Field(default=3, ge=1)
+    cool_down_minutes: float = Field(default=60.0, ge=0)
+    fee_rate_percent: Decimal = Field(default=Decimal("0.06"), ge=0, lt=10)
+    # Entries above this notional need an admin's approval (Telegram) or Confirm (webhook).
+    approval_notional: Decimal | None = Field(default=None, gt=0)
+
+
+class SignalSource(Section):
+    """One sender of signals (`POST /signal/{source}`): its secret, and its default account."""
+
+    secret: SecretStr
+    account: str | None = None  # when the signal names none
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr) -> SecretStr:
+        if len(value.get_secret_value()) < 16:
+            raise ValueError("a signal secret needs at least 16 characters")
+        return value
+
+
+class SignalsSettings(Section):
+    """The signal webhook (vigil/signals_http.py), mounted on the shared HTTP app."""
+
+    sources: dict[str, SignalSource] = Field(default_factory=dict)
+    replay_window_seconds: float = Field(default=30.0, gt=0)
+    max_body_bytes: int = Field(default=4096, ge=256, le=1_000_000)
+    rate_per_minute: int = Field(default=30, ge=1)
+    alert_after_failures: int = Field(default=5, ge=1)  # in a row, per source
 
 
 class ReportSettings(Section):
@@ -221,6 +257,7 @@ class Settings(BaseSettings):
     journal: JournalSettings = JournalSettings()
     http: HttpSettings = HttpSettings()
     chaos: ChaosSettings = ChaosSettings()
+    signals: SignalsSettings = SignalsSettings()
 
     @field_validator("accounts")
     @classmethod

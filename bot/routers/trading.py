@@ -26,6 +26,7 @@ def decision_text(decision: str) -> str:
         Decision.ALREADY: _("Already handled."),
         Decision.EXPIRED: _("Expired: nothing was done."),
         Decision.UNKNOWN: _("Unknown request."),
+        Decision.NEEDS_ADMIN: _("Over the notional limit: an admin must confirm this."),
     }[decision]
 
 

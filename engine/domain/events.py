@@ -46,6 +46,7 @@ class CloseReason(StrEnum):
     STOP_CROSSED = "stop_crossed"  # the stop would trigger at once and the policy closes
     MANUAL = "manual"  # a person asked (after an approval)
     ON_VENUE = "closed on venue"  # stopped out, closed by hand, liquidated
+    ROLLBACK = "rollback"  # an entry whose stop could not rest is closed again
 
 
 class CrossedAction(StrEnum):
@@ -308,6 +309,101 @@ class SlaBreached(SymbolEvent):
     generation: int | None = None  # which position (the alert's [Close] closes only this one)
 
 
+# --- entries (engine/entries) -----------------------------------------------------------------
+@dataclass(frozen=True, kw_only=True)
+class EntryIntent(SymbolEvent):
+    """Written before an entry order is sent: its idempotency key and client id."""
+
+    kind = "entry_intent"
+    durable = True
+    key: str
+    client_id: str
+    side: PositionSide
+    qty: Decimal
+    stop_price: Decimal
+    attached: bool  # the stop rides on the entry order
+    source: str
+    by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryFilled(SymbolEvent):
+    kind = "entry_filled"
+    key: str
+    order_id: str
+    qty: Decimal  # what filled (0: nothing)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryProtected(SymbolEvent):
+    kind = "entry_protected"
+    severity = Severity.INFO
+    key: str
+    side: PositionSide
+    qty: Decimal
+    entry_price: Decimal
+    stop_price: Decimal
+    time_to_protect: Decimal  # seconds from the first fill to the stop resting; 0 if attached
+    source: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryRollbackStep(SymbolEvent):
+    """One step of a rollback (why, close sent, flat confirmed, leftovers cancelled)."""
+
+    kind = "entry_rollback_step"
+    key: str
+    step: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryRolledBack(SymbolEvent):
+    """The entry's stop could not rest: what filled was closed and the venue shows it flat."""
+
+    kind = "entry_rolled_back"
+    severity = Severity.CRITICAL
+    key: str
+    reason: str
+    qty: Decimal
+    pnl: Decimal  # the round trip, fees included where known
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryRollbackFailed(SymbolEvent):
+    """Even the rollback close failed: the account is halted, the position is NOT protected."""
+
+    kind = "entry_rollback_failed"
+    severity = Severity.CRITICAL
+    key: str
+    reason: str
+    qty: Decimal
+    attempts: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryRefused(Event):
+    """A risk gate said no; the requester is told (journal-only here)."""
+
+    kind = "entry_refused"
+    key: str
+    symbol: str
+    reason: str
+    detail: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalsFailing(Event):
+    """A webhook source keeps sending signals that are refused before any order (bad signature,
+    stale, malformed...): someone may be probing, or its sender is misconfigured."""
+
+    kind = "signals_failing"
+    severity = Severity.WARNING
+    source: str
+    failures: int
+    reason: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -315,7 +411,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
-        ZombieCancelled, SlaBreached,
+        ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
+        EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
     )
 }
 

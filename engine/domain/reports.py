@@ -16,6 +16,7 @@ class MarketInfo:
     tick: Decimal
     lot: Decimal
     min_qty: Decimal
+    min_notional: Decimal = Decimal(0)  # smallest qty * price an entry may have (0: none)
 
 
 class OrderKind(StrEnum):
@@ -125,6 +126,8 @@ class MarketOrderRequest:
     qty: Decimal
     reduce_only: bool
     client_id: str
+    # An entry's stop-loss, attached to the order where the venue can (capabilities.attached_stop)
+    stop_loss: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +135,9 @@ class VenueCapabilities:
     amend_stop_in_place: bool
     streams: bool
     hedge_mode: bool = False
+    # A stop-loss can ride on the entry order (Bybit stopLoss, Bitget preset stop-loss): the
+    # position is never without one, even for the first fill.
+    attached_stop: bool = False
     notes: tuple[str, ...] = field(default_factory=tuple)
 
 

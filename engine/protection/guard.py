@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from loguru import logger
 
@@ -33,7 +33,7 @@ from engine.protection.context import AccountContext
 from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, OrderGateway
 from engine.protection.policy import ProtectionPolicy
 from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
-from engine.protection.supervisor import CloseResult, PositionSupervisor
+from engine.protection.supervisor import CloseResult, PositionSupervisor, SupervisorRetired
 from engine.protection.view import AccountView, MarkedFetch
 from engine.results import (
     CancelSkip,
@@ -45,6 +45,7 @@ from engine.results import (
 )
 from engine.retry import retry_transient
 
+T = TypeVar("T")
 STREAM_RESTART_SECONDS = 5.0
 START_RETRY_MAX = 60.0
 MIN_POLL_SECONDS = 1.0  # never poll faster than this, whatever the SLA (venue weight budgets)
@@ -467,6 +468,16 @@ class AccountGuard:
         return position is not None and order.is_stop_for(position.side)
 
     # --- requests from the control layer, each through the symbol's one writer --------------
+    async def as_writer(self, symbol: str, body: Callable[[AccountContext], Awaitable[T]]) -> T:
+        """Run an entry as the symbol's supervisor (made now if none), which then adopts and
+        protects what the entry left (engine/entries)."""
+        while True:
+            try:
+                return await self.supervisor(symbol).as_writer(body)
+            except SupervisorRetired:
+                continue  # it ended just before: the next one is fresh
+
+
     async def close_position(self, symbol: str, *, by: str, side: PositionSide,
                              max_qty: Decimal, generation: int | None) -> CloseResult:
         if self.view.position(symbol) is None and symbol not in self.supervisors:

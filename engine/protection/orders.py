@@ -180,6 +180,35 @@ class OrderGateway:
                 self.view.set_position(request.symbol, snapshot.position(request.symbol))
         return order
 
+    async def enter(self, request: MarketOrderRequest, intent: ev.EntryIntent,
+                    publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport | None:
+        """An entry (engine/entries): journal the intent, send it ONCE, and after any failure
+        that may have reached the venue look it up by client id. Never a resend: Binance takes
+        a filled order's id again, so a resend could open the position twice. None: the venue
+        shows no such order (a late one is a position like any other: the guard adopts it).
+        Raises Rejected (nothing was opened), AccountHalted."""
+        self._enter(request.symbol)
+        await publish(intent)
+        self._still_allowed()  # HALT may have come while the intent was being written
+        symbol, cid = request.symbol, request.client_id
+        try:
+            return await self.venue.market_order(request)
+        except Rejected as exc:
+            if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
+                raise
+        except (Transient, OutcomeUnknown):
+            pass  # may have executed: look it up, never send it again
+        finally:
+            self._count("entry_order")
+        for attempt in range(CREATE_LOOKUPS):
+            found = await retry_transient(lambda: self.venue.find_order(symbol, cid),
+                                          self.clock, rng=self.rng)
+            self._count("find_order")
+            if found is not None:
+                return found
+            await self.clock.sleep(CLOSE_RECHECK_SECONDS * (attempt + 1))
+        return None
+
     async def _send_close(self, request: MarketOrderRequest,
                           before: PositionReport | None) -> OrderReport:
         symbol, cid = request.symbol, request.client_id

@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
+from typing import TypeVar
 
 from engine.domain import events as ev
 from engine.domain.ids import OrderPurpose, client_order_id
@@ -61,6 +62,13 @@ GIVE_UP_PAUSE = 300.0
 VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose)
 
 
+T = TypeVar("T")
+
+
+class SupervisorRetired(Exception):
+    """The supervisor ended (its position closed) before it could act as writer."""
+
+
 @dataclass(frozen=True, slots=True)
 class CloseResult:
     """What a requested close did; `events` tell the details (fill, PnL)."""
@@ -94,6 +102,19 @@ class PositionSupervisor:
         async with self._lock:
             self._wake_pending = False
             return await self._run(self._ensure)
+
+    async def as_writer(self, body: Callable[[AccountContext], Awaitable[T]]) -> T:
+        """Run an entry (engine/entries) as this position's writer, then adopt and protect what
+        it left before any other writer may act on the symbol. Raises SupervisorRetired when
+        this supervisor ended meanwhile (the caller asks its guard for a new one)."""
+        async with self._lock:
+            if self.finished:
+                raise SupervisorRetired(self.symbol)
+            try:
+                return await body(self.ctx)
+            finally:
+                self._wake_pending = False
+                await self._run(self._ensure)
 
     def wake(self) -> asyncio.Task[list[ev.Event]] | None:
         """Fire-and-forget ensure, coalesced: at most one waiting wake per position."""

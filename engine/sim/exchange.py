@@ -138,6 +138,7 @@ class SimExchange:
         self._ended: deque[str] = deque()
         self.realized_pnl = ZERO
         self.fees_paid = ZERO
+        self.deposit = Decimal(10_000)  # the paper account's starting equity (USDT)
         self._ids = itertools.count(1)
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
         self._listeners: list[Callable[[VenueEvent], None]] = []
@@ -199,6 +200,11 @@ class SimExchange:
         while it is open or among the `history_limit` newest ended orders."""
         order_id = self._by_client_id.get(client_id)
         return None if order_id is None else self.orders[order_id]
+
+    def equity(self) -> Decimal:
+        unrealized = sum(((self.marks[s] - p.entry_price) * p.qty * p.side.sign
+                          for s, p in self.positions.items()), ZERO)
+        return self.deposit + self.realized_pnl - self.fees_paid + unrealized
 
     # --- prices ------------------------------------------------------------------------------
     def set_mark(self, symbol: str, price: Decimal) -> None:
@@ -273,6 +279,36 @@ class SimExchange:
         self._fill(order, qty)
         self._emit(OrderUpdate(order))
         return order
+
+    def entry_order(self, *, symbol: str, side: OrderSide, qty: Decimal, client_id: str | None,
+                    stop_loss: Decimal | None) -> OrderReport:
+        """A market entry, as strictly as the venues take one: id, lot, minimum notional, and an
+        attached stop-loss on the losing side of the mark (else the whole order is refused and
+        nothing fills, as on Bybit and Bitget). The attached stop rests for the whole position
+        from the fill on (a position-level stop: no qty, never needs resizing)."""
+        info = self.market(symbol)
+        self._check_client_id(client_id)
+        self._check_steps(info, qty, stop_loss)
+        mark = self.marks[symbol]
+        if qty * mark < info.min_notional:
+            raise Rejected(RejectReason.INVALID_ORDER,
+                           f"notional {qty * mark} below the minimum {info.min_notional}")
+        if stop_loss is not None:
+            below = side is OrderSide.BUY
+            if (below and stop_loss >= mark) or (not below and stop_loss <= mark):
+                raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
+                               f"attached stop {stop_loss} vs mark {mark}")
+        if stop_loss is not None:  # resting from the fill on: the venue shows it first
+            stop = OrderReport(
+                order_id=str(next(self._ids)), client_id=None, symbol=symbol,
+                kind=OrderKind.STOP_LOSS, side=OrderSide.SELL if side is OrderSide.BUY
+                else OrderSide.BUY, qty=None, trigger_price=stop_loss, reduce_only=True,
+                status=OrderStatus.OPEN, updated_at=self.clock.now(),
+                created_at=self.clock.now(), whole_position=True)
+            self.orders[stop.order_id] = stop
+            self._emit(OrderUpdate(stop))
+        return self.market_order(symbol=symbol, side=side, qty=qty, reduce_only=False,
+                                 client_id=client_id)
 
     # --- internals ---------------------------------------------------------------------------
     def record(self, order: OrderReport) -> None:

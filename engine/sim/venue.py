@@ -55,7 +55,7 @@ class SimVenue:
 
     def __init__(self, exchange: SimExchange, clock: Clock, *, latency: float = 0.0,
                  streaming: bool = True, amend_in_place: bool = True,
-                 faults: FaultPlan | None = None) -> None:
+                 faults: FaultPlan | None = None, attached_stop: bool = False) -> None:
         self.exchange = exchange
         self.clock = clock
         self.latency = latency
@@ -63,7 +63,7 @@ class SimVenue:
         self.faults = faults or FaultPlan()
         self._rng = random.Random(self.faults.seed)
         self._capabilities = VenueCapabilities(amend_stop_in_place=amend_in_place,
-                                               streams=streaming)
+                                               streams=streaming, attached_stop=attached_stop)
         self.calls = 0
         self.calls_by_method: dict[str, int] = {}
         self.faults_injected = 0
@@ -140,9 +140,25 @@ class SimVenue:
         await self._command("cancel_order", lambda: self.exchange.cancel(order.order_id))
 
     async def market_order(self, request: MarketOrderRequest) -> OrderReport:
+        if not request.reduce_only:
+            if request.stop_loss is not None and not self._capabilities.attached_stop:
+                raise Rejected(RejectReason.INVALID_ORDER, "this venue attaches no stop-loss")
+            return await self._command("market_order", lambda: self.exchange.entry_order(
+                symbol=request.symbol, side=request.side, qty=request.qty,
+                client_id=request.client_id, stop_loss=request.stop_loss))
         return await self._command("market_order", lambda: self.exchange.market_order(
             symbol=request.symbol, side=request.side, qty=request.qty,
             reduce_only=request.reduce_only, client_id=request.client_id))
+
+    # --- quotes (engine/ports.py Quotes) --------------------------------------------------
+    async def mark_price(self, symbol: str) -> Decimal:
+        await self._rest("fetch_ticker", can_fail=True)
+        self.exchange.market(symbol)
+        return self.exchange.marks[symbol]
+
+    async def equity(self) -> Decimal:
+        await self._rest("fetch_balance", can_fail=True)
+        return self.exchange.equity()
 
     # --- stream ------------------------------------------------------------------------------
     async def events(self) -> AsyncIterator[VenueEvent]:

@@ -118,8 +118,11 @@ class CcxtVenue:
         tick, lot = dec(precision.get("price")), dec(precision.get("amount"))
         if not tick or not lot:
             raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no tick/lot")
-        minimum = dec(((market.get("limits") or {}).get("amount") or {}).get("min"))
-        return MarketInfo(symbol=symbol, tick=tick, lot=lot, min_qty=minimum or lot)
+        limits = market.get("limits") or {}
+        minimum = dec((limits.get("amount") or {}).get("min"))
+        notional = dec((limits.get("cost") or {}).get("min"))
+        return MarketInfo(symbol=symbol, tick=tick, lot=lot, min_qty=minimum or lot,
+                          min_notional=notional or Decimal(0))
 
     def resolve_symbol(self, text: str) -> str:
         cleaned = text.strip()
@@ -269,6 +272,27 @@ class CcxtVenue:
             status=status,
             updated_at=self._clock.now(),
         )
+
+    # --- quotes (engine/ports.py Quotes): what an entry sizes itself on ----------------------
+    async def mark_price(self, symbol: str) -> Decimal:
+        self.market(symbol)
+        rest = self._rest.fresh("mark_price")
+        if self._exchange.has.get("fetchMarkPrice"):  # one light call (Binance premiumIndex)
+            raw = await rest("fetch_mark_price", self._exchange.fetch_mark_price(symbol))
+        else:  # Bybit's ticker carries the mark
+            raw = await rest("fetch_ticker", self._exchange.fetch_ticker(symbol))
+        price = dec(raw.get("markPrice")) or dec(raw.get("last"))
+        if not price:
+            raise Rejected(RejectReason.BAD_SYMBOL, f"{symbol}: {self.name} gives no price")
+        return price
+
+    async def equity(self) -> Decimal:
+        rest = self._rest.fresh("fetch_balance")
+        raw = await rest("fetch_balance", self._exchange.fetch_balance())
+        total = self._dialect.equity(raw)
+        if total is None:
+            raise Rejected(RejectReason.OTHER, f"{self.name} gives no USDT balance")
+        return total
 
     # --- stream ------------------------------------------------------------------------------
     def events(self) -> AsyncIterator[VenueEvent]:

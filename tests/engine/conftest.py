@@ -267,12 +267,13 @@ async def rig_factory(tmp_path: Path) -> AsyncIterator[RigFactory]:
                     streaming: bool = False, faults: FaultPlan | None = None,
                     exchange: SimExchange | None = None, clock: ManualClock | None = None,
                     db_name: str = "v.db", interval: float = 10, load: bool = True,
-                    latency: float = 0.0, spy: bool = False) -> Rig:
+                    latency: float = 0.0, spy: bool = False,
+                    attached_stop: bool = False) -> Rig:
         clock = clock or (exchange.clock if exchange else RecordingClock())  # type: ignore[assignment]
         assert isinstance(clock, ManualClock)
         exchange = exchange or SimExchange(clock, seed=1)
         venue = SimVenue(exchange, clock, amend_in_place=amend_in_place, streaming=streaming,
-                         faults=faults, latency=latency)
+                         faults=faults, latency=latency, attached_stop=attached_stop)
         port: SimVenue | SpyVenue = SpyVenue(venue) if spy else venue
         db, journal = await open_db(tmp_path / db_name)
         opened.append(db)

@@ -33,9 +33,13 @@ async def test_usdc_margined_perpetuals_are_not_ours(binance: Harness) -> None:
     assert "BTC/USDC:USDC" not in binance.venue.symbols()
 
 
+MIN_NOTIONAL = {"binance": Decimal("100"), "bybit": Decimal("5"), "bitget": Decimal("5")}
+
+
 async def test_market_gives_tick_lot_and_minimum_as_decimals(venue: Harness) -> None:
     assert venue.venue.market("BTC/USDT:USDT") == MarketInfo(
-        "BTC/USDT:USDT", tick=Decimal("0.1"), lot=Decimal("0.001"), min_qty=Decimal("0.001"))
+        "BTC/USDT:USDT", tick=Decimal("0.1"), lot=Decimal("0.001"), min_qty=Decimal("0.001"),
+        min_notional=MIN_NOTIONAL[venue.name])
     assert venue.venue.market("ETH/USDT:USDT").tick == Decimal("0.01")
     assert len(venue.venue.symbols()) == 52
 

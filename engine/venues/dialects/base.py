@@ -149,7 +149,21 @@ class Dialect:
                        f"{self.name} cannot amend a stop in place: place the new one, then cancel")
 
     def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
-        return {"reduceOnly": request.reduce_only, "clientOrderId": request.client_id}
+        params: dict[str, Any] = {"reduceOnly": request.reduce_only,
+                                  "clientOrderId": request.client_id}
+        if request.stop_loss is not None:
+            params.update(self.attached_stop_params(request.stop_loss))
+        return params
+
+    def equity(self, balance: Raw) -> Decimal | None:
+        """USDT equity (wallet + unrealized) from ccxt's fetch_balance; ccxt's `total` is that
+        on Binance (marginBalance) and Bitget (accountEquity)."""
+        return dec((balance.get("total") or {}).get("USDT"))
+
+    def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
+        """A stop-loss riding on an entry order (capabilities.attached_stop)."""
+        raise Rejected(RejectReason.INVALID_ORDER,
+                       f"{self.name} cannot attach a stop-loss to an entry: place it at the fill")
 
     # --- streams -------------------------------------------------------------------------
     def subscriptions(self) -> tuple[Subscription, ...]:

@@ -22,7 +22,7 @@ from engine.domain.reports import (
 from engine.domain.values import OrderSide, PositionSide
 from engine.errors import Rejected, RejectReason
 from engine.venues.budget import BudgetLimits
-from engine.venues.convert import info, positive
+from engine.venues.convert import fmt, info, positive
 from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
@@ -56,6 +56,7 @@ class BitgetDialect(Dialect):
     capabilities = VenueCapabilities(
         amend_stop_in_place=True,
         streams=True,
+        attached_stop=True,
         notes=("classic (non-UTA) accounts only: the adapter speaks the v2 mix API",),
     )
     codes = VenueCodes(
@@ -255,6 +256,11 @@ class BitgetDialect(Dialect):
         response = await rest("modify-tpsl-order",
                               exchange.privateMixPostV2MixOrderModifyTpslOrder(body))
         return _answer(response, order.order_id)
+
+    def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
+        # v2 place-order presetStopLossPrice (ccxt maps stopLoss.triggerPrice to it): the
+        # position's stop-loss comes with the fill.
+        return {"stopLoss": {"triggerPrice": fmt(stop_loss)}}
 
     def market_order_params(self, request: MarketOrderRequest) -> dict[str, Any]:
         params = super().market_order_params(request)

@@ -8,6 +8,7 @@ position when it fires."""
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from engine.domain.ledger import LedgerEntry, LedgerKind
@@ -19,7 +20,7 @@ from engine.domain.reports import (
     VenueCapabilities,
 )
 from engine.venues.budget import BudgetLimits
-from engine.venues.convert import info, positive
+from engine.venues.convert import dec, fmt, info, positive
 from engine.venues.dialects.base import Dialect, flag
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
@@ -52,7 +53,7 @@ _STATUS: dict[str, OrderStatus] = {
 class BybitDialect(Dialect):
     name = "bybit"
     ccxt_id = "bybit"
-    capabilities = VenueCapabilities(amend_stop_in_place=True, streams=True)
+    capabilities = VenueCapabilities(amend_stop_in_place=True, streams=True, attached_stop=True)
     whole_position_amount = "0"
     codes = VenueCodes(
         would_trigger=frozenset({"110092", "110093"}),
@@ -69,6 +70,22 @@ class BybitDialect(Dialect):
     # 1 unit = 20 ms, 50 a second; ccxt's costs turn each endpoint's rate into units.
     budget = BudgetLimits(limit=50, window=1, reserve=10,
                           source="Bybit v5 per-UID rate limits, 50 ccxt units/s")
+
+
+    def equity(self, balance: Raw) -> Decimal | None:
+        # ccxt's total is the wallet balance; the coin's `equity` adds the unrealized PnL.
+        accounts = ((balance.get("info") or {}).get("result") or {}).get("list") or []
+        for account in accounts:
+            for coin in account.get("coin") or []:
+                if coin.get("coin") == "USDT":
+                    return dec(coin.get("equity"))
+        return super().equity(balance)
+
+    def attached_stop_params(self, stop_loss: Decimal) -> dict[str, Any]:
+        # v5 order/create: a position-level (Full) stop-loss that fires on the mark price,
+        # resting from the fill on; ccxt turns the dict into stopLoss.
+        return {"stopLoss": {"triggerPrice": fmt(stop_loss)}, "slTriggerBy": "MarkPrice",
+                "tpslMode": "Full"}
 
     def configure(self, exchange: Any, *, testnet: bool) -> None:
         super().configure(exchange, testnet=testnet)

@@ -1,0 +1,88 @@
+"""/long and /short end to end: real aiogram over real HTTP against the fake Bot API, the
+simulated exchange behind the engine, approvals in SQLite."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from decimal import Decimal as D
+from pathlib import Path
+
+import pytest
+
+from engine.domain.reports import OrderKind
+from tests.bot.conftest import ADMIN, TRADER, VIEWER, Running, running
+from tests.bot.test_approvals_e2e import answer, ask, edited, sim, tap
+from tests.fakes import FakeBotAPI
+
+BTC = "BTC/USDT:USDT"
+
+
+@pytest.fixture
+async def flat(api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+               ) -> AsyncIterator[Running]:
+    monkeypatch.chdir(tmp_path)
+    async with running(api, tmp_path / "data", sim={"demo_positions": False},
+                       risk={"approval_notional": "1000"}) as r:
+        yield r
+
+
+async def reply_to(r: Running, user: int, text: str) -> str:
+    """The reply in the user's own chat (alerts go to the admin's)."""
+    def mine(c: object) -> bool:
+        return c.params.get("chat_id") == user  # type: ignore[attr-defined]
+    before = len([c for c in r.api.sent("sendMessage") if mine(c)])
+    r.api.push_message(user, text)
+    calls = await r.api.wait_for("sendMessage", mine, count=before + 1)
+    return calls[-1].text or ""
+
+
+async def test_long_with_confirm_opens_the_position_and_the_stop_rests(flat: Running) -> None:
+    approval, message = await ask(flat, TRADER, "/long BTCUSDT $500 sl 2%")
+    prompt = flat.api.messages[message]["text"]
+    assert "Open LONG BTC/USDT:USDT on paper" in prompt
+    assert "market order for 0.007" in prompt and "stop-loss 63700" in prompt
+    assert "risk at the stop 9.1" in prompt and "fees ≈" in prompt
+    assert sim(flat).positions == {}  # nothing before the tap
+    await answer(flat, tap(flat, TRADER, approval, message))
+    final = await edited(flat, message, "opened; stop 63700")
+    assert "time to protect" in final.text
+    position = sim(flat).positions[BTC]
+    assert position.qty == D("0.007")
+    stops = [o for o in sim(flat).open_orders() if o.kind is OrderKind.STOP_LOSS]
+    assert [(s.trigger_price, s.qty) for s in stops] == [(D("63700.0"), D("0.007"))]
+    # the alert chat hears it, with the time to protect
+    await flat.api.wait_for("sendMessage", lambda c: "🟢" in (c.text or "")
+                            and "via Telegram" in (c.text or ""))
+    listing = await reply_to(flat, VIEWER, "/positions")
+    assert "BTC/USDT:USDT · LONG 0.007" in listing and "via Telegram" in listing
+    # a second tap runs nothing again
+    await answer(flat, tap(flat, TRADER, approval, message))
+    assert len([o for o in sim(flat).orders.values()
+                if o.kind is OrderKind.MARKET and o.client_id]) == 1
+
+
+async def test_long_on_hold_is_refused_with_the_reason(flat: Running) -> None:
+    await flat.control.hold("maintenance", "admin")
+    text = await reply_to(flat, TRADER, "/long BTCUSDT $500 sl 2%")
+    assert "Refused: the account is on HOLD (maintenance)" in text
+    assert sim(flat).positions == {} and sim(flat).orders == {}
+
+
+async def test_bad_words_and_gates_each_say_why(flat: Running) -> None:
+    assert "Usage: /long" in await reply_to(flat, TRADER, "/long BTCUSDT")
+    assert "size must be a positive number, not -3" in await reply_to(
+        flat, TRADER, "/short BTCUSDT -3")
+    assert "wrong side" in await reply_to(flat, TRADER, "/short BTCUSDT $500 sl 60000")
+    assert "unknown symbol NOPEUSDT" in await reply_to(flat, TRADER, "/long NOPEUSDT $500")
+    assert sim(flat).orders == {}
+
+
+async def test_over_the_notional_threshold_only_an_admin_confirms(flat: Running) -> None:
+    approval, message = await ask(flat, TRADER, "/short BTCUSDT 0.02 sl 66000")
+    assert "an admin must confirm" in flat.api.messages[message]["text"]
+    refused = await answer(flat, tap(flat, TRADER, approval, message))
+    assert "admin must confirm" in refused.params["text"]
+    assert sim(flat).positions == {}
+    await answer(flat, tap(flat, ADMIN, approval, message))
+    await edited(flat, message, "opened; stop 66000")
+    assert sim(flat).positions[BTC].qty == D("0.02")
