@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Any
@@ -22,11 +22,14 @@ from engine.domain.reports import (
     OrderReport,
     OrderUpdate,
     PositionUpdate,
+    PriceTick,
     StreamStatus,
     VenueEvent,
 )
 from engine.domain.values import ZERO, PositionSide
 from engine.errors import OperatorError, VenueError
+from engine.exits.book import ExitBook
+from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
 from engine.protection.context import AccountContext
@@ -60,8 +63,13 @@ class _Stream:
 class AccountGuard:
     def __init__(self, account: str, venue: Venue, *, bus: EventBus, store: PositionStore,
                  state: StateStore, policy: ProtectionPolicy, metrics: Metrics, clock: Clock,
-                 interval_seconds: float, seed: int | None = None) -> None:
+                 interval_seconds: float, seed: int | None = None,
+                 exits: ExitBook | None = None) -> None:
         self.account = account
+        if exits is not None:  # the exit plans price the stops, over the guard's own pricer
+            exits.base = policy.pricer
+            policy = replace(policy, pricer=exits)
+        self.exits = exits
         self.venue = venue
         self.bus = bus
         self.store = store
@@ -79,7 +87,7 @@ class AccountGuard:
             account=account, venue=venue, view=self.view, orders=self.orders, flags=self.flags,
             clock=clock, bus=bus, store=store, state=state, policy=policy, metrics=metrics,
             rng=self.rng, started_at=clock.now(), spawn=self.spawn, halt=self.halt,
-            realized_since=self.realized_since, retire=self._retire)
+            realized_since=self.realized_since, retire=self._retire, exits=exits)
         self.zombies = ZombieClock()
         self.stream = _Stream()
         self.last_reconcile: datetime | None = None
@@ -89,6 +97,11 @@ class AccountGuard:
         self._reconcile_lock = asyncio.Lock()
         self._sweep: asyncio.Task[Any] | None = None  # the zombie clean-up the loop started
         self._stopping = False
+        self._symbols_version = 0  # bumped when a supervisor comes or goes (tick feed)
+        self.ticks: TickFeed | None = None
+        if exits is not None:
+            self.ticks = TickFeed(venue, clock, self._guarded_symbols,
+                                  lambda: self._symbols_version, self._on_tick)
 
     @property
     def halted(self) -> str | None:
@@ -103,6 +116,8 @@ class AccountGuard:
         """Start-up: the journal's positions first, then the venue's view decides."""
         self.ctx.started_at = self.clock.now()
         self.flags.halted = await self.state.get("halt", self.account)
+        if self.exits is not None:
+            await self.exits.load()
         for known in await self.store.load(self.account):
             self.supervisors[known.symbol] = PositionSupervisor(self.ctx, known.symbol, known)
 
@@ -133,6 +148,8 @@ class AccountGuard:
         """Reconcile loop, stream consumer and SLA watchdog until `stop()`."""
         self.spawn(self._stream_loop(), "stream")
         self.spawn(self._sla_loop(), "sla")
+        if self.ticks is not None:
+            self.spawn(self.ticks.run(), "mark prices")
         while not self._stopping:
             try:
                 await self.reconcile_now(wait=False)
@@ -236,6 +253,7 @@ class AccountGuard:
             report = self.view.position(sup.symbol)
             if report is not None:
                 sup.position_seen(report)
+                self._on_mark(sup, report.mark_price)
 
     async def _cancel_zombies(self, actions: list[CancelZombie]) -> list[ev.Event]:
         events: list[ev.Event] = []
@@ -281,11 +299,34 @@ class AccountGuard:
         sup = self.supervisors.get(symbol)
         if sup is None:
             sup = self.supervisors[symbol] = PositionSupervisor(self.ctx, symbol)
+            self._symbols_version += 1
         return sup
 
     def _retire(self, symbol: str, sup: object) -> None:
         if self.supervisors.get(symbol) is sup:
             del self.supervisors[symbol]
+            self._symbols_version += 1
+
+    # --- mark prices (exit plans) -------------------------------------------------------------
+    def _guarded_symbols(self) -> frozenset[str]:
+        return frozenset(s for s, sup in self.supervisors.items() if sup.known is not None)
+
+    def _on_tick(self, tick: PriceTick) -> None:
+        sup = self.supervisors.get(tick.symbol)
+        if sup is not None:
+            self._on_mark(sup, tick.mark, tick.at)
+
+    def _on_mark(self, sup: PositionSupervisor, mark: Decimal,
+                 at: datetime | None = None) -> None:
+        """One mark for a guarded position: the exit plan evaluates it in memory; a released
+        move wakes the supervisor (coalesced), with the view's mark brought up to date first so
+        its plan does not judge the new stop against an older mark."""
+        exits, known = self.exits, sup.known
+        if exits is None or known is None or sup.finished:
+            return
+        if exits.on_mark(known, mark, at or self.clock.now()):
+            self.view.note_mark(sup.symbol, mark)
+            sup.wake()
 
     def _attend(self, symbol: str) -> None:
         """A stream event touched this symbol: its supervisor looks at once."""
@@ -324,6 +365,8 @@ class AccountGuard:
                 sup = self.supervisors.get(symbol)
                 if sup is not None:
                     sup.position_seen(report)
+                    if report is not None:
+                        self._on_mark(sup, report.mark_price)
                 self._attend(symbol)
             case OrderUpdate(order=order):
                 self.view.set_order(order)
@@ -433,7 +476,8 @@ class AccountGuard:
                 unprotected_seconds=sup.unprotected_for(now) if sup else 0.0,
                 last_time_to_protect=known.last_time_to_protect if known else None,
                 generation=known.generation if known else None,
-                whole_position_stop=bool(stops) and stops[0].whole_position))
+                whole_position_stop=bool(stops) and stops[0].whole_position,
+                exit=self.exits.view(symbol, report.side) if self.exits else None))
         return views
 
     def unrealized_pnl(self) -> Decimal:

@@ -36,6 +36,7 @@ from engine.protection.reconcile import (
     AdoptStop,
     CancelStop,
     ClosePosition,
+    MoveStop,
     PlaceStop,
     RecordClose,
     Resized,
@@ -57,7 +58,7 @@ PERMANENT = frozenset({RejectReason.INVALID_ORDER, RejectReason.INSUFFICIENT_FUN
                        RejectReason.BAD_SYMBOL, RejectReason.TOO_MANY_STOPS})
 GIVE_UP_AFTER = 4
 GIVE_UP_PAUSE = 300.0
-VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose)
+VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,6 +266,8 @@ class PositionSupervisor:
                 await self._adopt_stop(order)
             case ResizeStop(order=order, qty=qty):
                 return await self._resize(order, qty)
+            case MoveStop():
+                return await self._move(action)
             case CancelStop(order=order, reason=reason):
                 return await self._cancel(order, ev.CancelReason(reason))
             case ClosePosition():
@@ -309,6 +312,8 @@ class PositionSupervisor:
             entry_price=known.entry_price, exit_price=exit_price, realized_pnl=realized,
             reason=ev.CloseReason.ON_VENUE))
         await ctx.store.delete(ctx.account, self.symbol)
+        if ctx.exits is not None:
+            await ctx.exits.forget(self.symbol)
         self.known = None
         if ctx.view.position(self.symbol) is None:
             self._finish()
@@ -408,13 +413,25 @@ class PositionSupervisor:
             client_id=order.client_id, trigger_price=order.trigger_price, qty=order.qty))
         await self.ctx.store.save(known)
 
-    async def _resize(self, order: OrderReport, qty: Decimal) -> bool:
+    async def _move(self, action: MoveStop) -> bool:
+        """Tighten the stop for the exit plan: its state is stored before the amend is sent."""
+        exits, known = self.ctx.exits, self.known
+        assert known is not None
+        if exits is not None:
+            await exits.before_move(known, action.trigger_price)
+        done = await self._resize(action.order, action.qty, action.trigger_price)
+        if exits is not None:
+            exits.after_move(self.symbol, action.trigger_price, done)
+        return done
+
+    async def _resize(self, order: OrderReport, qty: Decimal,
+                      trigger: Decimal | None = None) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None and order.trigger_price is not None
+        price = order.trigger_price if trigger is None else trigger
         if ctx.venue.capabilities.amend_stop_in_place:
             try:
-                amended = await ctx.orders.amend_stop(order, order.trigger_price, qty,
-                                                      self._publish)
+                amended = await ctx.orders.amend_stop(order, price, qty, self._publish)
             except OutcomeUnknown:
                 return False  # the next snapshot tells whether it took; the stop still rests
             except Rejected as exc:
@@ -426,12 +443,11 @@ class PositionSupervisor:
             known.stop = _stop_ref(amended)
             await self._publish(ev.StopAmended(
                 account=ctx.account, symbol=self.symbol, order_id=amended.order_id,
-                trigger_price=order.trigger_price, qty=qty))
+                trigger_price=price, qty=qty))
             await ctx.store.save(known)
             return True
         # No amend on this venue: the new stop rests before the old one goes, never a gap.
-        placed = await self._place(PlaceStop(self.symbol, order.trigger_price, qty),
-                                   replacing=order)
+        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order)
         if placed:
             await self._cancel(order, ev.CancelReason.REPLACED)
         return placed
