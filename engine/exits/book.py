@@ -209,6 +209,11 @@ class ExitBook:
         await self._save(symbol, state)
 
     def after_move(self, symbol: str, price: Decimal, done: bool) -> None:
+        """The interval counts from when the venue answered (retries may have taken a while;
+        a lost response may have moved the stop all the same)."""
+        state = self.states.get(symbol)
+        if state is not None:
+            self.states[symbol] = replace(state, last_amend_at=self.clock.now())
         released = self.released.get(symbol)
         if done and released is not None and released == price:
             del self.released[symbol]

@@ -24,6 +24,7 @@ from storage.db import Database
 from storage.exits import ExitRepo
 from storage.journal import Journal
 from storage.repositories import PositionRepo, StateRepo
+from tests.engine.conftest import drive
 
 BTC = "BTC/USDT:USDT"
 
@@ -38,7 +39,8 @@ class GappyVenue(SimVenue):
         self.gap = gap
         self.gap_rng = random.Random(gap_seed)
         self.guard: AccountGuard | None = None
-        self.sent: list[tuple[str, Decimal, Decimal | None, float]] = []  # (method, trigger, view mark, t)
+        # (method, trigger, the mark the guard's view held, when) of each stop command
+        self.sent: list[tuple[str, Decimal, Decimal | None, float]] = []
         self.before_amend: list[object] = []  # callables run before the next amend executes
 
     async def price_ticks(self, symbols: frozenset[str]
@@ -100,6 +102,11 @@ class TrailRig:
             if not any(t.done() for t in busy):
                 await self.clock.advance(0.05)
         raise AssertionError("the guard did not settle")
+
+    async def look(self) -> None:
+        """One reconcile pass (the loop's look), the clock moving while a retry waits on it."""
+        await drive(self.clock, self.guard.reconcile_now())
+        await self.settle()
 
     async def close(self) -> None:
         await self.guard.stop()

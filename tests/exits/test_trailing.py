@@ -10,7 +10,6 @@ import pytest
 
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
-from engine.exits.book import AmendLimits
 from engine.exits.plan import Breakeven, ExitPlan, Trailing
 from storage.exits import ExitRepo
 from tests.engine.conftest import StopWatch
