@@ -32,6 +32,7 @@ from engine.clock import Clock, SystemClock
 from engine.control import ControlService
 from engine.domain import events as ev
 from engine.errors import OperatorError
+from engine.exits.book import ExitBook
 from engine.metrics import Metrics
 from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.schedule import DailySchedule
@@ -48,12 +49,14 @@ from engine.sim.venue import SimVenue, run_price_feed
 from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
 from storage.db import Database
+from storage.exits import ExitRepo
 from storage.journal import Journal
 from storage.ledger import LedgerRepo
 from storage.lock import DataDirLock
 from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.secrets import KeyStore
+from vigil.exits import amend_limits, exit_defaults
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
@@ -109,10 +112,12 @@ class Engine:
             for index, account in enumerate(settings.accounts):
                 venue = venues[account.name] = await _build_venue(account, settings, clock, db,
                                                                   sims, index, metrics)
+                exits = ExitBook(account.name, policy.pricer, exit_defaults(settings.exits),
+                                 amend_limits(settings.exits), clock, venue.market, ExitRepo(db))
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
-                    interval_seconds=settings.guard.interval_seconds)
+                    interval_seconds=settings.guard.interval_seconds, exits=exits)
             control = ControlService(
                 guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
                 state=state, bus=bus, clock=clock,

@@ -111,6 +111,7 @@ class ExitBook:
         self.bucket = TokenBucket(limits.account_per_minute, clock)
         self._interval = timedelta(seconds=limits.min_interval_seconds)
         self.ticks_evaluated = 0
+        self.version = 0  # bumped when a plan changes (the tick feed's symbols may change)
         self.releases = 0
 
     # --- plans -------------------------------------------------------------------------------
@@ -122,6 +123,7 @@ class ExitBook:
         """A position's own plan (Telegram). Its state carries over: a running trail keeps its
         best mark and the stop never loosens; a trail turned off stops moving the stop."""
         self.plans[known.symbol] = plan
+        self.version += 1
         state = self._state(known)
         await self._save(known.symbol, state)
         return state
@@ -221,6 +223,7 @@ class ExitBook:
     async def forget(self, symbol: str) -> None:
         """The position closed: its plan and state go with it."""
         self.plans.pop(symbol, None)
+        self.version += 1
         self.states.pop(symbol, None)
         self.released.pop(symbol, None)
         if self.store is not None:
@@ -238,6 +241,7 @@ class ExitBook:
         """A confirmed looser stop: the plan's moves end (else they would tighten it straight
         back) and the floor of earlier amends is dropped."""
         self.plans[known.symbol] = ExitPlan(stop_percent=self.plan_for(known.symbol).stop_percent)
+        self.version += 1
         state = replace(self._state(known), wanted=None, last_amend_price=None, activated=False,
                         best_mark=None)
         self.states[known.symbol] = state

@@ -101,7 +101,7 @@ class AccountGuard:
         self.ticks: TickFeed | None = None
         if exits is not None:
             self.ticks = TickFeed(venue, clock, self._guarded_symbols,
-                                  lambda: self._symbols_version, self._on_tick)
+                                  lambda: self._symbols_version + exits.version, self._on_tick)
 
     @property
     def halted(self) -> str | None:
@@ -309,7 +309,11 @@ class AccountGuard:
 
     # --- mark prices (exit plans) -------------------------------------------------------------
     def _guarded_symbols(self) -> frozenset[str]:
-        return frozenset(s for s, sup in self.supervisors.items() if sup.known is not None)
+        """Guarded positions whose exit plan moves the stop: the ones that need ticks."""
+        exits = self.exits
+        return frozenset(s for s, sup in self.supervisors.items()
+                         if sup.known is not None and exits is not None
+                         and exits.plan_for(s).moves)
 
     def _on_tick(self, tick: PriceTick) -> None:
         sup = self.supervisors.get(tick.symbol)
