@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from engine.exits.plan import Breakeven, LadderStep, Trailing
+from tests.test_settings import clean_env  # noqa: F401 (autouse: no VIGIL_* from outside)
 from vigil.exits import amend_limits, exit_defaults
 from vigil.settings import SettingsError, load_settings
 
 D = Decimal
-
-
-@pytest.fixture(autouse=True)
-def clean_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in list(os.environ):
-        if name.upper().startswith("VIGIL_"):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)
 
 
 def test_exits_section_maps_to_plans_per_symbol(tmp_path: Path) -> None:
