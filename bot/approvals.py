@@ -15,7 +15,7 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
-from bot import render
+from bot import exits_text, render
 from bot.roles import Role
 from engine.approvals import (
     ActionResult,
@@ -26,6 +26,7 @@ from engine.approvals import (
     Verdict,
 )
 from engine.control import CloseTarget, OrderTarget
+from engine.exits.requests import MoveResult
 from engine.results import HoldResult
 
 
@@ -58,6 +59,11 @@ class ApprovalService:
                          reason: str) -> Approval:
         approval = await self.approvals.request_resume(reason, **_who(user, chat_id, lang))
         return await self._send(bot, approval, self.summary_of(approval))
+
+    async def ask_stop_moves(self, bot: Bot, *, chat_id: int, user: User, lang: str,
+                             moves: list[MoveResult]) -> Approval:
+        approval = await self.approvals.request_stop_moves(moves, **_who(user, chat_id, lang))
+        return await self._send(bot, approval, exits_text.loosen_summary(moves))
 
     async def _send(self, bot: Bot, approval: Approval, summary: str) -> Approval:
         message = await bot.send_message(approval.chat_id, self._pending_text(summary),
@@ -120,6 +126,8 @@ class ApprovalService:
                 return render.close_summary(approval.close_targets())
             case ApprovalAction.CANCEL_ALL:
                 return render.cancel_summary(approval.order_targets())
+            case ApprovalAction.MOVE_STOP:
+                return exits_text.loosen_summary(approval.stop_moves())
         return _("Lift the HOLD set by the daily loss limit: {reason}").format(
             reason=approval.args.get("reason", ""))
 
@@ -168,6 +176,8 @@ def _outcome_text(verdict: Verdict) -> str:
         return _("▶️ HOLD lifted: new entries are allowed.") if result.changed \
             else _("Not on HOLD; nothing to resume.")
     assert verdict.approval is not None and result is not None
+    if verdict.approval.action is ApprovalAction.MOVE_STOP:
+        return exits_text.move_results(result)  # type: ignore[arg-type]
     if verdict.approval.action is ApprovalAction.CLOSE:
         return render.close_outcomes(result)  # type: ignore[arg-type]
     return render.cancel_outcomes(result)  # type: ignore[arg-type]

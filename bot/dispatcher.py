@@ -11,7 +11,7 @@ from bot.access import AccessMiddleware, LateAnswerMiddleware, RoleGate, Strange
 from bot.approvals import ApprovalService
 from bot.i18n import UserLocaleMiddleware
 from bot.roles import RoleBook
-from bot.routers import core, hold, language, monitor, pnl, protection, trading
+from bot.routers import core, exits, hold, language, monitor, pnl, protection, trading
 from engine.control import ControlService
 from engine.ports import StateStore
 
@@ -28,7 +28,8 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
     routers: list[Router] = [core.build_router(), monitor.build_router(),
                              protection.build_router(), trading.build_router(),
                              hold.build_router(), language.build_router(state),
-                             pnl.build_router(), core.build_fallback_router()]
+                             pnl.build_router(), exits.build_router(),
+                             core.build_fallback_router()]
     for router in routers:
         router.message.middleware(RoleGate())
         router.callback_query.middleware(RoleGate())

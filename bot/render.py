@@ -12,6 +12,7 @@ from aiogram.utils.i18n import gettext as _
 from aiogram.utils.i18n import ngettext
 from aiogram.utils.text_decorations import html_decoration, markdown_decoration
 
+from bot import exits_text
 from bot.roles import Role
 from engine.control import (
     CancelOutcome,
@@ -148,6 +149,8 @@ def positions(views: Sequence[PositionView]) -> str:
             stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
         lines.append(_("  mark {mark} · PnL {pnl} · {stop}").format(
             mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop))
+        if p.exit is not None and (line := exits_text.plan_line(p.exit)):
+            lines.append(line)
     return "\n".join(lines)
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 from loguru import logger
@@ -26,9 +27,11 @@ from engine.domain.reports import (
     StreamStatus,
     VenueEvent,
 )
-from engine.domain.values import ZERO, PositionSide
+from engine.domain.values import ZERO, PositionSide, conservative_stop
 from engine.errors import OperatorError, VenueError
 from engine.exits.book import ExitBook
+from engine.exits.plan import ExitPlan
+from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
 from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
@@ -518,3 +521,49 @@ class AccountGuard:
         if self.view.position(order.symbol) is not None or order.symbol in self.supervisors:
             return await self.supervisor(order.symbol).cancel_order(order, by=by)
         return await self._cancel_flat(order, ev.CancelReason.CANCEL_ALL, by)
+
+    # --- exit plans: requests from the control layer (issue 12) ---------------------------------
+    async def set_exit_plan(self, symbol: str,
+                            change: Callable[[ExitPlan], ExitPlan]) -> PlanResult:
+        """Give a guarded position its own plan (`change` of the one it has now)."""
+        sup = self.supervisors.get(symbol)
+        known = sup.known if sup is not None else None
+        if self.exits is None or known is None or self.view.position(symbol) is None:
+            return PlanResult(self.account, symbol, PlanStatus.NO_POSITION)
+        await self.exits.set_plan(known, change(self.exits.plan_for(symbol)))
+        report = self.view.position(symbol)
+        if report is not None:  # a plan already in the money acts on the current mark
+            self._on_mark(sup, report.mark_price)  # type: ignore[arg-type]
+        return PlanResult(self.account, symbol, PlanStatus.SET,
+                          self.exits.view(symbol, known.side))
+
+    async def move_stop(self, symbol: str, spec: StopSpec, *, confirmed: bool) -> MoveResult:
+        """A person's stop price (/sl). Tighter: at once. Looser: only `confirmed` (the plan's
+        moves end, or they would tighten it straight back). Never through the mark."""
+        sup = self.supervisors.get(symbol)
+        report = self.view.position(symbol)
+        known = sup.known if sup is not None else None
+        if self.exits is None or sup is None or known is None or report is None:
+            return MoveResult(self.account, symbol, MoveStatus.NO_POSITION)
+        market = self.venue.market(symbol)
+        price = conservative_stop(spec.stop_for(report.side, report.mark_price), report.side,
+                                  market.tick)
+        old = known.stop.trigger_price if known.stop is not None else None
+        result = partial(MoveResult, self.account, symbol, old=old, new=price,
+                         mark=report.mark_price)
+        if self.policy.is_crossed(report.side, price, report.mark_price):
+            return result(MoveStatus.THROUGH_MARK)
+        if old is None:
+            return result(MoveStatus.NO_STOP)
+        if price == old:
+            return result(MoveStatus.UNCHANGED)
+        tighter = (price - old) * report.side.sign > 0
+        if not tighter and not confirmed:
+            return result(MoveStatus.NEEDS_CONFIRM)
+        if tighter:
+            await self.exits.move_by_hand(known, price)
+        else:
+            await self.exits.loosen_by_hand(known)
+        await sup.move_stop_to(price)
+        now = sup.known.stop.trigger_price if sup.known and sup.known.stop else None
+        return result(MoveStatus.MOVED if now == price else MoveStatus.FAILED)

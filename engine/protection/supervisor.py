@@ -41,6 +41,7 @@ from engine.protection.reconcile import (
     RecordClose,
     Resized,
     ResizeStop,
+    pick_stop,
     plan_position,
 )
 from engine.results import CancelSkip, CloseStatus
@@ -158,6 +159,24 @@ class PositionSupervisor:
                 return CancelSkip.GONE
             self.wake()  # what is left of the symbol's orders is re-planned at once
             return None
+
+    async def move_stop_to(self, price: Decimal) -> list[ev.Event]:
+        """A person's stop price (/sl; a looser one was confirmed before): the resting stop is
+        moved there under the writer lock, sized to the position, never through the mark."""
+        async with self._lock:
+            async def do() -> None:
+                report, known = self.ctx.view.position(self.symbol), self.known
+                if report is None or known is None or self.ctx.halted:
+                    return
+                stops = [o for o in self.ctx.view.orders(self.symbol)
+                         if o.is_stop_for(report.side)]
+                if not stops or self.ctx.policy.is_crossed(report.side, price,
+                                                          report.mark_price):
+                    return
+                keep = pick_stop(stops, known.stop, report.side)
+                await self._move(MoveStop(self.symbol, keep, price, report.qty))
+
+            return await self._run(do)
 
     def order_seen(self, order: OrderReport) -> None:
         """The stream reported one of this symbol's orders: note when it is our stop firing."""

@@ -80,7 +80,8 @@ async def test_menus_differ_as_the_roles_do(started: FakeBotAPI) -> None:
     viewer, trader, admin = seen(api, VIEWER), seen(api, TRADER), seen(api, ADMIN)
     assert seen(api, STRANGER) == ["start", "help"]
     assert viewer == ["start", "help", "status", "positions", "pnl", "lang"]
-    assert set(trader) - set(viewer) == {"fix_sl", "close", "close_all", "cancel_all"}
+    assert set(trader) - set(viewer) == {"fix_sl", "close", "close_all", "cancel_all",
+                                          "trail", "breakeven", "sl"}
     assert set(admin) - set(trader) == {"hold", "resume"}
     assert "hold" not in trader and "fix_sl" not in viewer
     # The same in Russian, for a Russian Telegram app, stranger included.
