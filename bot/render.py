@@ -188,6 +188,10 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.StopAmended():
             return head + _("🔁 {symbol}: stop resized to {qty}").format(
                 symbol=e.symbol, qty=num(e.qty)) if brief else None
+        case ev.StopMoved():
+            return head + (_("🔒 {symbol}: stop moved {old} → {new}").format(
+                symbol=e.symbol, old=num(e.old_price), new=num(e.new_price)) if brief else
+                _("🔒 {symbol}: stop moved; /positions shows where").format(symbol=e.symbol))
         case ev.StopCancelled(reason="duplicate"):
             return head + _("🧹 {symbol}: extra stop {order} cancelled").format(
                 symbol=e.symbol, order=e.order_id)

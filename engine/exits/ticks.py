@@ -52,6 +52,8 @@ class TickFeed:
                     return True
         except VenueError as exc:
             logger.warning("{}: mark price stream failed: {}", self.venue.name, exc)
+        except Exception:  # a bug must not end the trail for good: snapshots carry it, and
+            logger.exception("{}: mark price stream broke", self.venue.name)  # we retry
         finally:
             self.up = False
             await stream.aclose()  # type: ignore[attr-defined]

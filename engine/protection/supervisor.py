@@ -441,6 +441,10 @@ class PositionSupervisor:
         done = await self._resize(action.order, action.qty, action.trigger_price)
         if exits is not None:
             exits.after_move(self.symbol, action.trigger_price, done)
+        if done and action.order.trigger_price is not None:
+            await self._publish(ev.StopMoved(
+                account=self.ctx.account, symbol=self.symbol,
+                old_price=action.order.trigger_price, new_price=action.trigger_price))
         return done
 
     async def _resize(self, order: OrderReport, qty: Decimal,

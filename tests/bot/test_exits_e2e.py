@@ -12,7 +12,7 @@ import pytest
 
 from engine.clock import ManualClock
 from engine.domain.reports import OrderKind
-from tests.bot.conftest import TRADER, VIEWER, Running, running
+from tests.bot.conftest import ADMIN, TRADER, VIEWER, Running, running
 from tests.bot.test_approvals_e2e import ask, edited, sim, tap
 from tests.fakes import FakeBotAPI, SentCall
 
@@ -70,6 +70,9 @@ async def test_trail_then_prices_move_and_the_stop_follows(
     await clock.advance(3)
     [stop] = btc_stops(r)
     assert wanted - D("0.1") <= stop <= wanted + D("0.1")
+    # The move is a silent alert without a price (pending ones coalesce), never a loud one.
+    [alert] = await r.api.wait_for("sendMessage", to(ADMIN, f"{BTC}: stop moved; /positions"))
+    assert alert.params.get("disable_notification") in (True, "true")
     r.api.push_message(VIEWER, "/positions")
     [shown] = await r.api.wait_for("sendMessage", to(VIEWER, "trail active"))
     assert f"best {best.normalize():f}" in shown.text
@@ -93,5 +96,17 @@ async def test_sl_tighter_at_once_looser_only_after_confirm(
     assert btc_stops(r) == [D(62500)]
     r.api.push_message(TRADER, "/sl btcusdt abc")
     await r.api.wait_for("sendMessage", to(TRADER, "Usage: /sl"))
+    r.api.push_message(TRADER, "/breakeven btcusdt at 1.5%")
+    await r.api.wait_for("sendMessage", to(TRADER, "breakeven at +1.5 %"))
+    r.api.push_message(TRADER, "/trail btcusdt 2 1")
+    await r.api.wait_for("sendMessage", to(TRADER, "trail inactive: starts at +2 %, 1 % behind"))
+    r.api.push_message(TRADER, "/trail btcusdt off")
+    [off] = await r.api.wait_for("sendMessage", lambda c: c.chat_id == TRADER and "plan set"
+                                 in (c.text or "") and "trail" not in (c.text or ""))
+    assert "breakeven at +1.5 %" in off.text  # trailing off leaves breakeven as it was
+    r.api.push_message(TRADER, "/trail nosuchcoin")
+    await r.api.wait_for("sendMessage", to(TRADER, "Unknown symbol nosuchcoin"))
+    r.api.push_message(TRADER, "/trail btcusdt 1 0")
+    await r.api.wait_for("sendMessage", to(TRADER, "the callback between 0 % and 100 %"))
     r.api.push_message(VIEWER, "/trail btcusdt")
     await r.api.wait_for("sendMessage", to(VIEWER, "needs the trader role"))
