@@ -15,7 +15,7 @@ from aiogram.utils.i18n import I18n
 from aiogram.utils.i18n import gettext as _
 from loguru import logger
 
-from bot import render, render_entries
+from bot import exits_text, render, render_entries
 from bot.roles import Role
 from engine.approvals import (
     ActionResult,
@@ -27,6 +27,7 @@ from engine.approvals import (
 )
 from engine.control import CloseTarget, OrderTarget
 from engine.entries.model import EntryPlan, EntryRequest, EntryResult, request_from_json
+from engine.exits.requests import MoveResult
 from engine.results import HoldResult
 
 
@@ -66,6 +67,11 @@ class ApprovalService:
                          reason: str) -> Approval:
         approval = await self.approvals.request_resume(reason, **_who(user, chat_id, lang))
         return await self._send(bot, approval, self.summary_of(approval))
+
+    async def ask_stop_moves(self, bot: Bot, *, chat_id: int, user: User, lang: str,
+                             moves: list[MoveResult]) -> Approval:
+        approval = await self.approvals.request_stop_moves(moves, **_who(user, chat_id, lang))
+        return await self._send(bot, approval, exits_text.loosen_summary(moves))
 
     async def _send(self, bot: Bot, approval: Approval, summary: str) -> Approval:
         message = await bot.send_message(approval.chat_id, self._pending_text(summary),
@@ -133,6 +139,8 @@ class ApprovalService:
                 return _("Open {side} {symbol} ({size}) with its stop").format(
                     side=render.side_label(request.side), symbol=render.echo(request.symbol),
                     size=render.num(request.size.value))
+            case ApprovalAction.MOVE_STOP:
+                return exits_text.loosen_summary(approval.stop_moves())
         return _("Lift the HOLD set by the daily loss limit: {reason}").format(
             reason=approval.args.get("reason", ""))
 
@@ -183,6 +191,8 @@ def _outcome_text(verdict: Verdict) -> str:
         return _("▶️ HOLD lifted: new entries are allowed.") if result.changed \
             else _("Not on HOLD; nothing to resume.")
     assert verdict.approval is not None and result is not None
+    if verdict.approval.action is ApprovalAction.MOVE_STOP:
+        return exits_text.move_results(result)  # type: ignore[arg-type]
     if verdict.approval.action is ApprovalAction.CLOSE:
         return render.close_outcomes(result)  # type: ignore[arg-type]
     return render.cancel_outcomes(result)  # type: ignore[arg-type]

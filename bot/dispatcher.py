@@ -15,6 +15,7 @@ from bot.roles import RoleBook
 from bot.routers import (
     core,
     entries,
+    exits,
     hold,
     language,
     monitor,
@@ -45,6 +46,7 @@ def build_dispatcher(*, control: ControlService, approvals: ApprovalService, rol
                              entries.build_router(), hold.build_router(),
                              language.build_router(state), pnl.build_router(),
                              alert_buttons.build_router(), report.build_router(),
+                             exits.build_router(),
                              core.build_fallback_router()]
     for router in routers:
         router.message.middleware(RoleGate())

@@ -154,8 +154,13 @@ def position(p: PositionView) -> str:
         stop = _("stop {price}").format(price=num(p.stop_price))
     else:
         stop = _("NO STOP ({s} s)").format(s=int(p.unprotected_seconds))
-    return head + "\n" + _("  mark {mark} · PnL {pnl} · {stop}").format(
+    text = head + "\n" + _("  mark {mark} · PnL {pnl} · {stop}").format(
         mark=num(p.mark_price), pnl=signed(p.unrealized_pnl), stop=stop)
+    if p.exit is not None:
+        from bot import exits_text  # it builds on this module's helpers
+        if line := exits_text.plan_line(p.exit):
+            text += "\n" + line
+    return text
 
 
 def invalid_button() -> str:
@@ -198,6 +203,10 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.StopAmended():
             return head + _("🔁 {symbol}: stop resized to {qty}").format(
                 symbol=e.symbol, qty=num(e.qty)) if brief else None
+        case ev.StopMoved():
+            return head + (_("🔒 {symbol}: stop moved {old} → {new}").format(
+                symbol=e.symbol, old=num(e.old_price), new=num(e.new_price)) if brief else
+                _("🔒 {symbol}: stop moved; /positions shows where").format(symbol=e.symbol))
         case ev.StopCancelled(reason="duplicate"):
             return head + _("🧹 {symbol}: extra stop {order} cancelled").format(
                 symbol=e.symbol, order=e.order_id)

@@ -19,6 +19,7 @@ from engine.control import ControlService
 from engine.domain.reports import OrderKind
 from engine.domain.values import OrderSide, PositionSide
 from engine.entries.model import EntryRequest, EntryResult, request_from_json, request_to_json
+from engine.exits.requests import MoveResult, MoveStatus
 from engine.results import CancelOutcome, CloseOutcome, CloseTarget, HoldResult, OrderTarget
 
 
@@ -27,6 +28,7 @@ class ApprovalAction(StrEnum):
     CANCEL_ALL = "cancel_all"
     RESUME = "resume"  # lift a loss-cap HOLD
     OPEN = "open"  # an entry (engine/entries), exactly as previewed
+    MOVE_STOP = "move_stop"  # a looser stop by hand (/sl)
 
 
 class ApprovalStatus(StrEnum):
@@ -72,6 +74,12 @@ class Approval:
     def order_targets(self) -> list[OrderTarget]:
         return [_order_target(raw) for raw in self.args.get("orders", [])]
 
+    def stop_moves(self) -> list[MoveResult]:
+        return [MoveResult(raw["account"], raw["symbol"], MoveStatus.NEEDS_CONFIRM,
+                           old=_decimal(raw["old"]), new=_decimal(raw["new"]),
+                           mark=_decimal(raw["mark"]))
+                for raw in self.args.get("moves", [])]
+
 
 class ApprovalStore(Protocol):
     """Where approvals persist (SQLite: storage/approvals.py). Status changes are single
@@ -97,6 +105,7 @@ class ApprovalStore(Protocol):
 
 
 ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult | EntryResult
+ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult | list[MoveResult]
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +141,11 @@ class Approvals:
 
     async def request_resume(self, reason: str, **who: Any) -> Approval:
         return await self._request(ApprovalAction.RESUME, {"reason": reason}, **who)
+
+    async def request_stop_moves(self, moves: list[MoveResult], **who: Any) -> Approval:
+        return await self._request(ApprovalAction.MOVE_STOP, {"moves": [
+            {"account": m.account, "symbol": m.symbol, "old": str(m.old), "new": str(m.new),
+             "mark": str(m.mark)} for m in moves]}, **who)
 
     async def _request(self, action: ApprovalAction, args: dict[str, Any], *, user_id: int,
                        user_name: str, chat_id: int, lang: str) -> Approval:
@@ -193,6 +207,8 @@ class Approvals:
                 request = request_from_json(approval.args["request"])
                 return await self.control.open(replace(request, key=f"tg-{approval.id}",
                                                        by=by))
+            case ApprovalAction.MOVE_STOP:
+                return await self.control.confirm_stop_moves(approval.stop_moves())
 
     async def finish(self, approval_id: str, outcome: str) -> None:
         """Record what the action did, as shown to the person."""

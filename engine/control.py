@@ -3,6 +3,7 @@ Commands in, typed results out; nothing here knows about Telegram."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from datetime import datetime
 from decimal import Decimal
@@ -16,6 +17,8 @@ from engine.entries.gates import RiskLimits
 from engine.entries.model import EntryPlan, EntryRequest, EntryResult
 from engine.entries.service import EntryService
 from engine.errors import Rejected, RejectReason, VenueError
+from engine.exits.plan import Breakeven, ExitPlan, Trailing
+from engine.exits.requests import MoveResult, MoveStatus, PlanResult, StopSpec
 from engine.pnl.service import PnlReports
 from engine.ports import StateStore
 from engine.protection.guard import AccountGuard
@@ -279,6 +282,48 @@ class ControlService:
                 continue
             outcomes.append(CancelOutcome(target, skipped is None, skipped or ""))
         return outcomes
+
+
+    # --- exit plans (issue 12): /trail, /breakeven, /sl ---------------------------------------
+    async def set_trailing(self, symbol_text: str, trailing: Trailing | None
+                           ) -> list[PlanResult]:
+        """Trail the position's stop (None: trailing off) on every account holding it."""
+        return await self._set_plan(symbol_text, lambda p: replace(p, trailing=trailing))
+
+    async def set_breakeven(self, symbol_text: str, breakeven: Breakeven) -> list[PlanResult]:
+        return await self._set_plan(symbol_text, lambda p: replace(p, breakeven=breakeven))
+
+    async def _set_plan(self, symbol_text: str,
+                        change: Callable[[ExitPlan], ExitPlan]) -> list[PlanResult]:
+        return [await self._guards[account].set_exit_plan(symbol, change)
+                for account, symbol in self.resolve(symbol_text)]
+
+    async def move_stop(self, symbol_text: str, spec: StopSpec, *,
+                        confirmed: bool = False) -> list[MoveResult]:
+        """Move the stop by hand: tighter at once; looser only `confirmed` (after Confirm)."""
+        results = []
+        for account, symbol in self.resolve(symbol_text):
+            try:
+                results.append(await self._guards[account].move_stop(symbol, spec,
+                                                                     confirmed=confirmed))
+            except VenueError:
+                results.append(MoveResult(account, symbol, MoveStatus.FAILED))
+        return results
+
+    async def confirm_stop_moves(self, moves: list[MoveResult]) -> list[MoveResult]:
+        """Run the looser moves a Confirm approved, each at the exact price shown."""
+        results = []
+        for m in moves:
+            guard = self._guards.get(m.account)
+            if guard is None or m.new is None:
+                results.append(replace(m, status=MoveStatus.NO_POSITION))
+                continue
+            try:
+                results.append(await guard.move_stop(m.symbol, StopSpec(price=m.new),
+                                                     confirmed=True))
+            except VenueError:
+                results.append(replace(m, status=MoveStatus.FAILED))
+        return results
 
 
 def _order_target(account: str, order: OrderReport) -> OrderTarget:

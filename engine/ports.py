@@ -14,6 +14,7 @@ from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
     OrderReport,
+    PriceTick,
     StopRequest,
     VenueCapabilities,
     VenueEvent,
@@ -77,6 +78,12 @@ class Venue(Protocol):
     # --- stream --------------------------------------------------------------------------
     def events(self) -> AsyncIterator[VenueEvent]:
         """Position/order/fill updates as they happen; ends when the venue closes."""
+        ...
+
+    def price_ticks(self, symbols: frozenset[str]) -> AsyncIterator[tuple[PriceTick, ...]]:
+        """Mark prices of `symbols` as they change, in batches, over one subscription where the
+        venue allows it. Ends at once where the venue has no such stream (the snapshots' marks
+        are the fallback), and when the venue closes. Raises only engine.errors types."""
         ...
 
 

@@ -14,6 +14,7 @@ from enum import StrEnum
 from engine.domain import events as ev
 from engine.domain.reports import OrderKind
 from engine.domain.values import OrderSide, PositionSide
+from engine.exits.plan import ExitView
 
 
 class HoldKind(StrEnum):
@@ -121,6 +122,7 @@ class PositionView:
     generation: int | None = None  # which position this is (a re-entry gets a new one)
     whole_position_stop: bool = False  # the stop closes whatever is open (below the min size)
     source: str = "hand"  # who opened it: hand, telegram, webhook (engine/entries)
+    exit: ExitView | None = None  # the exit plan and trail state, where plans are on
 
 
 @dataclass(frozen=True, slots=True)

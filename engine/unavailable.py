@@ -12,6 +12,7 @@ from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
     OrderReport,
+    PriceTick,
     StopRequest,
     VenueCapabilities,
     VenueEvent,
@@ -70,5 +71,10 @@ class UnavailableVenue:
         self._fail()
 
     async def events(self) -> AsyncIterator[VenueEvent]:
+        return
+        yield  # pragma: no cover - an empty async generator
+
+    async def price_ticks(self, symbols: frozenset[str]
+                          ) -> AsyncIterator[tuple[PriceTick, ...]]:
         return
         yield  # pragma: no cover - an empty async generator

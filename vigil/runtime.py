@@ -22,6 +22,7 @@ from engine.control import ControlService
 from engine.domain import events as ev
 from engine.entries.gates import RiskLimits
 from engine.errors import OperatorError
+from engine.exits.book import ExitBook
 from engine.metrics import Metrics
 from engine.ops import OpsReports
 from engine.pnl.ledger_sync import LedgerSync
@@ -39,6 +40,7 @@ from engine.sim.venue import SimVenue, run_price_feed
 from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
 from storage.db import Database
+from storage.exits import ExitRepo
 from storage.journal import Journal
 from storage.ledger import LedgerRepo
 from storage.lock import DataDirLock
@@ -46,6 +48,7 @@ from storage.outbox import OutboxRepo
 from storage.repositories import PositionRepo, StateRepo
 from storage.retention import JournalRetention
 from storage.secrets import KeyStore
+from vigil.exits import amend_limits, exit_defaults
 from vigil.http.server import HttpServer, ops_reports, ops_server
 from vigil.http.telegram import set_webhook, telegram_webhook
 from vigil.logs import REDACTOR
@@ -113,10 +116,12 @@ class Engine:
                 venue = venues[account.name] = with_chaos(
                     await _build_venue(account, settings, clock, db, sims, index, metrics),
                     chaos, clock, seed=settings.chaos.seed + index)
+                exits = ExitBook(account.name, policy.pricer, exit_defaults(settings.exits),
+                                 amend_limits(settings.exits), clock, venue.market, ExitRepo(db))
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
-                    interval_seconds=settings.guard.interval_seconds)
+                    interval_seconds=settings.guard.interval_seconds, exits=exits)
             control = ControlService(
                 guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
                 state=state, bus=bus, clock=clock,

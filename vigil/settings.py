@@ -237,6 +237,38 @@ class ChaosSettings(Section):
         return values
 
 
+class ExitPlanSettings(Section):
+    """An exit plan (issue 12): breakeven, trailing, a step ladder. Unset parts are off."""
+
+    stop_percent: Decimal | None = Field(default=None, gt=0, lt=100)  # None: guard.stop_percent
+    breakeven_at_percent: Decimal | None = Field(default=None, gt=0, lt=100)
+    breakeven_at_r: Decimal | None = Field(default=None, gt=0, lt=100)
+    breakeven_fee_percent: Decimal = Field(default=Decimal("0.1"), ge=0, lt=100)
+    breakeven_buffer_percent: Decimal = Field(default=Decimal("0.05"), ge=0, lt=100)
+    trail_activation_percent: Decimal | None = Field(default=None, ge=0, lt=100)
+    trail_callback_percent: Decimal | None = Field(default=None, gt=0, lt=100)
+    ladder: tuple[tuple[Decimal, Decimal], ...] = ()  # ((at %, lock %), ...)
+
+    @model_validator(mode="after")
+    def _trail_pair(self) -> ExitPlanSettings:
+        if (self.trail_activation_percent is None) != (self.trail_callback_percent is None):
+            raise ValueError("trail_activation_percent and trail_callback_percent go together")
+        for at, lock in self.ladder:
+            if not (0 < lock < at):
+                raise ValueError(f"ladder step ({at}, {lock}): lock must be above 0 and below at")
+        return self
+
+
+class ExitSettings(ExitPlanSettings):
+    """`[exits]`: the default plan, plans per symbol, and how often a stop may be amended."""
+
+    min_step_percent: Decimal = Field(default=Decimal("0.05"), ge=0, lt=100)
+    min_step_ticks: int = Field(default=1, ge=1)
+    min_interval_seconds: float = Field(default=2.0, ge=0)
+    account_amends_per_minute: int = Field(default=60, ge=1)
+    symbols: dict[str, ExitPlanSettings] = Field(default_factory=dict)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="VIGIL_", env_nested_delimiter="__", env_file=".env", extra="forbid",
@@ -258,6 +290,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     chaos: ChaosSettings = ChaosSettings()
     signals: SignalsSettings = SignalsSettings()
+    exits: ExitSettings = ExitSettings()
 
     @field_validator("accounts")
     @classmethod

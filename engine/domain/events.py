@@ -218,6 +218,17 @@ class StopAmended(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StopMoved(SymbolEvent):
+    """The stop was moved to a new price (trailing, breakeven, /sl): a silent alert whose text
+    carries no price, so the ones still waiting in a chat's outbox coalesce into one."""
+
+    kind = "stop_moved"
+    severity = Severity.INFO
+    old_price: Decimal
+    new_price: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
 class CancelIntent(SymbolEvent):
     """Written before a cancel is sent, like every other intent."""
 
@@ -410,6 +421,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
+        StopMoved,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,

@@ -165,3 +165,12 @@ class StreamStatus:
 
 
 VenueEvent = PositionUpdate | OrderUpdate | FillUpdate | StreamStatus
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTick:
+    """A mark price from the venue's market-data stream (or a snapshot, as the fallback)."""
+
+    symbol: str
+    mark: Decimal
+    at: datetime

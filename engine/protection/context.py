@@ -9,15 +9,27 @@ from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from engine.bus import EventBus
 from engine.clock import Clock
+from engine.domain.position import GuardedPosition
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue
 from engine.protection.orders import AccountFlags, OrderGateway
 from engine.protection.policy import ProtectionPolicy
 from engine.protection.view import AccountView
+
+
+class ExitHooks(Protocol):
+    """What a supervisor tells the account's exit plans (engine/exits/book.py) around a move."""
+
+    async def before_move(self, known: GuardedPosition, price: Decimal) -> None: ...
+
+    def after_move(self, symbol: str, price: Decimal, done: bool) -> None: ...
+
+    async def forget(self, symbol: str) -> None: ...
+
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]
 Realized = Callable[[str, datetime | None], tuple[Decimal | None, Decimal | None]]
@@ -44,6 +56,8 @@ class AccountContext:
     realized_since: Realized
     # A supervisor with nothing left to guard tells its owner (symbol).
     retire: Callable[[str, object], None]
+    # Trailing / breakeven plans (None: the stop stays where it was placed).
+    exits: ExitHooks | None = None
 
     @property
     def halted(self) -> str | None:

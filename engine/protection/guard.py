@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
+from functools import partial
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -22,11 +23,16 @@ from engine.domain.reports import (
     OrderReport,
     OrderUpdate,
     PositionUpdate,
+    PriceTick,
     StreamStatus,
     VenueEvent,
 )
-from engine.domain.values import ZERO, PositionSide
+from engine.domain.values import ZERO, PositionSide, conservative_stop
 from engine.errors import OperatorError, VenueError
+from engine.exits.book import ExitBook
+from engine.exits.plan import ExitPlan
+from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
+from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
 from engine.protection.context import AccountContext
@@ -68,8 +74,13 @@ class _Stream:
 class AccountGuard:
     def __init__(self, account: str, venue: Venue, *, bus: EventBus, store: PositionStore,
                  state: StateStore, policy: ProtectionPolicy, metrics: Metrics, clock: Clock,
-                 interval_seconds: float, seed: int | None = None) -> None:
+                 interval_seconds: float, seed: int | None = None,
+                 exits: ExitBook | None = None) -> None:
         self.account = account
+        if exits is not None:  # the exit plans price the stops, over the guard's own pricer
+            exits.base = policy.pricer
+            policy = replace(policy, pricer=exits)
+        self.exits = exits
         self.venue = venue
         self.bus = bus
         self.store = store
@@ -87,7 +98,7 @@ class AccountGuard:
             account=account, venue=venue, view=self.view, orders=self.orders, flags=self.flags,
             clock=clock, bus=bus, store=store, state=state, policy=policy, metrics=metrics,
             rng=self.rng, started_at=clock.now(), spawn=self.spawn, halt=self.halt,
-            realized_since=self.realized_since, retire=self._retire)
+            realized_since=self.realized_since, retire=self._retire, exits=exits)
         self.zombies = ZombieClock()
         self.stream = _Stream()
         self.last_reconcile: datetime | None = None
@@ -97,6 +108,11 @@ class AccountGuard:
         self._reconcile_lock = asyncio.Lock()
         self._sweep: asyncio.Task[Any] | None = None  # the zombie clean-up the loop started
         self._stopping = False
+        self._symbols_version = 0  # bumped when a supervisor comes or goes (tick feed)
+        self.ticks: TickFeed | None = None
+        if exits is not None:
+            self.ticks = TickFeed(venue, clock, self._guarded_symbols,
+                                  lambda: self._symbols_version + exits.version, self._on_tick)
 
     @property
     def halted(self) -> str | None:
@@ -111,6 +127,8 @@ class AccountGuard:
         """Start-up: the journal's positions first, then the venue's view decides."""
         self.ctx.started_at = self.clock.now()
         self.flags.halted = await self.state.get("halt", self.account)
+        if self.exits is not None:
+            await self.exits.load()
         for known in await self.store.load(self.account):
             self.supervisors[known.symbol] = PositionSupervisor(self.ctx, known.symbol, known)
 
@@ -141,6 +159,8 @@ class AccountGuard:
         """Reconcile loop, stream consumer and SLA watchdog until `stop()`."""
         self.spawn(self._stream_loop(), "stream")
         self.spawn(self._sla_loop(), "sla")
+        if self.ticks is not None:
+            self.spawn(self.ticks.run(), "mark prices")
         while not self._stopping:
             try:
                 await self.reconcile_now(wait=False)
@@ -244,6 +264,7 @@ class AccountGuard:
             report = self.view.position(sup.symbol)
             if report is not None:
                 sup.position_seen(report)
+                self._on_mark(sup, report.mark_price)
 
     async def _cancel_zombies(self, actions: list[CancelZombie]) -> list[ev.Event]:
         events: list[ev.Event] = []
@@ -289,11 +310,38 @@ class AccountGuard:
         sup = self.supervisors.get(symbol)
         if sup is None:
             sup = self.supervisors[symbol] = PositionSupervisor(self.ctx, symbol)
+            self._symbols_version += 1
         return sup
 
     def _retire(self, symbol: str, sup: object) -> None:
         if self.supervisors.get(symbol) is sup:
             del self.supervisors[symbol]
+            self._symbols_version += 1
+
+    # --- mark prices (exit plans) -------------------------------------------------------------
+    def _guarded_symbols(self) -> frozenset[str]:
+        """Guarded positions whose exit plan moves the stop: the ones that need ticks."""
+        exits = self.exits
+        return frozenset(s for s, sup in self.supervisors.items()
+                         if sup.known is not None and exits is not None
+                         and exits.plan_for(s).moves)
+
+    def _on_tick(self, tick: PriceTick) -> None:
+        sup = self.supervisors.get(tick.symbol)
+        if sup is not None:
+            self._on_mark(sup, tick.mark, tick.at)
+
+    def _on_mark(self, sup: PositionSupervisor, mark: Decimal,
+                 at: datetime | None = None) -> None:
+        """One mark for a guarded position: the exit plan evaluates it in memory; a released
+        move wakes the supervisor (coalesced), with the view's mark brought up to date first so
+        its plan does not judge the new stop against an older mark."""
+        exits, known = self.exits, sup.known
+        if exits is None or known is None or sup.finished:
+            return
+        if exits.on_mark(known, mark, at or self.clock.now()):
+            self.view.note_mark(sup.symbol, mark)
+            sup.wake()
 
     def _attend(self, symbol: str) -> None:
         """A stream event touched this symbol: its supervisor looks at once."""
@@ -333,6 +381,8 @@ class AccountGuard:
                 sup = self.supervisors.get(symbol)
                 if sup is not None:
                     sup.position_seen(report)
+                    if report is not None:
+                        self._on_mark(sup, report.mark_price)
                 self._attend(symbol)
             case OrderUpdate(order=order):
                 self.view.set_order(order)
@@ -444,7 +494,8 @@ class AccountGuard:
                 unprotected_seconds=sup.unprotected_for(now) if sup else 0.0,
                 last_time_to_protect=known.last_time_to_protect if known else None,
                 generation=known.generation if known else None,
-                whole_position_stop=bool(stops) and stops[0].whole_position))
+                whole_position_stop=bool(stops) and stops[0].whole_position,
+                exit=self.exits.view(symbol, report.side) if self.exits else None))
         return views
 
     def unrealized_pnl(self) -> Decimal:
@@ -491,3 +542,49 @@ class AccountGuard:
         if self.view.position(order.symbol) is not None or order.symbol in self.supervisors:
             return await self.supervisor(order.symbol).cancel_order(order, by=by)
         return await self._cancel_flat(order, ev.CancelReason.CANCEL_ALL, by)
+
+    # --- exit plans: requests from the control layer (issue 12) ---------------------------------
+    async def set_exit_plan(self, symbol: str,
+                            change: Callable[[ExitPlan], ExitPlan]) -> PlanResult:
+        """Give a guarded position its own plan (`change` of the one it has now)."""
+        sup = self.supervisors.get(symbol)
+        known = sup.known if sup is not None else None
+        if self.exits is None or known is None or self.view.position(symbol) is None:
+            return PlanResult(self.account, symbol, PlanStatus.NO_POSITION)
+        await self.exits.set_plan(known, change(self.exits.plan_for(symbol)))
+        report = self.view.position(symbol)
+        if report is not None:  # a plan already in the money acts on the current mark
+            self._on_mark(sup, report.mark_price)  # type: ignore[arg-type]
+        return PlanResult(self.account, symbol, PlanStatus.SET,
+                          self.exits.view(symbol, known.side))
+
+    async def move_stop(self, symbol: str, spec: StopSpec, *, confirmed: bool) -> MoveResult:
+        """A person's stop price (/sl). Tighter: at once. Looser: only `confirmed` (the plan's
+        moves end, or they would tighten it straight back). Never through the mark."""
+        sup = self.supervisors.get(symbol)
+        report = self.view.position(symbol)
+        known = sup.known if sup is not None else None
+        if self.exits is None or sup is None or known is None or report is None:
+            return MoveResult(self.account, symbol, MoveStatus.NO_POSITION)
+        market = self.venue.market(symbol)
+        price = conservative_stop(spec.stop_for(report.side, report.mark_price), report.side,
+                                  market.tick)
+        old = known.stop.trigger_price if known.stop is not None else None
+        result = partial(MoveResult, self.account, symbol, old=old, new=price,
+                         mark=report.mark_price)
+        if self.policy.is_crossed(report.side, price, report.mark_price):
+            return result(MoveStatus.THROUGH_MARK)
+        if old is None:
+            return result(MoveStatus.NO_STOP)
+        if price == old:
+            return result(MoveStatus.UNCHANGED)
+        tighter = (price - old) * report.side.sign > 0
+        if not tighter and not confirmed:
+            return result(MoveStatus.NEEDS_CONFIRM)
+        if tighter:
+            await self.exits.move_by_hand(known, price)
+        else:
+            await self.exits.loosen_by_hand(known)
+        await sup.move_stop_to(price)
+        now = sup.known.stop.trigger_price if sup.known and sup.known.stop else None
+        return result(MoveStatus.MOVED if now == price else MoveStatus.FAILED)

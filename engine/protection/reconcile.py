@@ -60,6 +60,16 @@ class ResizeStop:
 
 
 @dataclass(frozen=True, slots=True)
+class MoveStop:
+    """Tighten the stop (the pricer released a better price), sized to the position."""
+
+    symbol: str
+    order: OrderReport
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class CancelStop:
     symbol: str
     order: OrderReport
@@ -81,7 +91,7 @@ class CancelZombie:
 
 
 Action = (AdoptPosition | RecordClose | Resized | PlaceStop | AdoptStop | ResizeStop | CancelStop
-          | ClosePosition | CancelZombie)
+          | ClosePosition | CancelZombie | MoveStop)
 
 
 @dataclass(frozen=True, slots=True)
@@ -209,9 +219,29 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     if known_stop is None or keep.order_id != known_stop.order_id:
         actions.append(AdoptStop(report.symbol, keep))
     actions.extend(CancelStop(report.symbol, o, "duplicate") for o in stops if o is not keep)
-    if not keep.covers(report.qty):
+    moved = moved_stop(keep, report, market, policy)
+    if moved is not None:  # one amend moves and resizes
+        qty = keep.qty if keep.covers(report.qty) and keep.qty is not None else report.qty
+        actions.append(MoveStop(report.symbol, keep, moved, qty))
+    elif not keep.covers(report.qty):
         actions.append(ResizeStop(report.symbol, keep, report.qty))
     return actions + cleanup
+
+
+def moved_stop(keep: OrderReport, report: PositionReport, market: MarketInfo,
+               policy: ProtectionPolicy) -> Decimal | None:
+    """Where the pricer wants a resting stop moved: only tighter, never through the mark."""
+    current = keep.trigger_price
+    if current is None:
+        return None
+    raw = policy.pricer.desired_stop(report, current)
+    if (raw - current) * report.side.sign <= 0:  # compared before rounding: an off-tick hand
+        return None                                # stop is not "moved" by the rounding alone
+    wanted = conservative_stop(raw, report.side, market.tick)
+    if (wanted - current) * report.side.sign <= 0 or policy.is_crossed(
+            report.side, wanted, report.mark_price):
+        return None
+    return wanted
 
 
 def reconcile(known: Mapping[str, GuardedPosition], positions: Mapping[str, PositionReport],

@@ -37,10 +37,12 @@ from engine.protection.reconcile import (
     AdoptStop,
     CancelStop,
     ClosePosition,
+    MoveStop,
     PlaceStop,
     RecordClose,
     Resized,
     ResizeStop,
+    pick_stop,
     plan_position,
 )
 from engine.protection.view import MarkedFetch
@@ -59,7 +61,7 @@ PERMANENT = frozenset({RejectReason.INVALID_ORDER, RejectReason.INSUFFICIENT_FUN
                        RejectReason.BAD_SYMBOL, RejectReason.TOO_MANY_STOPS})
 GIVE_UP_AFTER = 4
 GIVE_UP_PAUSE = 300.0
-VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose)
+VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop)
 
 
 T = TypeVar("T")
@@ -181,6 +183,24 @@ class PositionSupervisor:
             self.wake()  # what is left of the symbol's orders is re-planned at once
             return None
 
+    async def move_stop_to(self, price: Decimal) -> list[ev.Event]:
+        """A person's stop price (/sl; a looser one was confirmed before): the resting stop is
+        moved there under the writer lock, sized to the position, never through the mark."""
+        async with self._lock:
+            async def do() -> None:
+                report, known = self.ctx.view.position(self.symbol), self.known
+                if report is None or known is None or self.ctx.halted:
+                    return
+                stops = [o for o in self.ctx.view.orders(self.symbol)
+                         if o.is_stop_for(report.side)]
+                if not stops or self.ctx.policy.is_crossed(report.side, price,
+                                                          report.mark_price):
+                    return
+                keep = pick_stop(stops, known.stop, report.side)
+                await self._move(MoveStop(self.symbol, keep, price, report.qty))
+
+            return await self._run(do)
+
     def order_seen(self, order: OrderReport) -> None:
         """The stream reported one of this symbol's orders: note when it is our stop firing."""
         known = self.known
@@ -289,6 +309,8 @@ class PositionSupervisor:
                 await self._adopt_stop(order)
             case ResizeStop(order=order, qty=qty):
                 return await self._resize(order, qty)
+            case MoveStop():
+                return await self._move(action)
             case CancelStop(order=order, reason=reason):
                 return await self._cancel(order, ev.CancelReason(reason))
             case ClosePosition():
@@ -333,6 +355,8 @@ class PositionSupervisor:
             entry_price=known.entry_price, exit_price=exit_price, realized_pnl=realized,
             reason=ev.CloseReason.ON_VENUE))
         await ctx.store.delete(ctx.account, self.symbol)
+        if ctx.exits is not None:
+            await ctx.exits.forget(self.symbol)
         self.known = None
         if ctx.view.position(self.symbol) is None:
             self._finish()
@@ -435,13 +459,29 @@ class PositionSupervisor:
             client_id=order.client_id, trigger_price=order.trigger_price, qty=order.qty))
         await self.ctx.store.save(known)
 
-    async def _resize(self, order: OrderReport, qty: Decimal) -> bool:
+    async def _move(self, action: MoveStop) -> bool:
+        """Tighten the stop for the exit plan: its state is stored before the amend is sent."""
+        exits, known = self.ctx.exits, self.known
+        assert known is not None
+        if exits is not None:
+            await exits.before_move(known, action.trigger_price)
+        done = await self._resize(action.order, action.qty, action.trigger_price)
+        if exits is not None:
+            exits.after_move(self.symbol, action.trigger_price, done)
+        if done and action.order.trigger_price is not None:
+            await self._publish(ev.StopMoved(
+                account=self.ctx.account, symbol=self.symbol,
+                old_price=action.order.trigger_price, new_price=action.trigger_price))
+        return done
+
+    async def _resize(self, order: OrderReport, qty: Decimal,
+                      trigger: Decimal | None = None) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None and order.trigger_price is not None
+        price = order.trigger_price if trigger is None else trigger
         if ctx.venue.capabilities.amend_stop_in_place:
             try:
-                amended = await ctx.orders.amend_stop(order, order.trigger_price, qty,
-                                                      self._publish)
+                amended = await ctx.orders.amend_stop(order, price, qty, self._publish)
             except OutcomeUnknown:
                 return False  # the next snapshot tells whether it took; the stop still rests
             except Rejected as exc:
@@ -453,12 +493,11 @@ class PositionSupervisor:
             known.stop = _stop_ref(amended)
             await self._publish(ev.StopAmended(
                 account=ctx.account, symbol=self.symbol, order_id=amended.order_id,
-                trigger_price=order.trigger_price, qty=qty))
+                trigger_price=price, qty=qty))
             await ctx.store.save(known)
             return True
         # No amend on this venue: the new stop rests before the old one goes, never a gap.
-        placed = await self._place(PlaceStop(self.symbol, order.trigger_price, qty),
-                                   replacing=order)
+        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order)
         if placed:
             await self._cancel(order, ev.CancelReason.REPLACED)
         return placed

@@ -12,8 +12,9 @@ not taken as a close: the stream says so when it closes, and a later snapshot co
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from decimal import Decimal
 from typing import Generic, TypeVar
 
 from engine.domain.reports import OrderReport, PositionReport, VenueSnapshot
@@ -86,6 +87,13 @@ class AccountView:
         self.version += 1
         self._positions[symbol] = _Entry(report, self.version,
                                          streamed_at if report is not None else None)
+
+    def note_mark(self, symbol: str, mark: Decimal) -> None:
+        """A fresher mark from the price stream. Not a change of the position (no version
+        bump): a snapshot taken meanwhile still wins on everything else."""
+        entry = self._positions.get(symbol)
+        if entry is not None and entry.value is not None and entry.value.mark_price != mark:
+            entry.value = replace(entry.value, mark_price=mark)
 
     def set_order(self, order: OrderReport) -> None:
         current = self._orders.get(order.order_id)

@@ -28,6 +28,7 @@ from engine.domain.reports import (
     OrderUpdate,
     PositionReport,
     PositionUpdate,
+    PriceTick,
     VenueEvent,
 )
 from engine.domain.values import ZERO, OrderSide, PositionSide, floor_to_step, round_to_step
@@ -142,6 +143,7 @@ class SimExchange:
         self._ids = itertools.count(1)
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
         self._listeners: list[Callable[[VenueEvent], None]] = []
+        self._mark_listeners: list[Callable[[PriceTick], None]] = []
         # Whether position reports say when the position opened (ccxt's do not).
         self.opened_at_known = True
 
@@ -159,6 +161,12 @@ class SimExchange:
         """Call `listener` synchronously at every mutation, in order; returns the remover."""
         self._listeners.append(listener)
         return lambda: self._listeners.remove(listener)
+
+    def listen_marks(self, listener: Callable[[PriceTick], None]) -> Callable[[], None]:
+        """Call `listener` at every mark change (the market-data stream); returns the remover.
+        Kept apart from `listen`: a busy price feed must not crowd the account's own events."""
+        self._mark_listeners.append(listener)
+        return lambda: self._mark_listeners.remove(listener)
 
     def _emit(self, event: VenueEvent) -> None:
         for queue in self._subscribers:
@@ -209,7 +217,11 @@ class SimExchange:
     # --- prices ------------------------------------------------------------------------------
     def set_mark(self, symbol: str, price: Decimal) -> None:
         info = self.market(symbol)
-        self.marks[symbol] = max(round_to_step(price, info.tick), info.tick)
+        mark = self.marks[symbol] = max(round_to_step(price, info.tick), info.tick)
+        if self._mark_listeners:
+            tick = PriceTick(symbol, mark, self.clock.now())
+            for listener in list(self._mark_listeners):
+                listener(tick)
         self._check_triggers(symbol)
 
     def random_walk(self, volatility: Decimal = Decimal("0.0008")) -> None:

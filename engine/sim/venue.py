@@ -17,6 +17,7 @@ from engine.domain.reports import (
     MarketOrderRequest,
     OrderKind,
     OrderReport,
+    PriceTick,
     StopRequest,
     VenueCapabilities,
     VenueEvent,
@@ -175,6 +176,32 @@ class SimVenue:
                 if self.latency:
                     await self.clock.sleep(sent + self.latency / 2 - self.clock.monotonic())
                 yield event
+        finally:
+            stop_listening()
+
+    async def price_ticks(self, symbols: frozenset[str]
+                          ) -> AsyncIterator[tuple[PriceTick, ...]]:
+        """One subscription for every symbol asked; ticks that arrive together (one step of the
+        price feed) come as one batch. Same transport delay as `events()`. A venue built with
+        `streaming=False` has no stream: the iterator ends at once (snapshot marks remain)."""
+        if not self.streaming:
+            return
+        queue: asyncio.Queue[tuple[float, PriceTick]] = asyncio.Queue()
+
+        def on_tick(tick: PriceTick) -> None:
+            if tick.symbol in symbols:
+                queue.put_nowait((self.clock.monotonic(), tick))
+
+        stop_listening = self.exchange.listen_marks(on_tick)
+        try:
+            while not self._closed:
+                sent, tick = await queue.get()
+                batch = [tick]
+                while not queue.empty():
+                    batch.append(queue.get_nowait()[1])
+                if self.latency:
+                    await self.clock.sleep(sent + self.latency / 2 - self.clock.monotonic())
+                yield tuple(batch)
         finally:
             stop_listening()
 

@@ -26,6 +26,7 @@ from engine.domain.reports import (
     OrderUpdate,
     PositionReport,
     PositionUpdate,
+    PriceTick,
     StopRequest,
     VenueCapabilities,
     VenueEvent,
@@ -47,6 +48,7 @@ from engine.venues.errors import translate
 from engine.venues.ledger import tidy, to_ms
 from engine.venues.rest import Raw, Rest
 from engine.venues.streams import Backoff, ExchangeWatcher, StreamMux, Watcher
+from engine.venues.ticks import ExchangeMarkWatcher, MarkWatcher, watch_marks
 
 
 class CcxtVenue:
@@ -55,7 +57,7 @@ class CcxtVenue:
     def __init__(self, exchange: Any, dialect: Dialect, *, account: str,
                  secrets: tuple[str | None, ...] = (), clock: Clock | None = None,
                  watcher: Watcher | None = None, backoff: Backoff | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None, marks: MarkWatcher | None = None) -> None:
         self.name: str = exchange.id
         self.account = account
         self._exchange = exchange
@@ -69,6 +71,7 @@ class CcxtVenue:
             dialect.subscriptions(), watcher or ExchangeWatcher(exchange), self._stream_events,
             self._describe_stream_error, sleep=self._clock.sleep,
             backoff=backoff or Backoff(), rng=rng or random.Random())
+        self._marks: MarkWatcher = marks or ExchangeMarkWatcher(exchange)
 
     # --- extras beyond the port ------------------------------------------------------------
     @property
@@ -297,6 +300,14 @@ class CcxtVenue:
     # --- stream ------------------------------------------------------------------------------
     def events(self) -> AsyncIterator[VenueEvent]:
         return self._streams.events()
+
+    def price_ticks(self, symbols: frozenset[str]) -> AsyncIterator[tuple[PriceTick, ...]]:
+        return watch_marks(self._marks, symbols, self._clock.now, self._translate_ticks,
+                           lambda: asyncio.sleep(0))
+
+    def _translate_ticks(self, exc: Exception) -> Exception:
+        return translate(exc, venue=self._rest.venue, action="watch mark prices",
+                         codes=self._dialect.codes, secrets=self._rest.secrets)
 
     def _stream_events(self, sub: Subscription, raws: list[Raw]) -> list[VenueEvent]:
         now = self._clock.now()

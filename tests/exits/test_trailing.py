@@ -1,0 +1,147 @@
+"""Trailing stops end to end: ticks from the simulated exchange -> exit book -> the position's
+supervisor -> amend (or new-before-cancel) on the venue, with the trail state in SQLite."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from engine.domain import events as ev
+from engine.domain.values import PositionSide
+from engine.exits.plan import Breakeven, ExitPlan, Trailing
+from storage.exits import ExitRepo
+from tests.engine.conftest import StopWatch
+from tests.exits.conftest import BTC, TrailRig, trail_rig
+
+D = Decimal
+LONG = PositionSide.LONG
+TRAIL = ExitPlan(trailing=Trailing(D(1), D("0.5")))
+
+
+async def opened(rig: TrailRig, qty: str = "0.01") -> None:
+    rig.hand.open(BTC, LONG, D(qty))
+    await rig.guard.reconcile_now()
+    await rig.clock.advance(1.0)  # the tick feed subscribes to the newly guarded symbol
+    await rig.settle()
+
+
+async def mark(rig: TrailRig, price: str, *, wait: float = 1.0) -> None:
+    await rig.clock.advance(wait)
+    rig.exchange.set_mark(BTC, D(price))
+    await rig.settle()
+
+
+@pytest.mark.parametrize("amend_in_place", [True, False])
+async def test_stop_follows_the_best_mark_and_never_back(tmp_path: Path,
+                                                         amend_in_place: bool) -> None:
+    rig = await trail_rig(tmp_path, TRAIL, amend_in_place=amend_in_place)
+    try:
+        await opened(rig)
+        watch = StopWatch.attach(rig.exchange, rig.clock)
+        entry = rig.exchange.positions[BTC].entry_price
+        [stop] = rig.stops()
+        assert stop.trigger_price == D("63712.8")  # 2 % below 65013 (entry with slippage)
+        await mark(rig, "65500")  # +0.75 %: not active yet
+        assert rig.stops()[0].trigger_price == stop.trigger_price
+        await mark(rig, "66000")  # +1.5 %: active, 0.5 % behind 66000
+        [stop] = rig.stops()
+        assert stop.trigger_price == D("65670.0")
+        await mark(rig, "65800")  # worse: nothing moves
+        assert rig.stops()[0].trigger_price == D("65670.0")
+        await mark(rig, "67000")
+        [stop] = rig.stops()
+        assert stop.trigger_price == D("66665.0") and stop.qty == D("0.01")
+        watch.drain()
+        assert watch.gaps == []  # new-before-cancel: never a moment without a stop
+        view = rig.guard.positions()[0].exit
+        assert view is not None and view.activated and view.best_mark == D(67000)
+        stored = await ExitRepo(rig.db).load("paper")
+        assert stored[0].state is not None and stored[0].state.last_amend_price == D("66665.0")
+        assert entry < D("66665.0")
+        moved = [e for e in rig.events if isinstance(e, ev.StopAmended | ev.StopPlaced)]
+        assert moved  # journaled like any other stop change
+    finally:
+        await rig.close()
+
+
+async def test_breakeven_moves_the_stop_to_entry_plus_fees(tmp_path: Path) -> None:
+    plan = ExitPlan(breakeven=Breakeven(at_percent=D(1), fee_percent=D("0.1"),
+                                        buffer_percent=D("0.05")))
+    rig = await trail_rig(tmp_path, plan)
+    try:
+        await opened(rig)
+        entry = rig.exchange.positions[BTC].entry_price
+        await mark(rig, "65700")  # +1.06 %
+        [stop] = rig.stops()
+        assert stop.trigger_price == D("65110.6")  # ceil(65013 * 1.0015) on the tick
+        assert stop.trigger_price > entry
+    finally:
+        await rig.close()
+
+
+async def test_snapshot_marks_carry_the_trail_without_a_tick_stream(tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, TRAIL, ticks=False)
+    try:
+        await opened(rig)
+        rig.exchange.set_mark(BTC, D(66000))
+        await rig.clock.advance(2)
+        await rig.guard.reconcile_now()
+        await rig.settle()
+        assert rig.stops()[0].trigger_price == D("65670.0")
+    finally:
+        await rig.close()
+
+
+async def test_restart_mid_trail_continues_from_the_stored_best_mark(tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, TRAIL)
+    await opened(rig)
+    await mark(rig, "66000")
+    await mark(rig, "67000")
+    assert rig.stops()[0].trigger_price == D("66665.0")
+    exchange = rig.exchange
+    await rig.close()
+    # Down: the price dips (below the activation, above the stop); the stop rests meanwhile.
+    exchange.set_mark(BTC, D("66700"))
+    again = await trail_rig(tmp_path, TRAIL, exchange=exchange)
+    try:
+        state = again.book.states[BTC]
+        assert state.activated and state.best_mark == D(67000)
+        await again.guard.reconcile_now()
+        await again.clock.advance(1.0)
+        await again.settle()
+        await mark(again, "66750")  # not a new best: never re-activated, never loosened
+        assert again.stops()[0].trigger_price == D("66665.0")
+        await mark(again, "67500")  # a new best: continues from the stored trail
+        assert again.stops()[0].trigger_price == D("67162.5")
+        assert len(again.stops()) == 1
+    finally:
+        await again.close()
+
+
+@pytest.mark.parametrize("amend_in_place", [True, False])
+async def test_hand_add_during_a_trailing_move_ends_with_one_sized_stop(
+        tmp_path: Path, amend_in_place: bool) -> None:
+    rig = await trail_rig(tmp_path, TRAIL, amend_in_place=amend_in_place)
+    try:
+        await opened(rig)
+        # The person adds to the position while the trail's amend is on its way.
+        if amend_in_place:
+            rig.venue.before_amend.append(lambda: rig.hand.open(BTC, LONG, D("0.02")))
+        else:
+            original = rig.venue.place_stop
+
+            async def place_after_add(request):  # type: ignore[no-untyped-def]
+                rig.venue.place_stop = original  # type: ignore[method-assign]
+                rig.hand.open(BTC, LONG, D("0.02"))
+                return await original(request)
+            rig.venue.place_stop = place_after_add  # type: ignore[method-assign]
+        await mark(rig, "66000")
+        await rig.guard.reconcile_now()  # the next look sees the new size
+        await rig.settle()
+        [stop] = rig.stops()
+        assert rig.exchange.positions[BTC].qty == D("0.03")
+        assert stop.qty == D("0.03") and stop.trigger_price == D("65670.0")
+    finally:
+        await rig.close()
