@@ -43,6 +43,11 @@ exit 0 only if every position has its stop after the pass""",
 examples:
   vigil journal verify --config vigil.toml
 exit 0 if the hash chain holds, 1 naming the first broken row""",
+    "paper-exchange": """\
+examples:
+  vigil paper-exchange serve --port 8765     then sim.url = "http://127.0.0.1:8765"
+  vigil paper-exchange serve --db data/paper.sqlite3 --faults '{"reject": 0.05}'
+state in --db (default: <data_dir>/paper-exchange.sqlite3) survives restarts""",
     "keys": """\
 examples:
   vigil keys add binance-test --config vigil.toml     prompts for key and secret
@@ -98,6 +103,13 @@ def _parser() -> argparse.ArgumentParser:
     remove = command(keys_sub, "remove", "delete the stored keys of an account",
                      SUBCOMMAND_EXAMPLES["keys"])
     remove.add_argument("account", metavar="NAME", help="an account name with stored keys")
+    paper = command(sub, "paper-exchange", "the simulated exchange as its own process",
+                    SUBCOMMAND_EXAMPLES["paper-exchange"])
+    paper_sub = paper.add_subparsers(dest="paper_action", required=True, metavar="ACTION")
+    from vigil.paper import add_serve_arguments
+
+    add_serve_arguments(command(paper_sub, "serve", "serve the paper exchange on 127.0.0.1 "
+                                "(HTTP + WebSocket)", SUBCOMMAND_EXAMPLES["paper-exchange"]))
     return parser
 
 
@@ -128,6 +140,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAIL
     if args.command == "journal":
         return asyncio.run(_journal_verify(settings))
+    if args.command == "paper-exchange":
+        from vigil.paper import serve_command
+
+        return serve_command(settings, args)
     if args.keys_action == "add":
         return asyncio.run(_keys_add(settings, args.account, from_env=args.from_env))
     if args.keys_action == "remove":

@@ -149,6 +149,19 @@ class SimExchange:
         for listener in list(self._listeners):
             listener(event)
 
+    def restore(self, *, markets: dict[str, MarketInfo], marks: dict[str, Decimal],
+                positions: dict[str, SimPosition], orders: list[OrderReport],
+                fills: list[Fill]) -> None:
+        """Take the state engine/sim/store.py saved (orders oldest first); new order ids
+        continue after the highest one, so none is ever handed out twice."""
+        self.markets, self.marks = dict(markets), dict(marks)
+        self.positions = dict(positions)
+        self.orders = {o.order_id: o for o in orders}
+        self.fills = list(fills)
+        self.realized_pnl = sum((f.realized_pnl for f in fills), ZERO)
+        self.fees_paid = sum((f.fee for f in fills), ZERO)
+        self._ids = itertools.count(max((int(i) for i in self.orders), default=0) + 1)
+
     # --- reading -----------------------------------------------------------------------------
     def market(self, symbol: str) -> MarketInfo:
         try:
@@ -384,4 +397,5 @@ class HandApi:
         created = self.exchange.clock.now() - timedelta(seconds=age_seconds)
         order = self.exchange.orders[order.order_id] = replace(order, created_at=created,
                                                                updated_at=created)
+        self.exchange._emit(OrderUpdate(order))  # the back-dated order, for listeners (store)
         return order
