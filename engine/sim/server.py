@@ -77,6 +77,7 @@ class PaperExchangeServer:
         self.faults_injected = 0
         self._set_faults(faults or FaultPlan(), wire_faults or WireFaults())
         self._sockets: set[web.WebSocketResponse] = set()
+        self.stream_connected = asyncio.Event()  # set at each new stream (tests wait on it)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
         self.app = web.Application(middlewares=[self._errors])
@@ -144,45 +145,45 @@ class PaperExchangeServer:
                                           text='{"error": "rate_limited"}',
                                           content_type="application/json")
 
-    async def _venue_call(self, call: Awaitable[Any]) -> web.Response:
-        self._rate_limit()
-        return web.json_response(encode(await call))
+    async def _venue_call(self, call: Callable[[], Awaitable[Any]]) -> web.Response:
+        self._rate_limit()  # before the call: a 429 never reaches the venue
+        return web.json_response(encode(await call()))
 
     # --- the venue port ----------------------------------------------------------------------
     async def _markets(self, request: web.Request) -> web.Response:
         return web.json_response(encode(list(self.exchange.markets.values())))
 
     async def _snapshot(self, request: web.Request) -> web.Response:
-        return await self._venue_call(self.venue.snapshot())
+        return await self._venue_call(lambda: self.venue.snapshot())
 
     async def _open_orders(self, request: web.Request) -> web.Response:
-        return await self._venue_call(self.venue.fetch_open_orders())
+        return await self._venue_call(lambda: self.venue.fetch_open_orders())
 
     async def _ledger(self, request: web.Request) -> web.Response:
         since = parse_time(request.query["since"])
-        return await self._venue_call(self.venue.fetch_ledger(since))
+        return await self._venue_call(lambda: self.venue.fetch_ledger(since))
 
     async def _order(self, request: web.Request) -> web.Response:
         q = request.query
-        return await self._venue_call(self.venue.find_order(q["symbol"], q["client_id"]))
+        return await self._venue_call(lambda: self.venue.find_order(q["symbol"], q["client_id"]))
 
     async def _place_stop(self, request: web.Request) -> web.Response:
         stop = decode(StopRequest, await request.json())
-        return await self._venue_call(self.venue.place_stop(stop))
+        return await self._venue_call(lambda: self.venue.place_stop(stop))
 
     async def _amend(self, request: web.Request) -> web.Response:
         body = await request.json()
         order = decode(OrderReport, body["order"])
-        return await self._venue_call(self.venue.amend_stop(
+        return await self._venue_call(lambda: self.venue.amend_stop(
             order, parse_decimal(body["trigger_price"]), parse_decimal(body["qty"])))
 
     async def _cancel(self, request: web.Request) -> web.Response:
         order = decode(OrderReport, (await request.json())["order"])
-        return await self._venue_call(self.venue.cancel_order(order))
+        return await self._venue_call(lambda: self.venue.cancel_order(order))
 
     async def _market_order(self, request: web.Request) -> web.Response:
         order = decode(MarketOrderRequest, await request.json())
-        return await self._venue_call(self.venue.market_order(order))
+        return await self._venue_call(lambda: self.venue.market_order(order))
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(heartbeat=10)
@@ -190,6 +191,7 @@ class PaperExchangeServer:
         queue: asyncio.Queue[VenueEvent] = asyncio.Queue()
         remove = self.exchange.listen(queue.put_nowait)
         self._sockets.add(ws)
+        self.stream_connected.set()
         reader = asyncio.create_task(self._drain(ws))
         try:
             while not ws.closed:
@@ -288,8 +290,6 @@ class PaperExchangeServer:
 
 
 def _ok(payload: Any) -> web.Response:
-    if isinstance(payload, dict):
-        return web.json_response({k: encode(v) for k, v in payload.items()})
     return web.json_response(encode(payload))
 
 

@@ -37,6 +37,8 @@ def encode(obj: Any) -> Any:
         return obj.isoformat()
     if isinstance(obj, tuple | list):
         return [encode(item) for item in obj]
+    if isinstance(obj, dict):
+        return {str(key): encode(value) for key, value in obj.items()}
     if is_dataclass(obj):
         return {f.name: encode(getattr(obj, f.name)) for f in fields(obj)}
     raise TypeError(f"cannot encode {type(obj).__name__}")
