@@ -28,6 +28,7 @@ from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.sim.exchange import SimExchange
 from engine.sim.remote import RemoteSimVenue
 from engine.sim.server import PaperExchangeServer
+from vigil.cli import main
 from vigil.runtime import Engine
 from vigil.settings import load_settings
 
@@ -195,3 +196,19 @@ async def test_hand_requests_the_exchange_refuses_come_back_as_rejections(
                                                "qty": "1"}, status=400)
     assert refused["reason"] == "bad_symbol"
     assert (await served.state())["orders_total"] == 0
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--faults", '{"rejects": 0.1}'], "unknown fault fields ['rejects']"),
+    (["--faults", "[1]"], "must be a JSON object"),
+    (["--faults", '{"reject": 1.5}'], "between 0 and 1"),
+    (["--port", "70000"], "bad --port 70000"),
+    (["--price-interval", "-1"], "--price-interval must be >= 0"),
+])
+def test_serve_refuses_bad_arguments_before_opening_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        args: list[str], message: str) -> None:
+    monkeypatch.setenv("VIGIL_DATA_DIR", str(tmp_path / "data"))
+    assert main(["paper-exchange", "serve", "--db", str(tmp_path / "x.sqlite3"), *args]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "x.sqlite3").exists()
