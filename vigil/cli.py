@@ -44,6 +44,11 @@ examples:
   vigil journal verify --config vigil.toml
   vigil journal verify --archives            also the archived segments (journal.retention_days)
 exit 0 if the hash chain holds, 1 naming the first broken row""",
+    "paper-exchange": """\
+examples:
+  vigil paper-exchange serve --port 8765     then sim.url = "http://127.0.0.1:8765"
+  vigil paper-exchange serve --db data/paper.sqlite3 --faults '{"reject": 0.05}'
+state in --db (default: <data_dir>/paper-exchange.sqlite3) survives restarts""",
     "keys": """\
 examples:
   vigil keys add binance-test --config vigil.toml     prompts for key and secret
@@ -109,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
     backup = command(sub, "backup", "copy the database (journal, state, keys) to a new "
                      "file, consistent even while Vigil runs", SUBCOMMAND_EXAMPLES["backup"])
     backup.add_argument("path", type=Path, metavar="PATH", help="the new file to write")
+    paper = command(sub, "paper-exchange", "the simulated exchange as its own process",
+                    SUBCOMMAND_EXAMPLES["paper-exchange"])
+    paper_sub = paper.add_subparsers(dest="paper_action", required=True, metavar="ACTION")
+    from vigil.paper import add_serve_arguments
+
+    add_serve_arguments(command(paper_sub, "serve", "serve the paper exchange on 127.0.0.1 "
+                                "(HTTP + WebSocket)", SUBCOMMAND_EXAMPLES["paper-exchange"]))
     return parser
 
 
@@ -142,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(_journal_verify(settings, archives=args.archives))
     if args.command == "backup":
         return _backup(settings, args.path)
+    if args.command == "paper-exchange":
+        from vigil.paper import serve_command
+
+        return serve_command(settings, args)
     if args.keys_action == "add":
         return asyncio.run(_keys_add(settings, args.account, from_env=args.from_env))
     if args.keys_action == "remove":

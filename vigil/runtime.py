@@ -34,8 +34,9 @@ from engine.protection.policy import CrossedPolicy, FixedDistancePricer, Protect
 from engine.protection.reconcile import Orphan, orphans
 from engine.results import ReconcileReport
 from engine.risk import DailyLossCap
-from engine.sim.demo import seed_demo
 from engine.sim.exchange import SimExchange
+from engine.sim.remote import RemoteSimVenue
+from engine.sim.store import PaperStore, open_paper_exchange
 from engine.sim.venue import SimVenue, run_price_feed
 from engine.unavailable import UnavailableVenue
 from storage.approvals import ApprovalRepo
@@ -63,6 +64,7 @@ if TYPE_CHECKING:  # the chat (aiogram) is imported when a Runtime starts, not f
 
 LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
 JOURNAL_LINGER_SECONDS = 0.002  # a journal batch nobody waits on gathers rows this long
+PAPER_CHECKPOINT_SECONDS = 5.0  # in-process paper mode saves its walked marks this often
 
 
 def protection_policy(settings: Settings) -> ProtectionPolicy:
@@ -93,6 +95,7 @@ class Engine:
     ledger_sync: LedgerSync | None = None
     venues: dict[str, Venue] = field(default_factory=dict)
     retention: JournalRetention | None = None
+    paper_stores: dict[str, PaperStore] = field(default_factory=dict)
 
     @classmethod
     async def build(cls, settings: Settings, clock: Clock | None = None) -> Engine:
@@ -111,10 +114,12 @@ class Engine:
             guards: dict[str, AccountGuard] = {}
             venues: dict[str, Venue] = {}
             sims: dict[str, SimExchange] = {}
+            stores: dict[str, PaperStore] = {}
             chaos = build_profile(settings.chaos.profile, settings.chaos.overrides())
             for index, account in enumerate(settings.accounts):
                 venue = venues[account.name] = with_chaos(
-                    await _build_venue(account, settings, clock, db, sims, index, metrics),
+                    await _build_venue(account, settings, clock, db, sims, index, metrics,
+                                       stores),
                     chaos, clock, seed=settings.chaos.seed + index)
                 exits = ExitBook(account.name, policy.pricer, exit_defaults(settings.exits),
                                  amend_limits(settings.exits), clock, venue.market, ExitRepo(db))
@@ -132,13 +137,15 @@ class Engine:
         except BaseException:
             if db is not None:
                 await db.close()
+            for store in stores.values():
+                store.close()
             lock.release()
             raise
         ledger_sync = LedgerSync(venues, LedgerRepo(db), clock)
         control.reports = PnlReports(control, ledger_sync.repo, ledger_sync,
                                      tz=settings.reports.timezone, clock=clock)
         return cls(settings, clock, db, journal, bus, state, metrics, guards, control, sims,
-                   lock=lock, ledger_sync=ledger_sync, venues=venues)
+                   lock=lock, ledger_sync=ledger_sync, venues=venues, paper_stores=stores)
 
     async def start(self) -> None:
         for guard in self.guards.values():
@@ -149,6 +156,9 @@ class Engine:
             interval = self.settings.sim.price_interval_seconds
             self.tasks.append(asyncio.create_task(
                 run_price_feed(exchange, self.clock, interval), name=f"prices {name}"))
+        for name, store in self.paper_stores.items():
+            self.tasks.append(asyncio.create_task(store.run_checkpoints(
+                self.clock, PAPER_CHECKPOINT_SECONDS), name=f"paper store {name}"))
         assert self.ledger_sync is not None
         self.tasks.append(asyncio.create_task(self.ledger_sync.run(), name="ledger sync"))
         limit = self.settings.risk.daily_loss_limit
@@ -234,6 +244,8 @@ class Engine:
         for venue in self.venues.values():
             with suppress(Exception):
                 await venue.close()
+        for store in self.paper_stores.values():
+            store.close()
         await self.db.close()
         if self.lock is not None:
             self.lock.release()
@@ -241,11 +253,16 @@ class Engine:
 
 async def _build_venue(account: AccountSettings, settings: Settings, clock: Clock,
                        db: Database, sims: dict[str, SimExchange], index: int,
-                       metrics: Metrics) -> Venue:
+                       metrics: Metrics, stores: dict[str, PaperStore]) -> Venue:
+    if account.venue == "sim" and settings.sim.url is not None:
+        return RemoteSimVenue(settings.sim.url, clock)
     if account.venue == "sim":
-        exchange = SimExchange(clock, seed=settings.sim.seed + index)
-        if settings.sim.demo_positions:
-            seed_demo(exchange, settings.sim.demo_orphan_stop_age_seconds)
+        # In-process paper mode keeps its exchange in data_dir: positions survive a restart,
+        # and the demo ones are created only with a new file.
+        exchange, stores[account.name] = open_paper_exchange(
+            settings.data_dir / f"paper-{account.name}.sqlite3", clock,
+            seed=settings.sim.seed + index, demo=settings.sim.demo_positions,
+            orphan_stop_age_seconds=settings.sim.demo_orphan_stop_age_seconds)
         sims[account.name] = exchange
         return SimVenue(exchange, clock, latency=settings.sim.latency_ms / 1000)
     from engine.venues.factory import make_venue

@@ -123,6 +123,18 @@ class SimSettings(Section):
     demo_positions: bool = True
     # With demo_positions: also an orphaned stop on SOL (flat), created this long before start.
     demo_orphan_stop_age_seconds: float | None = Field(default=None, ge=0)
+    # A paper exchange run as its own process (`vigil paper-exchange serve`), e.g.
+    # http://127.0.0.1:8765; None: in-process, its state in data_dir.
+    url: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _local_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://, e.g. http://127.0.0.1:8765")
+        return value.rstrip("/")
 
 
 class RiskSettings(Section):

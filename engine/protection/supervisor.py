@@ -612,8 +612,10 @@ class PositionSupervisor:
         self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
 
     def _changed_since_give_up(self) -> bool:
-        """After giving up on a stop the venue refuses, a new size or side lifts the pause."""
-        if self._permanent < GIVE_UP_AFTER or self.known is None:
+        """A new size or side on the venue lifts any back-off (after giving up, too): the
+        refusals were about another position, and a flipped or re-sized one must not wait them
+        out unprotected (soak seed 9: 25 s)."""
+        if self.backoff_until == 0.0 or self.known is None:
             return False
         report = self.ctx.view.position(self.symbol)
         if report is None or (report.side, report.qty) != (self.known.side, self.known.qty):

@@ -180,6 +180,22 @@ class SimExchange:
         self.markets[symbol] = MarketInfo(symbol, tick, lot, min_qty)
         self.marks[symbol] = mark
 
+    def restore(self, *, markets: dict[str, MarketInfo], marks: dict[str, Decimal],
+                positions: dict[str, SimPosition], orders: list[OrderReport],
+                fills: list[Fill]) -> None:
+        """Take the state engine/sim/store.py saved (orders oldest first); new order ids
+        continue after the highest one, so none is ever handed out twice."""
+        self.markets, self.marks = dict(markets), dict(marks)
+        self.positions = dict(positions)
+        self.orders, self._open, self._resting_by_symbol = {}, {}, {}
+        self._by_client_id, self._ended = {}, deque()
+        for order in orders:  # oldest first: the indexes and the history bound as they were
+            self.record(order)
+        self.fills = deque(fills, maxlen=self.history_limit)
+        self.realized_pnl = sum((f.realized_pnl for f in fills), ZERO)
+        self.fees_paid = sum((f.fee for f in fills), ZERO)
+        self._ids = itertools.count(max((int(i) for i in self.orders), default=0) + 1)
+
     # --- reading -----------------------------------------------------------------------------
     def market(self, symbol: str) -> MarketInfo:
         try:
@@ -477,4 +493,5 @@ class HandApi:
         created = self.exchange.clock.now() - timedelta(seconds=age_seconds)
         order = replace(order, created_at=created, updated_at=created)
         self.exchange.record(order)
+        self.exchange._emit(OrderUpdate(order))  # the back-dated order, for listeners (store)
         return order
