@@ -10,6 +10,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -21,19 +22,27 @@ SECONDS = float(os.environ.get("ACCEPTANCE_SECONDS", "40"))
 
 
 def health_checks(base_url: str) -> dict[str, object]:
-    """HOOK (issue 13 item 1): once vigil/http exists, GET /healthz and /live-readiness here
-    (`[http]` default 127.0.0.1:8080) and fail unless both answer 200 with journal_ok/ok."""
-    try:
-        import vigil.http  # noqa: F401
-    except ImportError:
-        return {"skipped": "vigil/http is not in this tree yet"}
+    """GET /healthz and /live-readiness on the ops app: each must answer 200 (a 503 names its
+    reasons in the body, which is reported)."""
+    from urllib.error import HTTPError, URLError
     from urllib.request import urlopen
 
-    answers = {}
+    answers: dict[str, object] = {}
     for path in ("/healthz", "/live-readiness"):
-        with urlopen(base_url + path, timeout=5) as response:  # raises on 4xx/5xx
-            answers[path] = json.loads(response.read())
+        try:
+            with urlopen(base_url + path, timeout=5) as response:
+                answers[path] = {"status": response.status, **json.loads(response.read())}
+        except HTTPError as exc:
+            answers[path] = {"status": exc.code, "body": exc.read().decode(errors="replace")}
+        except URLError as exc:
+            answers[path] = {"status": None, "error": str(exc.reason)}
     return answers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def journal_facts(data_dir: Path) -> dict[str, int]:
@@ -54,8 +63,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="vigil-acceptance-") as tmp:
         data = Path(tmp) / "data"
         config = Path(tmp) / "vigil.toml"
+        port = free_port()
         config.write_text(f'data_dir = "{data}"\n[sim]\nlatency_ms = 50\n'
-                          '[guard]\ninterval_seconds = 2.0\n[chaos]\nprofile = "mild"\n')
+                          '[guard]\ninterval_seconds = 2.0\n[chaos]\nprofile = "mild"\n'
+                          f'[http]\nenabled = true\nport = {port}\n')
         env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
         args = ["--config", str(config)]
         proc = subprocess.Popen([*VIGIL, *args, "run"], stdin=subprocess.PIPE,
@@ -66,7 +77,7 @@ def main() -> int:
         time.sleep(SECONDS / 2)
         proc.stdin.write("/status\n")
         proc.stdin.flush()
-        health = health_checks("http://127.0.0.1:8080")
+        health = health_checks(f"http://127.0.0.1:{port}")
         time.sleep(SECONDS / 2)
         proc.send_signal(signal.SIGINT)
         try:
@@ -89,6 +100,9 @@ def main() -> int:
         problems.append("vigil check: not every position is protected:\n" + check.stdout)
     if verify.returncode != 0:
         problems.append("journal verify failed: " + verify.stdout)
+    for path, answer in health.items():
+        if not isinstance(answer, dict) or answer.get("status") != 200:
+            problems.append(f"{path} did not answer 200: {answer}")
     if facts["sla_breached"]:
         problems.append(f"{facts['sla_breached']} SLA breaches journaled")
     if not facts["stop_placed"]:

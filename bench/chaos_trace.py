@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from engine.domain import events as ev
 from engine.domain.reports import FillUpdate, OrderUpdate, PositionUpdate
 from tests.engine.test_protection_chaos import BENCH_SCALE, MODES, TEST_SCALE, Run
+from tests.engine.test_chaos_profiles import MODES as CHAOS_MODES
 
 SCALES = {"bench": BENCH_SCALE, "test": TEST_SCALE}
 SKIP_FIELDS = {"account", "symbol"}
@@ -132,7 +133,7 @@ def _brief(result: object) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--mode", required=True, choices=[m.name for m in MODES])
+    parser.add_argument("--mode", required=True, choices=[m.name for m in MODES + CHAOS_MODES])
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--symbol", default=None)
     parser.add_argument("--scale", choices=sorted(SCALES), default="bench")
@@ -142,7 +143,7 @@ async def main() -> None:
                         help="also list snapshot reads (noisy)")
     args = parser.parse_args()
     logger.remove()
-    mode = next(m for m in MODES if m.name == args.mode)
+    mode = next(m for m in MODES + CHAOS_MODES if m.name == args.mode)
     run = Run(args.seed, mode, SCALES[args.scale])
     tracer = Tracer(run)
     if not args.venue_calls:

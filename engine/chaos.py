@@ -85,6 +85,7 @@ class ChaosVenue:
         self.clock = clock
         self.name = inner.name
         self._rng = random.Random(seed)
+        self.outages: list[tuple[float, float]] = []  # (down, up) on the clock's monotonic
         self.injected: dict[str, int] = {}  # fault kind -> count, for tests and the bench
 
     def __getattr__(self, attr: str) -> object:
@@ -169,8 +170,10 @@ class ChaosVenue:
                     yield item
                     continue
                 self._count("stream_drop")
+                self.outages.append((self.clock.monotonic(), float("inf")))  # for checks
                 yield StreamStatus(False, "chaos: stream dropped")
                 await self.clock.sleep(p.stream_outage_seconds)
+                self.outages[-1] = (self.outages[-1][0], self.clock.monotonic())
                 while not queue.empty():  # arrived while down: lost
                     lost = queue.get_nowait()
                     if lost is None or isinstance(lost, BaseException):

@@ -9,9 +9,11 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import TYPE_CHECKING, Any, TextIO
 from zoneinfo import ZoneInfo
 
+from aiohttp import web
 from loguru import logger
 
 from engine.approvals import Approvals
@@ -50,8 +52,8 @@ from storage.repositories import PositionRepo, StateRepo
 from storage.retention import JournalRetention
 from storage.secrets import KeyStore
 from vigil.exits import amend_limits, exit_defaults
+from vigil.http.app import PUBLIC_PATHS
 from vigil.http.server import HttpServer, ops_reports, ops_server
-from vigil.http.telegram import set_webhook, telegram_webhook
 from vigil.logs import REDACTOR
 from vigil.settings import AccountSettings, Settings
 
@@ -405,9 +407,14 @@ class Runtime:
         REDACTOR.add([s.get_secret_value() for s in (t.webhook_secret, h.token) if s])
         extra = []
         if webhook is not None:
+            from vigil.http.telegram import telegram_webhook  # aiogram: not on the shell's path
+
             assert t.webhook_secret is not None
             extra.append(telegram_webhook(self.dp, self.bot, url=webhook,
                                           secret=t.webhook_secret.get_secret_value()))
+        if self.settings.signals.sources:
+            extra.append(partial(_mount_signals, settings=self.settings, control=engine.control,
+                                 clock=self.clock, bus=engine.bus))
         self.http = ops_server(self.settings, control=engine.control, reports=reports,
                                journal=engine.journal, registry=engine.metrics.registry,
                                db=engine.db, clock=self.clock, extra=extra)
@@ -430,6 +437,8 @@ class Runtime:
 
     async def _set_webhook(self, url: str) -> None:
         """setWebhook with the secret, retried until Telegram takes it (as polling retries)."""
+        from vigil.http.telegram import set_webhook
+
         assert self.bot is not None and self.dp is not None
         secret = self.settings.telegram.webhook_secret
         assert secret is not None
@@ -479,3 +488,13 @@ def risk_limits(settings: Settings) -> RiskLimits:
         stop_out_streak=risk.stop_out_streak, cool_down_seconds=risk.cool_down_minutes * 60,
         fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional,
         default_stop_percent=settings.guard.stop_percent)
+
+
+def _mount_signals(app: web.Application, *, settings: Settings, control: ControlService,
+                   clock: Clock, bus: EventBus) -> None:
+    """The signal webhook on the ops app. Its sources sign each body (HMAC), so their paths
+    skip the ops bearer token, like Telegram's webhook."""
+    from vigil.signals_http import add_signal_routes
+
+    add_signal_routes(app, control=control, settings=settings.signals, clock=clock, bus=bus)
+    app[PUBLIC_PATHS].update(f"/signal/{name}" for name in settings.signals.sources)

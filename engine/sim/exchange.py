@@ -333,7 +333,7 @@ class SimExchange:
                 else OrderSide.BUY, qty=None, trigger_price=stop_loss, reduce_only=True,
                 status=OrderStatus.OPEN, updated_at=self.clock.now(),
                 created_at=self.clock.now(), whole_position=True)
-            self.orders[stop.order_id] = stop
+            self.record(stop)
             self._emit(OrderUpdate(stop))
         return self.market_order(symbol=symbol, side=side, qty=qty, reduce_only=False,
                                  client_id=client_id)

@@ -279,8 +279,15 @@ class Run:
         _, _, ended_at, ended_seq = gone
         if self.venue.positions_read >= ended_seq:
             return True
+        # A chaos profile's order delay holds a supervisor behind a delayed command with the
+        # view it had: the stream's word is no newer to it until that delay is over.
+        if self.chaos is not None and any(  # its report was lost in a chaos stream drop
+                down - self.mode.latency - TICK <= ended_at <= up
+                for down, up in self.chaos.outages):
+            return False
         return self.streaming and (
-            self.clock.monotonic() - ended_at > self.mode.latency / 2 + TICK)
+            self.clock.monotonic() - ended_at
+            > self.mode.latency / 2 + TICK + self.mode.chaos.order_delay_seconds)
 
     def _watch(self, event: VenueEvent) -> None:
         """At every exchange mutation: is the symbol it touched protected right now?"""
