@@ -23,8 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.domain import events as ev
 from engine.domain.reports import FillUpdate, OrderUpdate, PositionUpdate
-from tests.engine.test_protection_chaos import BENCH_SCALE, MODES, TEST_SCALE, Run
 from tests.engine.test_chaos_profiles import MODES as CHAOS_MODES
+from tests.engine.test_protection_chaos import BENCH_SCALE, MODES, TEST_SCALE, Run
 
 SCALES = {"bench": BENCH_SCALE, "test": TEST_SCALE}
 SKIP_FIELDS = {"account", "symbol"}
