@@ -28,7 +28,7 @@ from engine.domain.reports import (
     VenueEvent,
 )
 from engine.domain.values import ZERO, PositionSide, conservative_stop
-from engine.errors import OperatorError, VenueError
+from engine.errors import OperatorError, OutcomeUnknown, VenueError
 from engine.exits.book import ExitBook
 from engine.exits.plan import ExitPlan
 from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
@@ -212,7 +212,10 @@ class AccountGuard:
         one position's slow venue work must never hold back the next look at all the others."""
         async with self._reconcile_lock:
             fetch = MarkedFetch(self.view, self.venue.snapshot)
-            snapshot = await retry_transient(fetch, self.clock, rng=self.rng)
+            # A snapshot is a read: a timeout (ccxt RequestTimeout -> OutcomeUnknown) changed
+            # nothing on the venue and is retried like a reset connection.
+            snapshot = await retry_transient(fetch, self.clock, rng=self.rng,
+                                             also=(OutcomeUnknown,))
             self.metrics.venue_calls.labels(self.account, "snapshot").inc(snapshot.calls)
             self.view.apply_snapshot(snapshot, fetch.marker, self.clock.now())
             self.last_reconcile = self.clock.now()

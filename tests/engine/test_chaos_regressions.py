@@ -197,3 +197,16 @@ async def test_a_retried_snapshot_counts_as_begun_at_the_attempt_that_succeeded(
     view.apply_snapshot(VenueSnapshot(positions=(held,), orders=(), taken_at=clock.now()),
                         guards, clock.now())
     assert fetch.marker > guards and view.position(SOL) is None
+
+
+async def test_a_snapshot_that_times_out_is_read_again(spy_rig: SpyRigFactory) -> None:
+    """Chaos profiles (issue 13): the reconcile after a stream reconnect failed when its snapshot
+    timed out, because a read's OutcomeUnknown (ccxt's RequestTimeout) was not retried like a
+    reset connection. A timed-out read changed nothing: it is read again."""
+    rig, spy = await spy_rig()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    left = spy.fail_first("snapshot", 2, lambda: OutcomeUnknown("read timed out"))
+    report = await drive(rig.clock, rig.guard.reconcile_now())
+    assert left == [0]
+    assert report.error is None
+    assert len(rig.stops(BTC)) == 1
