@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -85,7 +86,9 @@ class ChaosVenue:
         self.clock = clock
         self.name = inner.name
         self._rng = random.Random(seed)
-        self.outages: list[tuple[float, float]] = []  # (down, up) on the clock's monotonic
+        # (down, up) on the clock's monotonic, for the checks of what a drop lost; bounded: a
+        # paper run under a profile lasts for days
+        self.outages: deque[tuple[float, float]] = deque(maxlen=256)
         self.injected: dict[str, int] = {}  # fault kind -> count, for tests and the bench
 
     def __getattr__(self, attr: str) -> object:

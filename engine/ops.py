@@ -139,7 +139,7 @@ def readiness(status: EngineStatus, positions: Iterable[PositionView], now: date
 def badges(status: EngineStatus, ready: Readiness, *, risk_checks: bool) -> Badges:
     auto_hold = any(a.halted or _loss_capped(a) for a in status.accounts)
     degraded = status.unprotected > 0 or any(
-        r.startswith(("stream_down:", "venue:", "unprotected:")) for r in ready.reasons)
+        r.startswith(("stream_down:", "venue:")) for r in ready.reasons)
     watchdog = (WatchdogBadge.AUTO_HOLD if auto_hold
                 else WatchdogBadge.DEGRADED if degraded else WatchdogBadge.OK)
     entries = all(a.hold is None and not a.halted for a in status.accounts)

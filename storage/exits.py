@@ -5,21 +5,17 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from engine.domain.values import PositionSide
 from engine.exits.book import StoredExit
 from engine.exits.plan import Breakeven, ExitPlan, LadderStep, Trailing, TrailState
 from storage.db import Database
+from storage.repositories import _dec
 from storage.times import from_text, to_text
 
 
 def _s(value: Decimal | None) -> str | None:
     return str(value) if value is not None else None
-
-
-def _d(value: Any) -> Decimal | None:
-    return Decimal(value) if value is not None else None
 
 
 def plan_to_json(plan: ExitPlan) -> str:
@@ -40,9 +36,9 @@ def plan_from_json(text: str) -> ExitPlan:
     raw = json.loads(text)
     be, tr = raw.get("breakeven"), raw.get("trailing")
     return ExitPlan(
-        stop_percent=_d(raw.get("stop_percent")),
+        stop_percent=_dec(raw.get("stop_percent")),
         breakeven=None if be is None else Breakeven(
-            at_percent=_d(be["at_percent"]), at_r=_d(be["at_r"]),
+            at_percent=_dec(be["at_percent"]), at_r=_dec(be["at_r"]),
             fee_percent=Decimal(be["fee_percent"]), buffer_percent=Decimal(be["buffer_percent"])),
         trailing=None if tr is None else Trailing(Decimal(tr["activation_percent"]),
                                                   Decimal(tr["callback_percent"])),
@@ -82,11 +78,11 @@ class ExitRepo:
             if r["generation"] is not None:
                 state = TrailState(
                     generation=r["generation"], side=PositionSide(r["side"]),
-                    entry=Decimal(r["entry"]), risk=_d(r["risk"]),
-                    activated=bool(r["activated"]), best_mark=_d(r["best_mark"]),
-                    breakeven_done=bool(r["breakeven_done"]), wanted=_d(r["wanted"]),
+                    entry=Decimal(r["entry"]), risk=_dec(r["risk"]),
+                    activated=bool(r["activated"]), best_mark=_dec(r["best_mark"]),
+                    breakeven_done=bool(r["breakeven_done"]), wanted=_dec(r["wanted"]),
                     last_amend_at=from_text(r["last_amend_at"]) if r["last_amend_at"] else None,
-                    last_amend_price=_d(r["last_amend_price"]))
+                    last_amend_price=_dec(r["last_amend_price"]))
             result.append(StoredExit(r["account"], r["symbol"],
                                      plan_from_json(r["plan"]) if r["plan"] else None, state))
         return result

@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.log_level, settings.data_dir,
                   console_chat=args.command == "run" and settings.telegram.token is None)
     from storage.lock import DataDirBusy
-    from vigil.http.server import HttpBindError
+    from vigil.http import HttpBindError
 
     try:
         if args.command == "run":

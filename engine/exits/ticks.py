@@ -25,8 +25,6 @@ class TickFeed:
         self.symbols = symbols
         self.version = version  # changes whenever the guarded symbols may have changed
         self.deliver = deliver
-        self.up = False
-        self.batches = 0
 
     async def run(self) -> None:
         while True:
@@ -43,11 +41,8 @@ class TickFeed:
         stream = self.venue.price_ticks(wanted)
         try:
             async for batch in stream:
-                self.up = True
-                self.batches += 1
-                deliver = self.deliver
                 for tick in batch:
-                    deliver(tick)
+                    self.deliver(tick)
                 if self.version() != seen and self.symbols() != wanted:
                     return True
         except VenueError as exc:
@@ -55,6 +50,5 @@ class TickFeed:
         except Exception:  # a bug must not end the trail for good: snapshots carry it, and
             logger.exception("{}: mark price stream broke", self.venue.name)  # we retry
         finally:
-            self.up = False
             await stream.aclose()  # type: ignore[attr-defined]
         return False

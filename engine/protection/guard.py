@@ -30,7 +30,7 @@ from engine.domain.reports import (
 from engine.domain.values import ZERO, PositionSide, conservative_stop
 from engine.errors import OperatorError, OutcomeUnknown, VenueError
 from engine.exits.book import ExitBook
-from engine.exits.plan import ExitPlan
+from engine.exits.plan import ExitPlan, is_tighter
 from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
 from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
@@ -581,7 +581,7 @@ class AccountGuard:
             return result(MoveStatus.NO_STOP)
         if price == old:
             return result(MoveStatus.UNCHANGED)
-        tighter = (price - old) * report.side.sign > 0
+        tighter = is_tighter(report.side, price, old)
         if not tighter and not confirmed:
             return result(MoveStatus.NEEDS_CONFIRM)
         if tighter:

@@ -179,6 +179,7 @@ class SimExchange:
         """List one more market (a big paper book needs more than the defaults)."""
         self.markets[symbol] = MarketInfo(symbol, tick, lot, min_qty)
         self.marks[symbol] = mark
+        self._symbols = sorted(self.marks)  # the random walk moves it too
 
     def restore(self, *, markets: dict[str, MarketInfo], marks: dict[str, Decimal],
                 positions: dict[str, SimPosition], orders: list[OrderReport],
@@ -186,6 +187,7 @@ class SimExchange:
         """Take the state engine/sim/store.py saved (orders oldest first); new order ids
         continue after the highest one, so none is ever handed out twice."""
         self.markets, self.marks = dict(markets), dict(marks)
+        self._symbols = sorted(self.marks)
         self.positions = dict(positions)
         self.orders, self._open, self._resting_by_symbol = {}, {}, {}
         self._by_client_id, self._ended = {}, deque()

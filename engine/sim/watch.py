@@ -56,8 +56,7 @@ class ProtectionWatch:
             current = None
         if pos is None:
             return
-        protected = any(o.symbol == symbol and o.is_stop_for(pos.side)
-                        for o in self.exchange.open_orders())
+        protected = any(o.is_stop_for(pos.side) for o in self.exchange.open_orders(symbol))
         if protected and current is not None:
             self._finish(symbol, now)
         elif not protected and current is None:

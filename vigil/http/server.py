@@ -15,6 +15,7 @@ from storage.approvals import ApprovalRepo
 from storage.db import Database
 from storage.journal import Journal
 from storage.outbox import OutboxRepo
+from vigil.http import HttpBindError
 from vigil.http.app import OpsApp, RouteSet, build_app
 from vigil.http.health import LoopLag
 from vigil.http.metrics import OpsMetrics
@@ -22,10 +23,6 @@ from vigil.settings import Settings
 
 SHUTDOWN_TIMEOUT_SECONDS = 2.0
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
-
-
-class HttpBindError(Exception):
-    """The [http] host and port cannot be bound (in use, no such address)."""
 
 
 class HttpServer:
