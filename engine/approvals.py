@@ -104,8 +104,8 @@ class ApprovalStore(Protocol):
     async def interrupted(self) -> list[Approval]: ...
 
 
-ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult | EntryResult
-ActionResult = list[CloseOutcome] | list[CancelOutcome] | HoldResult | list[MoveResult]
+ActionResult = (list[CloseOutcome] | list[CancelOutcome] | HoldResult | EntryResult
+                | list[MoveResult])
 
 
 @dataclass(frozen=True, slots=True)

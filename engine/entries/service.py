@@ -211,10 +211,6 @@ class EntryService:
                 results.append(result)
         return results
 
-    async def result(self, account: str, key: str) -> EntryResult | None:
-        record = await self.state.get(SCOPE, f"{account}|{key}")
-        return _result_from(record) if record is not None else None
-
     def source_of(self, account: str, symbol: str, generation: int | None) -> EntrySource:
         raw = self._sources.get(account, {}).get(f"{symbol}|{generation}")
         return EntrySource(raw) if raw else EntrySource.HAND
