@@ -31,6 +31,7 @@ from loguru import logger
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from tests.engine.test_chaos_profiles import MODES as CHAOS_MODES
 from tests.engine.test_protection_chaos import (
     BENCH_SCALE,
     MODES,
@@ -41,12 +42,14 @@ from tests.engine.test_protection_chaos import (
 )
 
 SCALES = {"bench": BENCH_SCALE, "test": TEST_SCALE}
+# The fault modes of issue 15, then the venue port wrapped in a chaos profile (issue 13).
+ALL_MODES = MODES + CHAOS_MODES
 
 
 def _play(mode_name: str, start: int, stop: int, scale: str) -> dict[str, Any]:
     """One chunk of seeds of one mode, in a worker process."""
     logger.remove()
-    mode = next(m for m in MODES if m.name == mode_name)
+    mode = next(m for m in ALL_MODES if m.name == mode_name)
     totals = asyncio.run(play_mode(mode, range(start, stop), SCALES[scale]))
     return {
         "runs": totals.runs, "positions": totals.positions_opened,
@@ -87,10 +90,10 @@ def main() -> None:
     if args.first_seed < 0:
         parser.error(f"--first-seed must not be negative, got {args.first_seed}")
     wanted = [n for n in args.modes.split(",") if n]
-    unknown = set(wanted) - {m.name for m in MODES}
+    unknown = set(wanted) - {m.name for m in ALL_MODES}
     if unknown:
-        parser.error(f"unknown modes {sorted(unknown)}; known: {[m.name for m in MODES]}")
-    modes: list[Mode] = [m for m in MODES if not wanted or m.name in wanted]
+        parser.error(f"unknown modes {sorted(unknown)}; known: {[m.name for m in ALL_MODES]}")
+    modes: list[Mode] = [m for m in ALL_MODES if not wanted or m.name in wanted]
     first, last = args.first_seed, args.first_seed + args.seeds
 
     started = time.perf_counter()

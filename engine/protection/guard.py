@@ -28,7 +28,7 @@ from engine.domain.reports import (
     VenueEvent,
 )
 from engine.domain.values import ZERO, PositionSide, conservative_stop
-from engine.errors import OperatorError, OutcomeUnknown, VenueError
+from engine.errors import OperatorError, VenueError
 from engine.exits.book import ExitBook
 from engine.exits.plan import ExitPlan, is_tighter
 from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
@@ -40,7 +40,7 @@ from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, Ord
 from engine.protection.policy import ProtectionPolicy
 from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
 from engine.protection.supervisor import CloseResult, PositionSupervisor, SupervisorRetired
-from engine.protection.view import AccountView, MarkedFetch
+from engine.protection.view import AccountView, read_snapshot
 from engine.results import (
     CancelSkip,
     CloseStatus,
@@ -211,13 +211,9 @@ class AccountGuard:
         `wait` (/fix_sl, `vigil check`) the report says what they did; the loop does not wait:
         one position's slow venue work must never hold back the next look at all the others."""
         async with self._reconcile_lock:
-            fetch = MarkedFetch(self.view, self.venue.snapshot)
-            # A snapshot is a read: a timeout (ccxt RequestTimeout -> OutcomeUnknown) changed
-            # nothing on the venue and is retried like a reset connection.
-            snapshot = await retry_transient(fetch, self.clock, rng=self.rng,
-                                             also=(OutcomeUnknown,))
+            snapshot = await read_snapshot(self.view, self.venue.snapshot, self.clock,
+                                           rng=self.rng)
             self.metrics.venue_calls.labels(self.account, "snapshot").inc(snapshot.calls)
-            self.view.apply_snapshot(snapshot, fetch.marker, self.clock.now())
             self.last_reconcile = self.clock.now()
             self.last_error = None
             self._note_marks()
@@ -374,6 +370,7 @@ class AccountGuard:
             if self._stopping:
                 return
             # REST snapshots carry protection meanwhile; /status says the stream is down.
+            self.view.stream_gap()
             self.stream.set(False, reason, self.clock.now())
             await self.clock.sleep(STREAM_RESTART_SECONDS)
 
@@ -396,6 +393,8 @@ class AccountGuard:
             case FillUpdate(fill=fill):
                 self.stream.fills.setdefault(fill.symbol, []).append(fill)
             case StreamStatus(up=up, reason=reason):
+                if not up:  # events from now until the reconnect may be lost
+                    self.view.stream_gap()
                 self.stream.set(up, reason, self.clock.now())
                 await self.bus.publish(ev.StreamChanged(account=self.account, up=up,
                                                         reason=reason))

@@ -31,6 +31,7 @@ from engine.domain.reports import (
     PositionReport,
     StopRequest,
 )
+from engine.domain.values import PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.metrics import Metrics
 from engine.ports import Venue
@@ -219,7 +220,14 @@ class OrderGateway:
                 return await self.venue.market_order(request)
             except Rejected as exc:
                 if attempt > 0 and exc.reason is RejectReason.REDUCE_ONLY_REJECTED:
-                    return self._ran(request)  # nothing left to reduce: the first send ran
+                    flipped = self._flipped_away(request)
+                    if flipped is None:
+                        return self._ran(request)  # nothing left to reduce: the first send ran
+                    # Nothing of the side this close was for is left because the position
+                    # flipped, not because the first send ran: say so (refused, not "ran").
+                    raise Rejected(RejectReason.REDUCE_ONLY_REJECTED,
+                                   f"close {symbol}: the position is now {flipped.value}; "
+                                   f"nothing of the side this close was for is left") from exc
                 if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
                     raise
             except (Transient, OutcomeUnknown):
@@ -243,6 +251,13 @@ class OrderGateway:
             # reduce-only it can never open or grow a position.
             await self.clock.sleep(CLOSE_RECHECK_SECONDS * (attempt + 1))
         raise OutcomeUnknown(f"close {symbol}: outcome still unknown for {cid}")
+
+    def _flipped_away(self, request: MarketOrderRequest) -> PositionSide | None:
+        """The side the view shows the symbol on when this close cannot reduce it, else None."""
+        report = self.view.position(request.symbol)
+        if report is None or request.side is report.side.close_side:
+            return None
+        return report.side
 
     def _ran(self, request: MarketOrderRequest) -> OrderReport:
         """A close we know ran, though the venue never showed us the order."""

@@ -45,9 +45,8 @@ from engine.protection.reconcile import (
     pick_stop,
     plan_position,
 )
-from engine.protection.view import MarkedFetch
+from engine.protection.view import read_snapshot
 from engine.results import CancelSkip, CloseStatus
-from engine.retry import retry_transient
 
 # plan -> act -> re-plan. Each round sends at most one venue command, then plans again from the
 # view that command changed; a healthy position settles in one to three rounds.
@@ -270,6 +269,7 @@ class PositionSupervisor:
                 return
             if ctx.clock.monotonic() < self.backoff_until and not self._changed_since_give_up():
                 return
+            await self._confirm_after_gap()
             actions = plan_position(self.known, ctx.view.position(self.symbol),
                                     ctx.view.orders(self.symbol), ctx.venue.market(self.symbol),
                                     ctx.policy, ctx.clock.now())
@@ -440,14 +440,21 @@ class PositionSupervisor:
 
     async def _fresh_position(self) -> PositionReport | None:
         ctx = self.ctx
-        fetch = MarkedFetch(ctx.view, ctx.venue.snapshot)
-        snapshot = await retry_transient(fetch, ctx.clock, rng=ctx.rng)
         # Into the view as the snapshot it is (its merge rules: the stream's word stands; a
         # snapshot begun later wins), also where it shows a symbol flat: else the next round
         # re-plans on an older picture and adopts a position that is gone (issue 15 chaos:
         # rest-only-0ms-today seed 301, 200ms seeds 543, 456; 50ms-harsh seed 401).
-        ctx.view.apply_snapshot(snapshot, fetch.marker, ctx.clock.now())
+        snapshot = await read_snapshot(ctx.view, ctx.venue.snapshot, ctx.clock, rng=ctx.rng)
         return snapshot.position(self.symbol)
+
+    async def _confirm_after_gap(self) -> None:
+        """Before adopting a position the stream reported ahead of a gap in it, look again: the
+        close may have been among the events lost, and a stale adoption puts a stop on a flat
+        symbol (issue 13 chaos: streaming-50ms-clean-chaos-harsh seed 116)."""
+        report, known = self.ctx.view.position(self.symbol), self.known
+        if (report is not None and not self.ctx.view.vouched(self.symbol)
+                and (known is None or known.side is not report.side)):
+            await self._fresh_position()
 
     async def _adopt_stop(self, order: OrderReport) -> None:
         known = self.known

@@ -7,17 +7,24 @@ just placed and place a second one.
 REST may also lag the stream (a position the stream already reported is not in the snapshot
 yet). A snapshot's silence about a position the stream saw open within `absence_grace` seconds is
 not taken as a close: the stream says so when it closes, and a later snapshot confirms it.
+That holds only while the stream is unbroken: after a gap (a drop, a reconnect) the close may be
+among the events lost, so a snapshot begun after the gap is the truth for every position the
+stream reported before it (issue 13: streaming-200ms-clean-chaos-harsh seeds 13, 116).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Generic, TypeVar
 
+from engine.clock import Clock
 from engine.domain.reports import OrderReport, PositionReport, VenueSnapshot
+from engine.errors import OutcomeUnknown
+from engine.retry import retry_transient
 
 T = TypeVar("T")
 
@@ -39,12 +46,21 @@ class AccountView:
     version: int = 0
     snapshots: int = 0
     absence_grace: float = 0.0  # seconds a streamed position outlives snapshots not showing it
+    gap_version: int = 0  # the version at the stream's last gap: older stream reports are unvouched
 
     def mark(self) -> int:
         """Call before starting a snapshot; pass the result to `apply_snapshot`. Each mark is
         its own version, so of two snapshots the one begun later wins, whichever ends first."""
         self.version += 1
         return self.version
+
+    def stream_gap(self) -> None:
+        """The stream broke (dropped, ended, failed): what it reported before may have been
+        undone by events lost meanwhile, so no snapshot begun from now on keeps a position on
+        the stream's word alone."""
+        self.gap_version = self.mark()
+        for entry in self._positions.values():
+            entry.streamed_at = None  # no grace from here on, nor handed on to a snapshot's entry
 
     def apply_snapshot(self, snapshot: VenueSnapshot, started_at: int,
                        now: datetime | None = None) -> None:
@@ -121,6 +137,12 @@ class AccountView:
             if not by_id:
                 del self._by_symbol[entry.value.symbol]
 
+    def vouched(self, symbol: str) -> bool:
+        """False when the symbol's position was last reported before the stream's last gap and
+        no snapshot begun since has confirmed it: the event that ended it may have been lost."""
+        entry = self._positions.get(symbol)
+        return entry is None or entry.value is None or entry.version > self.gap_version
+
     def positions(self) -> dict[str, PositionReport]:
         return {k: e.value for k, e in self._positions.items() if e.value is not None}
 
@@ -148,3 +170,14 @@ class MarkedFetch:
     async def __call__(self) -> VenueSnapshot:
         self.marker = self.view.mark()
         return await self.fetch()
+
+
+async def read_snapshot(view: AccountView, fetch: Callable[[], Awaitable[VenueSnapshot]],
+                        clock: Clock, *, rng: random.Random) -> VenueSnapshot:
+    """A fresh snapshot, merged into `view` as of the attempt that succeeded. A snapshot is a
+    read: a timeout (ccxt RequestTimeout -> OutcomeUnknown) changed nothing on the venue and is
+    retried like a reset connection. The one way the guard and the supervisors look."""
+    marked = MarkedFetch(view, fetch)
+    snapshot = await retry_transient(marked, clock, rng=rng, also=(OutcomeUnknown,))
+    view.apply_snapshot(snapshot, marked.marker, clock.now())
+    return snapshot

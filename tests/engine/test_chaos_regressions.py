@@ -19,13 +19,23 @@ from engine.domain.reports import (
     OrderSide,
     OrderStatus,
     PositionReport,
+    StreamStatus,
     VenueSnapshot,
 )
 from engine.domain.values import PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.protection.view import AccountView, MarkedFetch
 from engine.sim.venue import FaultPlan
-from tests.engine.conftest import ACCOUNT, BTC, ETH, SOL, SpyRigFactory, drive, eventually
+from tests.engine.conftest import (
+    ACCOUNT,
+    BTC,
+    ETH,
+    SOL,
+    Rig,
+    SpyRigFactory,
+    drive,
+    eventually,
+)
 
 D = Decimal
 LONG = PositionSide.LONG
@@ -143,7 +153,10 @@ async def test_a_close_of_the_side_that_flipped_away_never_shrinks_the_new_posit
             return await gateway.close(request, ev.CloseReason.STOP_CROSSED, "",
                                        rig.guard.bus.publish)
 
-    await drive(rig.clock, close())
+    with pytest.raises(Rejected) as refused:  # issue 13: refused, never reported as "ran"
+        await drive(rig.clock, close())
+    assert refused.value.reason is RejectReason.REDUCE_ONLY_REJECTED
+    assert "now long" in refused.value.message
     assert spy.commands() == ["market_order", "market_order"]
     assert rig.exchange.positions[BTC].qty == D("0.11")
     assert view.position(BTC) is not None and view.position(BTC).qty == D("0.11")
@@ -210,3 +223,100 @@ async def test_a_snapshot_that_times_out_is_read_again(spy_rig: SpyRigFactory) -
     assert left == [0]
     assert report.error is None
     assert len(rig.stops(BTC)) == 1
+
+
+def test_after_a_stream_gap_a_snapshot_is_the_truth_for_what_the_stream_reported() -> None:
+    """Issue 13 (streaming-200ms-clean-chaos-harsh seeds 13, 16, 116): the stream reported a
+    position, then dropped, and the event that closed it was lost. The absence grace (REST lags
+    the stream) must not keep that position through a snapshot begun after the gap, nor pass the
+    stream's old word on to a snapshot's entry that a later snapshot then spares."""
+    clock = ManualClock()
+    held = PositionReport(SOL, LONG, D(1), D(100), D(100), D(0), None, clock.now())
+    flat = VenueSnapshot(positions=(), orders=(), taken_at=clock.now())
+    shows = VenueSnapshot(positions=(held,), orders=(), taken_at=clock.now())
+
+    unbroken = AccountView(absence_grace=10)  # the rule the gap suspends: REST may lag
+    unbroken.set_position(SOL, held, streamed_at=clock.now())
+    unbroken.apply_snapshot(flat, unbroken.mark(), clock.now())
+    assert unbroken.position(SOL) == held
+
+    view = AccountView(absence_grace=10)
+    view.set_position(SOL, held, streamed_at=clock.now())
+    view.stream_gap()
+    view.apply_snapshot(flat, view.mark(), clock.now())
+    assert view.position(SOL) is None
+
+    handed_on = AccountView(absence_grace=10)  # seed 16: a snapshot read it before it closed
+    handed_on.set_position(SOL, held, streamed_at=clock.now())
+    handed_on.stream_gap()
+    handed_on.apply_snapshot(shows, handed_on.mark(), clock.now())
+    assert handed_on.position(SOL) == held and handed_on.vouched(SOL)
+    handed_on.apply_snapshot(flat, handed_on.mark(), clock.now())
+    assert handed_on.position(SOL) is None
+
+
+async def test_a_flip_reported_before_a_stream_drop_and_closed_in_it_is_not_adopted(
+        spy_rig: SpyRigFactory) -> None:
+    """Issue 13 (streaming-200ms-clean-chaos-harsh seed 13): the stream reports the person's
+    flip of a protected long to a short, drops, and the short's close is lost with it. The
+    reconcile's snapshot, begun after the drop, shows the symbol flat: the long's close is
+    recorded and nothing more. Before the fix the short stayed in the view for the absence grace
+    (10 s), was adopted, and got a stop on a flat symbol."""
+    rig, _ = await spy_rig()
+    rig.hand.open(BTC, LONG, D("0.5"))
+    await rig.guard.reconcile_now()
+    assert len(rig.stops(BTC)) == 1
+    rig.exchange.market_order(symbol=BTC, side=OrderSide.SELL, qty=D("0.8"), reduce_only=False,
+                              client_id=None)  # flipped: short 0.3, as the stream says
+    rig.guard.view.set_position(BTC, rig.exchange.position_report(BTC),
+                                streamed_at=rig.clock.now())
+    await rig.guard._on_stream_event(StreamStatus(False, "ws closed by venue"))
+    rig.hand.close(BTC)  # its report is lost with the stream
+
+    await rig.guard.reconcile_now()
+
+    assert [row["side"] for row in await rig.rows("position_adopted")] == ["long"]
+    assert [row["side"] for row in await rig.rows("position_closed")] == ["long"]
+    assert rig.stops(BTC) == [] and BTC not in rig.guard.supervisors
+
+
+async def test_a_supervisor_looks_again_before_adopting_what_the_stream_said_before_a_gap(
+        spy_rig: SpyRigFactory) -> None:
+    """Issue 13 (streaming-50ms-clean-chaos-harsh seed 116): a position reported by the stream
+    just before it dropped, already closed on the venue (the close was lost), is in the view
+    when a supervisor plans. It must not adopt it on that word: it reads a fresh snapshot first,
+    which shows the symbol flat, and ends without a journal entry or a venue command."""
+    rig, spy = await spy_rig()
+    await _closed_while_the_stream_was_down(rig)
+
+    events = await drive(rig.clock, rig.guard.supervisor(ETH).ensure())
+
+    assert events == [] and spy.log == [("snapshot", None)] and spy.commands() == []
+    assert rig.guard.view.position(ETH) is None and ETH not in rig.guard.supervisors
+    assert await rig.rows("position_adopted") == []
+
+
+async def test_a_supervisors_own_snapshot_that_times_out_is_read_again(
+        spy_rig: SpyRigFactory) -> None:
+    """The supervisor's fresh look is a read like the guard's: a timeout (OutcomeUnknown)
+    changed nothing and is read again (engine/protection/view.read_snapshot, used by both),
+    instead of failing the round with a VenueFailure and a retry later."""
+    rig, spy = await spy_rig()
+    await _closed_while_the_stream_was_down(rig)
+    left = spy.fail_first("snapshot", 2, lambda: OutcomeUnknown("read timed out"))
+
+    events = await drive(rig.clock, rig.guard.supervisor(ETH).ensure())
+
+    assert left == [0] and [m for m, _ in spy.log] == ["snapshot"] * 3
+    assert events == [] and not any(isinstance(e, ev.VenueFailure) for e in rig.events)
+    assert rig.guard.view.position(ETH) is None and ETH not in rig.guard.supervisors
+
+
+async def _closed_while_the_stream_was_down(rig: Rig) -> None:
+    """The stream reported a short, then dropped; the short's close was lost with it."""
+    rig.hand.open(ETH, PositionSide.SHORT, D("2"))
+    streamed = rig.exchange.position_report(ETH)
+    rig.hand.close(ETH)
+    rig.guard.view.set_position(ETH, streamed, streamed_at=rig.clock.now())
+    await rig.guard._on_stream_event(StreamStatus(False, "ws closed by venue"))
+    assert not rig.guard.view.vouched(ETH)
