@@ -95,16 +95,9 @@ class ControlService:
         return self._guards[account].unrealized_pnl()
 
     def status(self) -> EngineStatus:
-        accounts = []
-        for name, guard in self._guards.items():
-            g = guard.status()
-            accounts.append(AccountStatus(
-                name=name, venue=g.venue, testnet=self._testnet.get(name, False),
-                halted=g.halted, hold=self._holds.get(name), stream_up=g.stream.up,
-                stream_note=g.stream.note, amend_in_place=g.amend_in_place,
-                last_reconcile=g.last_reconcile, last_error=g.last_error,
-                positions=g.positions, unprotected=g.unprotected,
-                last_time_to_protect=g.last_time_to_protect, weight=g.weight, stream=g.stream))
+        accounts = [replace(guard.status(), testnet=self._testnet.get(name, False),
+                            hold=self._holds.get(name))
+                    for name, guard in self._guards.items()]
         return EngineStatus(self.mode, self.started_at, self.hold_state, tuple(accounts),
                             chaos=self.chaos_profile)
 

@@ -124,7 +124,7 @@ def readiness(status: EngineStatus, positions: Iterable[PositionView], now: date
         if a.halted:
             reasons.append(f"halt:{a.name}")
         stream = a.stream
-        if stream is not None and stream.streams and not stream.up and stream.since is not None \
+        if stream.streams and not stream.up and stream.since is not None \
                 and (now - stream.since).total_seconds() > bounds.stream_down_seconds:
             reasons.append(f"stream_down:{a.name}")
         snapshot_age = age_seconds(now, a.last_reconcile)
@@ -156,9 +156,8 @@ def venue_health(a: AccountStatus, now: datetime) -> VenueHealth:
     return VenueHealth(
         account=a.name, venue=a.venue, testnet=a.testnet,
         hold=a.hold.reason if a.hold else None, halted=a.halted,
-        streams=stream.streams if stream else True, stream_up=a.stream_up,
-        stream_note=a.stream_note,
-        stream_age_seconds=age_seconds(now, stream.since) if stream else None,
+        streams=stream.streams, stream_up=stream.up, stream_note=stream.note,
+        stream_age_seconds=age_seconds(now, stream.since),
         snapshot_age_seconds=age_seconds(now, a.last_reconcile), last_error=a.last_error,
         positions=a.positions, unprotected=a.unprotected,
         weight_used=a.weight.used if a.weight else None,
@@ -177,16 +176,26 @@ class OpsReports:
         return readiness(self.control.status(), self.control.positions(), self.clock.now(),
                          self.bounds)
 
+    def positions_csv(self) -> str:
+        """The positions export alone: each row's unrealized PnL is the position's own, so
+        the day's PnL (a ledger read) that the whole report needs is not computed for it."""
+        return positions_csv(self.clock.now(), self.control.positions())
+
+    async def days(self, status: EngineStatus | None = None) -> tuple[AccountDay, ...]:
+        """Today per account (the report time zone's day, as /pnl shows it) and its loss cap."""
+        pnl = await self.control.pnl(1)
+        status = status or self.control.status()
+        capped = {a.name for a in status.accounts if _loss_capped(a)}
+        return tuple(AccountDay(account=p.account, net=p.net, unrealized=p.unrealized,
+                                loss_limit=self.loss_limit, breached=p.account in capped,
+                                error=p.error) for p in pnl.accounts)
+
     async def report(self) -> OpsReport:
-        pnl = await self.control.pnl(1)  # today, in the report time zone (as /pnl shows it)
         status = self.control.status()
+        days = await self.days(status)
         positions = self.control.positions()
         now = self.clock.now()
         ready = readiness(status, positions, now, self.bounds)
-        capped = {a.name for a in status.accounts if _loss_capped(a)}
-        days = tuple(AccountDay(account=p.account, net=p.net, unrealized=p.unrealized,
-                                loss_limit=self.loss_limit, breached=p.account in capped,
-                                error=p.error) for p in pnl.accounts)
         return OpsReport(
             at=now, mode=status.mode,
             badges=badges(status, ready, risk_checks=self.loss_limit is not None),
@@ -268,7 +277,8 @@ def ops_csv(report: OpsReport) -> str:
     return _csv(OPS_CSV_HEADER, rows)
 
 
-def positions_csv(report: OpsReport) -> str:
+def positions_csv(at: datetime, positions: Iterable[PositionView]) -> str:
+    """One row per open position (header: POSITIONS_CSV_HEADER, documented in docs/HTTP.md)."""
     return _csv(POSITIONS_CSV_HEADER, (
-        {"timestamp": report.at.isoformat(), **_row(p, POSITION_FIELDS),
-         "protected": p.stop_price is not None} for p in report.positions))
+        {"timestamp": at.isoformat(), **_row(p, POSITION_FIELDS),
+         "protected": p.stop_price is not None} for p in positions))

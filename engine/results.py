@@ -55,10 +55,11 @@ class VenueWeight:
 
 
 @dataclass(frozen=True, slots=True)
-class GuardStatus:
-    """One account as its guard sees it (no HOLD: that is the control layer's)."""
+class AccountStatus:
+    """One account. Its guard fills in what it sees; the control layer adds its HOLD and
+    whether the venue is a testnet (one type for both, with nothing copied field by field)."""
 
-    account: str
+    name: str
     venue: str
     halted: str | None
     stream: StreamHealth
@@ -69,25 +70,16 @@ class GuardStatus:
     unprotected: int
     last_time_to_protect: Decimal | None
     weight: VenueWeight | None = None  # venues without a request budget (sim) have none
+    testnet: bool = False
+    hold: HoldState | None = None
 
+    @property
+    def stream_up(self) -> bool:
+        return self.stream.up
 
-@dataclass(frozen=True, slots=True)
-class AccountStatus:
-    name: str
-    venue: str
-    testnet: bool
-    halted: str | None
-    hold: HoldState | None
-    stream_up: bool
-    stream_note: str
-    amend_in_place: bool
-    last_reconcile: datetime | None
-    last_error: str | None
-    positions: int
-    unprotected: int
-    last_time_to_protect: Decimal | None
-    weight: VenueWeight | None = None
-    stream: StreamHealth | None = None  # the same, with since when (for the HTTP surface)
+    @property
+    def stream_note(self) -> str:
+        return self.stream.note  # why it is down ("" while up)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ def build_router() -> Router:
         found = await ops.report()
         stamp = found.at.strftime("%Y%m%d-%H%M%S")
         files = [(ops_csv(found), f"ops_report-{stamp}.csv"),
-                 (positions_csv(found), f"positions-{stamp}.csv")]
+                 (positions_csv(found.at, found.positions), f"positions-{stamp}.csv")]
         try:
             for i, (text, name) in enumerate(files):
                 await message.answer_document(BufferedInputFile(text.encode(), name),

@@ -42,9 +42,9 @@ from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
 from engine.protection.supervisor import CloseResult, PositionSupervisor, SupervisorRetired
 from engine.protection.view import AccountView, read_snapshot
 from engine.results import (
+    AccountStatus,
     CancelSkip,
     CloseStatus,
-    GuardStatus,
     PositionView,
     ReconcileReport,
     StreamHealth,
@@ -465,12 +465,12 @@ class AccountGuard:
     def resolve_symbol(self, text: str) -> str:
         return self.venue.resolve_symbol(text)
 
-    def status(self) -> GuardStatus:
+    def status(self) -> AccountStatus:
         sups = [s for s in self.supervisors.values() if s.known is not None]
         ttps = [s.known.last_time_to_protect for s in sups
                 if s.known is not None and s.known.last_time_to_protect is not None]
-        return GuardStatus(
-            account=self.account, venue=self.venue.name, halted=self.halted,
+        return AccountStatus(
+            name=self.account, venue=self.venue.name, halted=self.halted,
             stream=StreamHealth(self.stream.up, self.stream.reason, self.stream.since,
                                 self.stream.streams),
             amend_in_place=self.venue.capabilities.amend_stop_in_place,

@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import re
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from engine.ops import OPS_CSV_HEADER, POSITIONS_CSV_HEADER
+from engine.sim.exchange import HandApi
 from storage.approvals import ApprovalRepo
 from storage.outbox import OutboxRepo
 from tests.http.conftest import Served
 
 BTC, ETH = "BTC/USDT:USDT", "ETH/USDT:USDT"
+DASHBOARD = Path(__file__).resolve().parents[2] / "docker/grafana/dashboards/vigil.json"
 
 
 async def test_healthz_answers_with_journal_resume_loop_and_ages(served: Served) -> None:
@@ -72,6 +77,12 @@ async def test_ops_report_csv_parses_with_the_documented_header(served: Served) 
 
 
 async def test_positions_csv_parses_with_the_documented_header(served: Served) -> None:
+    control = served.engine.control
+
+    async def no_pnl(days: int) -> object:
+        raise AssertionError(f"the positions CSV read the day's PnL ({days} days)")
+
+    control.pnl = no_pnl  # type: ignore[method-assign]  # the export never needs it
     async with await served.get("/api/positions.csv") as response:
         assert response.status == 200
         assert "positions.csv" in response.headers["Content-Disposition"]
@@ -125,3 +136,40 @@ async def test_a_port_in_use_is_a_clear_error(served: Served) -> None:
         await taken.start()
     status, _ = await served.json("/healthz")  # the one already serving is unharmed
     assert status == 200
+
+
+async def test_pnl_today_gauge_parses_and_moves_after_a_closed_trade(served: Served) -> None:
+    """`vigil_pnl_today{account}` (the Grafana "PnL today" panel): the day's net PnL, read as
+    the ops report reads it; a trade closed on the venue moves it at the next scrape past the
+    ledger's 5 s reuse."""
+
+    async def pnl_today() -> float:
+        _, _, text = await served.text("/metrics")
+        [family] = [f for f in text_string_to_metric_families(text)
+                    if f.name == "vigil_pnl_today"]
+        [sample] = family.samples
+        assert family.type == "gauge" and sample.labels == {"account": "paper"}
+        return sample.value
+
+    before = await pnl_today()
+    HandApi(served.exchange).close(BTC)
+    await served.clock.advance(6)
+    after = await pnl_today()
+    _, body = await served.json("/api/ops_report")
+    assert after != before
+    assert Decimal(str(after)) == Decimal(body["pnl_today"][0]["net"])
+
+
+async def test_every_metric_on_the_grafana_dashboard_is_served(served: Served) -> None:
+    """docker/grafana/dashboards/vigil.json asks only for metrics /metrics exports (the PnL
+    panel's `vigil_pnl_today` among them)."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    asked = {re.sub(r"_(bucket|total)$", "", name)
+             for expr in exprs for name in re.findall(r"\bvigil_[a-z_]+", expr)}
+    _, _, text = await served.text("/metrics")
+    served_names = {f.name for f in text_string_to_metric_families(text)}
+    assert "vigil_pnl_today" in asked
+    # The request-weight gauges exist once a ccxt account does (tests/venues); this is paper.
+    ccxt_only = {"vigil_venue_weight_used", "vigil_venue_weight_limit"}
+    assert asked - ccxt_only <= served_names, asked - ccxt_only - served_names

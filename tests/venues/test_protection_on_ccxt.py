@@ -23,7 +23,7 @@ from engine.domain.values import PositionSide
 from engine.metrics import Metrics
 from engine.protection.guard import AccountGuard
 from engine.protection.policy import FixedDistancePricer, ProtectionPolicy
-from engine.results import AccountStatus, EngineStatus
+from engine.results import AccountStatus, EngineStatus, StreamHealth
 from storage.db import Database
 from storage.journal import Journal
 from storage.repositories import PositionRepo, StateRepo
@@ -278,8 +278,8 @@ async def test_status_shows_the_weight_of_a_guard_cycle_and_the_weight_used(
     assert weight.used == used_at_start + CYCLE_WEIGHT[venue] + stop_weight
 
     status = EngineStatus("live", rig.harness.clock.now(), None, (AccountStatus(
-        name="main", venue=venue, testnet=False, halted=None, hold=None, stream_up=True,
-        stream_note="", amend_in_place=False, last_reconcile=None, last_error=None,
+        name="main", venue=venue, testnet=False, halted=None, hold=None,
+        stream=StreamHealth(True, ""), amend_in_place=False, last_reconcile=None, last_error=None,
         positions=1, unprotected=0, last_time_to_protect=None, weight=weight),))
     limit, window = LIMITS[venue]
     used = render.weight(weight.used)

@@ -13,7 +13,7 @@ from aiohttp import web
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from engine.control import ControlService
-from engine.ops import OpsReports, ops_csv, positions_csv, report_dict, venue_health
+from engine.ops import OpsReports, ops_csv, report_dict, venue_health
 from storage.journal import Journal
 from vigil.http.health import LoopLag
 from vigil.http.metrics import OpsMetrics
@@ -132,4 +132,4 @@ async def ops_report_csv(request: web.Request) -> web.Response:
 
 
 async def ops_positions_csv(request: web.Request) -> web.Response:
-    return _csv(positions_csv(await request.app[OPS].reports.report()), "positions.csv")
+    return _csv(request.app[OPS].reports.positions_csv(), "positions.csv")

@@ -1,6 +1,7 @@
-"""What /metrics adds to the engine's registry: loop lag, the outbox, approvals and the
-journal. Its own registry, filled just before each scrape (outbox and approvals are SQL reads,
-which a synchronous Prometheus collector cannot await)."""
+"""What /metrics adds to the engine's registry: loop lag, the outbox, approvals, the
+journal and each account's PnL today. Its own registry, filled just before each scrape (outbox
+and approvals are SQL reads, PnL a ledger read, which a synchronous Prometheus collector cannot
+await)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from prometheus_client import CollectorRegistry, Gauge, Histogram, generate_latest
 
 from engine.clock import Clock
+from engine.ops import OpsReports
 from storage.approvals import ApprovalRepo
 from storage.journal import Journal
 from storage.outbox import OutboxRepo
@@ -18,13 +20,14 @@ from vigil.http.health import LoopLag
 class OpsMetrics:
     def __init__(self, *, engine_registry: CollectorRegistry, journal: Journal,
                  outbox: OutboxRepo, approvals: ApprovalRepo, loop: LoopLag,
-                 clock: Clock) -> None:
+                 clock: Clock, reports: OpsReports | None = None) -> None:
         self.engine_registry = engine_registry
         self.journal = journal
         self.outbox = outbox
         self.approvals = approvals
         self.loop = loop
         self.clock = clock
+        self.reports = reports
         self.registry = r = CollectorRegistry()
         self.loop_lag = Gauge("vigil_event_loop_lag_seconds",
                               "How late the event loop runs a short sleep", registry=r)
@@ -41,6 +44,9 @@ class OpsMetrics:
             "vigil_journal_commit_seconds", "Time to commit one journal batch (group commit)",
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
             registry=r)
+        self.pnl_today = Gauge(
+            "vigil_pnl_today", "Net PnL today (realized + fees + funding since local midnight, "
+            "the report time zone), as /api/ops_report's pnl_today net", ["account"], registry=r)
         self._hook: Callable[[float, int], None] = lambda seconds, _rows: \
             self.journal_commit.observe(seconds)
         journal.on_commit = self._hook
@@ -57,5 +63,9 @@ class OpsMetrics:
         self.outbox_oldest.set(0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
         self.approvals_pending.set(len(await self.approvals.pending()))
         self.journal_ok.set(0 if self.journal.write_error else 1)
+        if self.reports is not None:
+            # The ledger read is the ops report's, cached for 5 s: scrapes cost no venue weight.
+            for day in await self.reports.days():
+                self.pnl_today.labels(day.account).set(float(day.net))
         # Two expositions, one after the other: the metric names never overlap.
         return generate_latest(self.engine_registry) + generate_latest(self.registry)

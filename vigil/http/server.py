@@ -70,7 +70,7 @@ def ops_server(settings: Settings, *, control: ControlService, reports: OpsRepor
                        "positions and PnL; set http.token", h.host)
     loop = loop or LoopLag()
     metrics = OpsMetrics(engine_registry=registry, journal=journal, outbox=OutboxRepo(db),
-                         approvals=ApprovalRepo(db), loop=loop, clock=clock)
+                         approvals=ApprovalRepo(db), loop=loop, clock=clock, reports=reports)
     ops = OpsApp(control=control, reports=reports, journal=journal, loop=loop, metrics=metrics,
                  loop_stall_seconds=h.loop_stall_seconds)
     app = build_app(ops, token=h.token.get_secret_value() if h.token else None, extra=extra)
