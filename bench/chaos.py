@@ -1,6 +1,8 @@
 """The randomized protection test (tests/engine/test_protection_chaos.py) over 1,000+ seeds per
 mode (issue 15): REST-only or streaming, venue latency 0 / 50 / 200 ms, today's fault profile and
-the harsher one (Binance client-id rule, executed-then-5xx errors).
+the harsher one (Binance client-id rule, executed-then-5xx errors); then the chaos-profile modes
+(issue 13, tests/engine/test_chaos_profiles.py): a clean venue wrapped in engine/chaos.py's
+`harsh` profile (`...-clean-chaos-harsh`).
 
 Each seed is the test's own `Run` at the full scale (45 s of trading, 35 s of settling, the
 policy's default 30 s zombie grace) on a virtual clock, so latency costs no wall time. Seeds are
