@@ -53,7 +53,11 @@ def refusal(reason: Refusal | None, detail: str) -> str:
         Refusal.STOP_TOO_FAR: _("⛔ Refused: the stop is too far from the mark ({detail})."),
         Refusal.COOL_DOWN: _("⛔ Refused: cooling down after a streak of stop-outs "
                              "({detail} s left)."),
-        Refusal.POSITION_OPEN: _("⛔ Refused: a position is already open on {detail}."),
+        Refusal.POSITION_OPEN: _("⛔ Refused: a position is already open on {detail}; adding "
+                                 "to it is not supported (its stop is sized for it). /close "
+                                 "it first."),
+        Refusal.OPPOSITE_POSITION: _("⛔ Refused: {detail} is open the other way; an entry "
+                                     "would close or flip it. Use /close for that."),
         Refusal.DUPLICATE: _("⛔ Refused: duplicate request ({detail})."),
         Refusal.BAD_REQUEST: _("⛔ Refused: {detail}"),
     }.get(reason) if reason is not None else None

@@ -32,8 +32,6 @@ from engine.entries.model import (
     EntryResult,
     EntrySource,
     EntryStatus,
-    PriceKind,
-    PriceSpec,
 )
 from engine.entries.words import BadNumber, parse_price, parse_size
 from engine.errors import Rejected
@@ -172,7 +170,7 @@ class SignalEndpoint:
         limits = self.control.entries.limits
         return EntryRequest(
             account=account, symbol=symbol, side=side, size=size,
-            stop=stop or PriceSpec(PriceKind.PERCENT, limits.default_stop_percent),
+            stop=limits.stop_or_default(stop),
             key=f"{source}:{key}", source=EntrySource.WEBHOOK, take_profit=tp,
             by=f"webhook {source}")
 

@@ -144,6 +144,7 @@ class PositionAdopted(SymbolEvent):
     qty: Decimal
     entry_price: Decimal
     generation: int
+    entry: str = ""  # the key of Vigil's own entry that opened it: guarded, not "found"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -53,7 +53,8 @@ class Refusal(StrEnum):
     STOP_TOO_CLOSE = "stop_too_close"
     STOP_TOO_FAR = "stop_too_far"
     COOL_DOWN = "cool_down"
-    POSITION_OPEN = "position_open"  # the symbol already has a position on this account
+    POSITION_OPEN = "position_open"  # same side already open: adding to it is not supported
+    OPPOSITE_POSITION = "opposite_position"  # open the other way: an entry would close or flip it
     DUPLICATE = "duplicate"  # same key, different request
     BAD_REQUEST = "bad_request"  # unknown account / symbol, no stop, size not positive
 

@@ -17,9 +17,10 @@ a second entry order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime
 from decimal import Decimal
 from enum import Enum
@@ -73,6 +74,12 @@ PnlToday = Callable[[str], Awaitable[Decimal]]
 
 
 @dataclass(slots=True)
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
+
+
+@dataclass(slots=True)
 class _Run:
     """One entry in flight: what the journal and the record need at each step."""
 
@@ -94,7 +101,7 @@ class EntryService:
         self.clock = clock
         self.hold_of = hold_of
         self.pnl_today: PnlToday | None = None  # wired by the composition root (loss cap)
-        self._keys: dict[str, asyncio.Lock] = {}
+        self._keys: dict[str, _KeyLock] = {}  # only while a request for the key runs
         # Who opened each position: (account, symbol, generation) -> source; no entry: by hand.
         self._sources: dict[str, dict[str, str]] = {}
 
@@ -136,7 +143,8 @@ class EntryService:
             open_positions=len(positions),
             open_notional=sum((p.qty * p.mark_price for p in positions), ZERO),
             symbol_open=any(p.symbol == symbol for p in positions), equity=equity,
-            cool_down_left=await self._cool_down_left(guard.account, symbol))
+            cool_down_left=await self._cool_down_left(guard.account, symbol),
+            open_side=next((p.side for p in positions if p.symbol == symbol), None))
 
     # --- open ----------------------------------------------------------------------------------
     async def open(self, request: EntryRequest) -> EntryResult:
@@ -144,11 +152,11 @@ class EntryService:
         if not request.key:
             return _refused(request.key, EntryRefused(Refusal.BAD_REQUEST, "no idempotency key"))
         record_key = f"{request.account}|{request.key}"
-        lock = self._keys.setdefault(record_key, asyncio.Lock())
-        async with lock:
+        fingerprint = _fingerprint(request)
+        async with self._key_lock(record_key):
             earlier = await self.state.get(SCOPE, record_key)
             if earlier is not None:
-                if earlier["fingerprint"] != _fingerprint(request):
+                if earlier["fingerprint"] != fingerprint:
                     return _refused(request.key, EntryRefused(
                         Refusal.DUPLICATE, "this key was used for another request"))
                 return replace(_result_from(earlier), replayed=True)
@@ -165,13 +173,29 @@ class EntryService:
                                        0), seed)
             # The record before the order: a crash after the send finds it and resumes.
             await self._save(run, EntryResult(EntryStatus.PENDING, request.key, plan),
-                             _fingerprint(request))
+                             fingerprint)
             pending = await self.state.get(PENDING, request.account, [])
             await self.state.put(PENDING, request.account, [*pending, request.key])
             guard = self._guard(request.account)
             result = await self._run(guard, run, first=True)
-            await self._finish(guard, run, result, _fingerprint(request))
+            await self._finish(guard, run, result, fingerprint)
             return result
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, record_key: str) -> AsyncIterator[None]:
+        """One request per key at a time; the lock goes once nobody holds or waits for it
+        (the record in the state store, not the lock, is what answers a later repeat)."""
+        held = self._keys.get(record_key)
+        if held is None:
+            held = self._keys[record_key] = _KeyLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._keys[record_key]
 
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         """The entry as the symbol's writer. A venue that keeps failing a read (past the
@@ -184,9 +208,9 @@ class EntryService:
             try:
                 if first and attempt == 0:
                     return await guard.as_writer(run.plan.symbol,
-                                                 lambda ctx: self._enter(ctx, run))
+                                                 lambda ctx: self._enter(ctx, run), entry=run.key)
                 return await guard.as_writer(run.plan.symbol,
-                                             lambda ctx: self._continue(ctx, run))
+                                             lambda ctx: self._continue(ctx, run), entry=run.key)
             except VenueError as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 await self.clock.sleep(pause)
@@ -218,8 +242,9 @@ class EntryService:
     # --- the steps (run as the symbol's writer) ------------------------------------------------
     async def _enter(self, ctx: AccountContext, run: _Run) -> EntryResult:
         plan = run.plan
-        if ctx.view.position(plan.symbol) is not None:  # appeared since the gates looked
-            return _refused(run.key, EntryRefused(Refusal.POSITION_OPEN, plan.symbol), plan)
+        there = ctx.view.position(plan.symbol)
+        if there is not None:  # appeared since the gates looked
+            return _refused(run.key, gates.open_refusal(plan, there.side), plan)
         request = MarketOrderRequest(plan.symbol, plan.side.entry_side, plan.qty, False,
                                      run.entry_cid,
                                      stop_loss=plan.stop_price if plan.attached else None)

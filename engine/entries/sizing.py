@@ -6,7 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.domain.reports import MarketInfo
-from engine.domain.values import PositionSide, conservative_stop, floor_to_step, round_to_step
+from engine.domain.values import (
+    HUNDRED,
+    PositionSide,
+    conservative_stop,
+    floor_to_step,
+    round_to_step,
+)
 from engine.entries.model import (
     Amount,
     EntryPlan,
@@ -16,8 +22,6 @@ from engine.entries.model import (
     Refusal,
     SizeKind,
 )
-
-HUNDRED = Decimal(100)
 
 
 def stop_price(spec: PriceSpec, side: PositionSide, mark: Decimal, market: MarketInfo

@@ -55,6 +55,9 @@ async def test_long_with_confirm_opens_the_position_and_the_stop_rests(flat: Run
                             and "via Telegram" in (c.text or ""))
     listing = await reply_to(flat, VIEWER, "/positions")
     assert "BTC/USDT:USDT · LONG 0.007" in listing and "via Telegram" in listing
+    await flat.control.fix_sl()  # later passes do not take it for a stranger either
+    await reply_to(flat, VIEWER, "/positions")
+    assert not [c for c in flat.api.sent("sendMessage") if "found on the venue" in (c.text or "")]
     # a second tap runs nothing again
     await answer(flat, tap(flat, TRADER, approval, message))
     assert len([o for o in sim(flat).orders.values()
