@@ -487,7 +487,8 @@ def risk_limits(settings: Settings) -> RiskLimits:
         min_stop_percent=risk.min_stop_percent, max_stop_percent=risk.max_stop_percent,
         stop_out_streak=risk.stop_out_streak, cool_down_seconds=risk.cool_down_minutes * 60,
         fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional,
-        default_stop_percent=settings.guard.stop_percent)
+        default_stop_percent=settings.guard.stop_percent,
+        limit_timeout_seconds=risk.limit_timeout_seconds)
 
 
 def _mount_signals(app: web.Application, *, settings: Settings, control: ControlService,

@@ -151,6 +151,8 @@ class RiskSettings(Section):
     fee_rate_percent: Decimal = Field(default=Decimal("0.06"), ge=0, lt=10)
     # Entries above this notional need an admin's approval (Telegram) or Confirm (webhook).
     approval_notional: Decimal | None = Field(default=None, gt=0)
+    # A limit entry's unfilled rest is cancelled this long after it was sent.
+    limit_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class SignalSource(Section):

@@ -40,6 +40,7 @@ class CancelReason(StrEnum):
     POSITION_CLOSED = "position_closed"
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
+    ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
 
 
 class CloseReason(StrEnum):

@@ -26,6 +26,7 @@ class RiskLimits:
     fee_rate: Decimal = Decimal("0.0006")  # taker, for the estimate shown before Confirm
     approval_notional: Decimal | None = None  # above it, an admin must approve (Telegram)
     default_stop_percent: Decimal = Decimal("2")  # when a request names no stop
+    limit_timeout_seconds: float = 60.0  # a limit entry's unfilled rest is cancelled after it
 
     def stop_or_default(self, stop: PriceSpec | None) -> PriceSpec:
         """The stop a request names, else the default distance (/long and the webhook alike)."""
@@ -88,7 +89,7 @@ def check(plan: EntryPlan, limits: RiskLimits, account: AccountPicture) -> None:
         leverage = total / account.equity
         if leverage > limits.max_leverage:
             raise EntryRefused(Refusal.LEVERAGE, f"{leverage:.2f} > {limits.max_leverage}")
-    distance = abs(plan.mark - plan.stop_price) / plan.mark * HUNDRED
+    distance = abs(plan.price - plan.stop_price) / plan.price * HUNDRED
     if distance < limits.min_stop_percent:
         raise EntryRefused(Refusal.STOP_TOO_CLOSE,
                            f"{distance:.3f}% < {limits.min_stop_percent}%")
