@@ -33,7 +33,7 @@ from engine.entries.model import (
     EntrySource,
     EntryStatus,
 )
-from engine.entries.words import BadNumber, parse_price, parse_size
+from engine.entries.words import BadNumber, number, parse_price, parse_size
 from engine.errors import Rejected
 from vigil.settings import SignalsSettings
 
@@ -42,7 +42,8 @@ SIGNATURE = "X-Vigil-Signature"  # hex HMAC-SHA256(secret, f"{timestamp}.{body}"
 TOKEN = "X-Vigil-Token"  # or the secret itself (senders that cannot sign)
 SIDES = {"long": PositionSide.LONG, "buy": PositionSide.LONG,
          "short": PositionSide.SHORT, "sell": PositionSide.SHORT}
-FIELDS = frozenset({"account", "symbol", "side", "size", "sl", "tp", "id"})
+FIELDS = frozenset({"account", "symbol", "side", "size", "sl", "tp", "id", "price", "type"})
+ORDER_TYPES = frozenset({"market", "limit"})
 
 
 class SignalError(Exception):
@@ -149,12 +150,20 @@ class SignalEndpoint:
         side = SIDES.get(_text(raw, "side").lower())
         if side is None:
             raise SignalError(400, "bad_side", "long, short, buy or sell")
+        kind = _text(raw, "type").lower() if raw.get("type") is not None else None
+        if kind is not None and kind not in ORDER_TYPES:
+            raise SignalError(400, "bad_type", "market or limit")
         try:
             size = parse_size(_text(raw, "size"))
             stop = parse_price(_text(raw, "sl")) if raw.get("sl") is not None else None
             tp = parse_price(_text(raw, "tp")) if raw.get("tp") is not None else None
+            limit = number(_text(raw, "price")) if raw.get("price") is not None else None
         except BadNumber as exc:
             raise SignalError(400, "bad_number", exc.text) from None
+        if kind == "limit" and limit is None:
+            raise SignalError(400, "missing_field", "price (a limit needs one)")
+        if kind == "market" and limit is not None:
+            raise SignalError(400, "bad_field", "price (a market order takes none)")
         account = raw.get("account") or default_account
         if account is None and len(self.control.accounts()) == 1:
             account = self.control.accounts()[0]
@@ -172,7 +181,7 @@ class SignalEndpoint:
             account=account, symbol=symbol, side=side, size=size,
             stop=limits.stop_or_default(stop),
             key=f"{source}:{key}", source=EntrySource.WEBHOOK, take_profit=tp,
-            by=f"webhook {source}")
+            by=f"webhook {source}", limit_price=limit)
 
     async def _failed(self, source: str, exc: SignalError) -> None:
         state = self._state.get(source)

@@ -48,7 +48,7 @@ def build_router() -> Router:
             account=account, symbol=args.symbol, side=side, size=args.size,
             stop=limits.stop_or_default(args.stop),
             key="", source=EntrySource.TELEGRAM, take_profit=args.take_profit,
-            by=f"{user.full_name} ({user.id})")
+            by=f"{user.full_name} ({user.id})", limit_price=args.limit_price)
         try:
             plan = await control.preview_entry(request)
         except EntryRefused as exc:

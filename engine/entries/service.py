@@ -67,7 +67,7 @@ ROLLBACK_PAUSE = 0.5  # seconds before the next close, doubling
 CONTINUE_ATTEMPTS = 4  # a venue read failing past its retries: the continuation runs again
 LOOKS = 3  # snapshots before a filled entry the venue does not show is taken for flat
 LOOK_PAUSE = 0.2
-LIMIT_POLL_SECONDS = 0.25  # a resting limit entry is looked up this often for new fills
+LIMIT_POLL_SECONDS = 0.5  # a resting limit entry is looked up this often for new fills
 SOURCE_SCOPE = "position_source"  # account -> {symbol|generation: EntrySource}
 
 HoldOf = Callable[[str], str | None]

@@ -334,26 +334,28 @@ class SimExchange:
                                f"attached stop {stop_loss} vs mark {mark}")
         if limit_price is not None:
             self._check_steps(info, qty, limit_price)
-            crosses = limit_price >= mark if side is OrderSide.BUY else limit_price <= mark
-            if not crosses:  # rests on the book until the mark reaches it, or a cancel
-                order = OrderReport(
-                    order_id=str(next(self._ids)), client_id=client_id, symbol=symbol,
-                    kind=OrderKind.LIMIT, side=side, qty=qty, trigger_price=None,
-                    reduce_only=False, status=OrderStatus.OPEN, updated_at=self.clock.now(),
-                    created_at=self.clock.now(), price=limit_price, filled=ZERO)
-                self.record(order)
-                if stop_loss is not None:
-                    self._attached[order.order_id] = stop_loss  # rests from the first fill
-                self._emit(OrderUpdate(order))
-                return order
+            order = OrderReport(
+                order_id=str(next(self._ids)), client_id=client_id, symbol=symbol,
+                kind=OrderKind.LIMIT, side=side, qty=qty, trigger_price=None,
+                reduce_only=False, status=OrderStatus.OPEN, updated_at=self.clock.now(),
+                created_at=self.clock.now(), price=limit_price, filled=ZERO)
+            self.record(order)
+            if stop_loss is not None:
+                self._attached[order.order_id] = stop_loss  # rests from the first fill
+            self._emit(OrderUpdate(order))
+            if limit_price >= mark if side is OrderSide.BUY else limit_price <= mark:
+                # through the mark: fills at once, as a taker, at the mark (inside its limit)
+                return self.fill_limit(order.order_id, price=mark)
+            return order  # rests on the book until the mark reaches it, or a cancel
         if stop_loss is not None:  # resting from the fill on: the venue shows it first
             self._attach_stop(symbol, side, stop_loss)
         return self.market_order(symbol=symbol, side=side, qty=qty, reduce_only=False,
                                  client_id=client_id)
 
-    def fill_limit(self, order_id: str, qty: Decimal | None = None) -> OrderReport:
-        """Fill `qty` (default: the rest) of a resting limit order at its price, as a maker;
-        a partial fill leaves the rest on the book."""
+    def fill_limit(self, order_id: str, qty: Decimal | None = None,
+                   price: Decimal | None = None) -> OrderReport:
+        """Fill `qty` (default: the rest) of a resting limit order at `price` (default: its
+        own, as a maker); a partial fill leaves the rest on the book."""
         order = self._resting(order_id)
         if order.kind is not OrderKind.LIMIT or order.qty is None or order.price is None:
             raise Rejected(RejectReason.INVALID_ORDER, f"order {order_id} is not a limit order")
@@ -367,7 +369,7 @@ class SimExchange:
         status = OrderStatus.FILLED if filled == order.qty else OrderStatus.OPEN
         order = replace(order, filled=filled, status=status, updated_at=self.clock.now())
         self.record(order)
-        self._fill(order, qty, price=order.price)
+        self._fill(order, qty, price=price or order.price)
         self._emit(OrderUpdate(order))
         return order
 

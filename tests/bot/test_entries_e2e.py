@@ -89,3 +89,18 @@ async def test_over_the_notional_threshold_only_an_admin_confirms(flat: Running)
     await answer(flat, tap(flat, ADMIN, approval, message))
     await edited(flat, message, "opened; stop 66000")
     assert sim(flat).positions[BTC].qty == D("0.02")
+
+
+async def test_a_limit_long_shows_its_price_and_opens_through_the_same_confirm(
+        flat: Running) -> None:
+    assert "limit price must be a positive number, not abc" in await reply_to(
+        flat, TRADER, "/long BTCUSDT 0.01 @abc")
+    approval, message = await ask(flat, TRADER, "/long BTCUSDT 0.01 @66000 sl 2%")
+    prompt = flat.api.messages[message]["text"]
+    assert "limit order for 0.01 at 66000" in prompt and "in 60 s is cancelled" in prompt
+    assert "stop-loss 64680" in prompt  # 2 % under its own price, not the mark's
+    assert sim(flat).orders == {}  # nothing before the tap
+    await answer(flat, tap(flat, TRADER, approval, message))
+    await edited(flat, message, "opened; stop 64680")
+    [limit] = [o for o in sim(flat).orders.values() if o.kind is OrderKind.LIMIT]
+    assert limit.price == D(66000) and sim(flat).positions[BTC].qty == D("0.01")
