@@ -77,29 +77,30 @@ def limit_entry(stop: str | None = "62720.1") -> MarketOrderRequest:
                               limit_price=Decimal("64000.1"))
 
 
-async def test_bybit_limit_entry_rests_with_its_stop_loss(bybit: Harness) -> None:
-    bybit.http.route("POST", "/v5/order/create",
-                     p.bybit_ok({"orderId": "bb-10", "orderLinkId": CID}))
-    order = await bybit.venue.market_order(limit_entry())
+async def limit_entry_sent(harness: Harness, path: str, answer: object) -> dict[str, str]:
+    """Send the limit entry; what the venue received. The order is GTC: our timeout ends it."""
+    harness.http.route("POST", path, answer)
+    order = await harness.venue.market_order(limit_entry())
+    assert order.kind is OrderKind.LIMIT and order.price == Decimal("64000.1")
+    sent: dict[str, str] = harness.http.last("POST", path).body
+    assert sent.get("timeInForce", sent.get("force", "gtc")).lower() == "gtc"
+    return sent
 
-    sent = bybit.http.last("POST", "/v5/order/create").body
+
+async def test_bybit_limit_entry_rests_with_its_stop_loss(bybit: Harness) -> None:
+    sent = await limit_entry_sent(bybit, "/v5/order/create",
+                                  p.bybit_ok({"orderId": "bb-10", "orderLinkId": CID}))
     assert (sent["orderType"], sent["price"], sent["qty"], sent["orderLinkId"]) == (
         "Limit", "64000.1", "0.007", CID)
-    assert sent.get("timeInForce", "GTC") == "GTC"
     assert (sent["stopLoss"], sent["slTriggerBy"]) == ("62720.1", "MarkPrice")
-    assert order.kind is OrderKind.LIMIT and order.price == Decimal("64000.1")
 
 
 async def test_bitget_limit_entry_rests_with_a_preset_stop_loss(bitget: Harness) -> None:
-    bitget.http.route("POST", "/api/v2/mix/order/place-order",
-                      p.bitget_ok({"orderId": "m-10", "clientOid": CID}))
-    order = await bitget.venue.market_order(limit_entry())
-
-    sent = bitget.http.last("POST", "/api/v2/mix/order/place-order").body
+    sent = await limit_entry_sent(bitget, "/api/v2/mix/order/place-order",
+                                  p.bitget_ok({"orderId": "m-10", "clientOid": CID}))
     assert (sent["orderType"], sent["price"], sent["size"], sent["clientOid"]) == (
         "limit", "64000.1", "0.007", CID)
-    assert sent.get("force", "gtc").lower() == "gtc" and sent["presetStopLossPrice"] == "62720.1"
-    assert order.kind is OrderKind.LIMIT
+    assert sent["presetStopLossPrice"] == "62720.1"
 
 
 async def test_binance_limit_entry_and_its_partial_fill_found_by_client_id(
