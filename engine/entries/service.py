@@ -67,7 +67,8 @@ ROLLBACK_PAUSE = 0.5  # seconds before the next close, doubling
 CONTINUE_ATTEMPTS = 4  # a venue read failing past its retries: the continuation runs again
 LOOKS = 3  # snapshots before a filled entry the venue does not show is taken for flat
 LOOK_PAUSE = 0.2
-LIMIT_POLL_SECONDS = 0.5  # a resting limit entry is looked up this often for new fills
+LIMIT_POLL_SECONDS = 0.5  # a resting limit entry is looked up on the venue this often ...
+VIEW_PAUSE = 0.02  # ... and in the stream-fed view this often, for a fill to protect
 SOURCE_SCOPE = "position_source"  # account -> {symbol|generation: EntrySource}
 
 HoldOf = Callable[[str], str | None]
@@ -402,10 +403,7 @@ class EntryService:
             if left <= 0:
                 order = await self._cancel_rest(ctx, run, order)
                 continue  # protect what filled up to the cancel, then end
-            await ctx.clock.sleep(min(LIMIT_POLL_SECONDS, left))
-            found = await retry_transient(
-                lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
-            order = found or order
+            order = await self._next_look(ctx, run, order, min(LIMIT_POLL_SECONDS, left))
         snapshot = await self._snapshot(ctx)
         position = snapshot.position(plan.symbol)
         if position is None or position.side is not plan.side:
@@ -427,6 +425,29 @@ class EntryService:
             ctx.view.set_order(stop)
         # the supervisor's ensure, run as the entry lets go, sizes the stop to the position
         return await self._protected(ctx, run, stop, position, position.qty, ttp)
+
+    async def _next_look(self, ctx: AccountContext, run: _Run, order: OrderReport,
+                         seconds: float) -> OrderReport:
+        """The resting limit, as the stream tells it (the view, in memory, looked at every
+        VIEW_PAUSE: a fill is protected as soon as it is streamed), else as the venue answers
+        after `seconds` (no stream, or a stream that lags)."""
+        plan = run.plan
+        waited = 0.0
+        while waited < seconds:
+            step = min(VIEW_PAUSE, seconds - waited)
+            await ctx.clock.sleep(step)
+            waited += step
+            seen = next((o for o in ctx.view.orders(plan.symbol)
+                         if o.client_id == run.entry_cid), None)
+            if seen is not None and seen.filled_qty > order.filled_qty:
+                return seen
+            held = ctx.view.position(plan.symbol)
+            if held is not None and held.side is plan.side and held.qty > order.filled_qty:
+                # the position grew before the order's own update: what shows has filled
+                return replace(order, filled=min(held.qty, order.qty or held.qty))
+        found = await retry_transient(
+            lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
+        return found or order
 
     async def _cover(self, ctx: AccountContext, run: _Run, stop: OrderReport | None,
                      qty: Decimal, first_fill: float, seq: int

@@ -4,6 +4,7 @@ from the venue, leaving a stop sized to the final fill, or nothing at all."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from decimal import Decimal as D
 
@@ -212,3 +213,25 @@ async def test_without_amend_in_place_the_new_stop_rests_before_the_old_goes(
     ended = {o.kind: o.status for o in rig.exchange.orders.values()}
     assert ended[OrderKind.LIMIT] is OrderStatus.CANCELLED  # the rest, at the timeout
     assert [s.qty for s in rig.stops(BTC)] == [D("0.005")]
+
+
+async def test_a_streamed_fill_is_protected_before_the_next_venue_look(
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig(streaming=True)
+    run = asyncio.create_task(rig.guard.run())  # the stream feeds the view
+
+    async def book_trades() -> None:
+        await rig.clock.sleep(0.1)  # between the send and the first look-up (0.5 s)
+        rig.exchange.fill_limit(entry_order(rig).order_id, D("0.004"))
+    filler = asyncio.create_task(book_trades())
+    try:
+        result = await drive(rig.clock, service(rig).open(limit_long()), step=0.02)
+    finally:
+        run.cancel()
+        await rig.guard.stop()
+        await asyncio.gather(run, filler, return_exceptions=True)
+    assert result.status is EntryStatus.PROTECTED and result.filled_qty == D("0.004")
+    calls = [m for m, _ in spy.log if m in ("place_stop", "find_order")]
+    assert calls[0] == "place_stop"  # the stream's news, not a look-up, placed the stop
+    assert result.time_to_protect is not None and result.time_to_protect <= D("0.1")
+    assert [s.qty for s in rig.stops(BTC)] == [D("0.004")]
