@@ -222,6 +222,9 @@ class EntryService:
                 error = f"{type(exc).__name__}: {exc}"
                 await self.clock.sleep(pause)
                 pause *= 2
+            except AccountHalted as exc:  # no commands now (a limit's rest stays): resumed later
+                return EntryResult(EntryStatus.PENDING, run.key, run.plan,
+                                   detail=f"halted: {exc}")
         return EntryResult(EntryStatus.PENDING, run.key, run.plan,
                            detail=f"venue failing: {error}")
 

@@ -235,3 +235,23 @@ async def test_a_streamed_fill_is_protected_before_the_next_venue_look(
     assert calls[0] == "place_stop"  # the stream's news, not a look-up, placed the stop
     assert result.time_to_protect is not None and result.time_to_protect <= D("0.1")
     assert [s.qty for s in rig.stops(BTC)] == [D("0.004")]
+
+
+async def test_halt_while_the_limit_rests_sends_nothing_and_a_resume_ends_it(
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig()
+    entries = service(rig)
+
+    def halt_then(method: str, looks: int) -> None:
+        if method == "find_order" and looks == 2:
+            rig.guard.flags.halted = "bad keys"  # as guard.halt sets it
+    fills_at(rig, spy, {1: D("0.003")}, halt_then)
+    result = await drive(rig.clock, entries.open(limit_long()))
+    assert result.status is EntryStatus.PENDING and "halted" in result.detail
+    assert entry_order(rig).is_resting  # nothing is sent on HALT, not even the cancel
+    assert [s.qty for s in rig.stops(BTC)] == [D("0.003")]  # what filled before is protected
+    spy.before = None
+    await rig.guard.unhalt()
+    [resumed] = await drive(rig.clock, entries.resume())
+    assert resumed.status is EntryStatus.PROTECTED and resumed.filled_qty == D("0.003")
+    assert not entry_order(rig).is_resting and spy.commands().count("market_order") == 1
