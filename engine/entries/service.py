@@ -9,6 +9,10 @@ guards whatever the entry leaves, the moment the entry lets go):
       fresh snapshot shows flat -> leftovers cancelled -> ONE critical EntryRolledBack
       |-> the close keeps failing -> HALT + EntryRollbackFailed (the SLA alert stays loud)
 
+A limit entry rests instead: each fill seen (the stream-fed view, else a venue look-up) is
+protected at once, the stop following further fills; at the timeout the unfilled rest is
+cancelled and must be gone from the venue (`_rest_limit`).
+
 Every step is journaled; the record in the state store (scope "entry") says where it stands,
 so a restart resumes a pending entry to protected or verified flat, and the same key never sends
 a second entry order.
