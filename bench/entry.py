@@ -5,7 +5,10 @@ Real time (SystemClock), SimVenue with 50 ms per REST call (25 ms each way), the
 temp dir). Two venues:
 - *unattached* (Binance-like): the stop is placed the moment the entry's fill is answered,
   sized to what filled; target p99 <= 0.15 s;
-- *attached* (Bybit/Bitget-like): the stop rides on the entry order; target 0.
+- *attached* (Bybit/Bitget-like): the stop rides on the entry order; target 0;
+- *limit* (Binance-like, limit entries 1 % from the mark): each rests until the exchange fills it
+  at a random moment 0.1-1.5 s after the send (the limit's timeout is 3 s); its fill is seen by
+  the entry's look-ups (every 0.5 s), so fill -> stop is bounded by that interval plus a call.
 
 Measured on the exchange's own clock: from the entry's fill to the first resting stop-loss on its
 symbol (a listener called synchronously at every mutation), and as the engine journals it
@@ -22,6 +25,7 @@ import argparse
 import asyncio
 import os
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -94,8 +98,23 @@ class FillToStop:
                 if s in self.stopped]
 
 
+async def fill_limits(exchange: SimExchange, clock: SystemClock, seed: int) -> None:
+    """The book trades through each resting limit entry once, 0.1-1.5 s after it was sent."""
+    rng = random.Random(seed)
+    due: dict[str, float] = {}
+    while True:
+        now = clock.monotonic()
+        for order in exchange.open_orders():
+            if order.kind is not OrderKind.LIMIT:
+                continue
+            at = due.setdefault(order.order_id, now + rng.uniform(0.1, 1.5))
+            if now >= at:
+                exchange.fill_limit(order.order_id)
+        await asyncio.sleep(0.01)
+
+
 async def run_mode(workdir: Path, name: str, *, attached: bool, entries: int,
-                   concurrency: int) -> dict[str, Any]:
+                   concurrency: int, limit: bool = False) -> dict[str, Any]:
     clock = SystemClock()
     exchange = SimExchange(clock, seed=1, markets=markets(entries))
     venue = SimVenue(exchange, clock, latency=LATENCY, streaming=True, attached_stop=attached)
@@ -106,8 +125,8 @@ async def run_mode(workdir: Path, name: str, *, attached: bool, entries: int,
                          policy=ProtectionPolicy(FixedDistancePricer(D(2))), metrics=Metrics(),
                          clock=clock, interval_seconds=10.0, seed=1)
     await guard.load()
-    service = EntryService({ACCOUNT: guard}, limits=RiskLimits(), state=guard.state, bus=bus,
-                           clock=clock, hold_of=lambda a: None)
+    service = EntryService({ACCOUNT: guard}, limits=RiskLimits(limit_timeout_seconds=3.0),
+                           state=guard.state, bus=bus, clock=clock, hold_of=lambda a: None)
     protected: list[float] = []
 
     async def collect(event: ev.Event) -> None:
@@ -118,20 +137,25 @@ async def run_mode(workdir: Path, name: str, *, attached: bool, entries: int,
     truth = FillToStop(clock)
     exchange.listen(truth)
     runner = asyncio.create_task(guard.run())
+    filler = asyncio.create_task(fill_limits(exchange, clock, 1)) if limit else None
     gate = asyncio.Semaphore(concurrency)
     symbols = sorted(exchange.markets)
 
     async def one(i: int) -> EntryStatus:
+        side = PositionSide.LONG if i % 2 else PositionSide.SHORT
+        price = exchange.marks[symbols[i]] * (1 - D("0.01") * side.sign) if limit else None
         async with gate:
             result = await service.open(EntryRequest(
-                ACCOUNT, symbols[i], PositionSide.LONG if i % 2 else PositionSide.SHORT,
-                Amount(SizeKind.NOTIONAL, D(50)), PriceSpec(PriceKind.PERCENT, D(2)),
-                f"b{i}", EntrySource.API))
+                ACCOUNT, symbols[i], side, Amount(SizeKind.NOTIONAL, D(50)),
+                PriceSpec(PriceKind.PERCENT, D(2)), f"b{i}", EntrySource.API,
+                limit_price=price))
             return result.status
 
     started = time.monotonic()
     statuses = await asyncio.gather(*(one(i) for i in range(entries)))
     wall = time.monotonic() - started
+    if filler is not None:
+        filler.cancel()
     runner.cancel()
     await guard.stop()
     await asyncio.gather(runner, return_exceptions=True)
@@ -184,9 +208,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     figures: dict[str, Any] = {"latency_s": LATENCY, "cpus": os.cpu_count(),
                                "python": platform.python_version()}
     with tempfile.TemporaryDirectory() as tmp:
-        for name, attached in (("unattached", False), ("attached", True)):
+        for name, attached, limit in (("unattached", False, False), ("attached", True, False),
+                                      ("limit", False, True)):
             result = await run_mode(Path(tmp), name, attached=attached, entries=args.entries,
-                                    concurrency=args.concurrency)
+                                    concurrency=args.concurrency, limit=limit)
             figures[name] = result
             print(f"{name}: {result['protected']}/{result['entries']} protected; fill -> stop "
                   f"p50 {result['fill_to_stop_p50_s']} s, p99 {result['fill_to_stop_p99_s']} s "

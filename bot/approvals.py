@@ -30,6 +30,8 @@ from engine.entries.model import EntryPlan, EntryRequest, EntryResult, request_f
 from engine.exits.requests import MoveResult
 from engine.results import HoldResult
 
+SIGNAL_REQUESTER = 0  # no Telegram user has id 0: a webhook's approval has no requester
+
 
 class ApprovalCallback(CallbackData, prefix="ap"):
     id: str
@@ -62,6 +64,19 @@ class ApprovalService:
                                                      **_who(user, chat_id, lang))
         return await self._send(bot, approval, render_entries.summary(
             plan, needs_admin=needs_admin))
+
+    async def ask_signal(self, bot: Bot, *, chat_id: int, lang: str, request: EntryRequest,
+                         plan: EntryPlan) -> Approval:
+        """A webhook signal over `[signals] confirm_notional`: only an admin may confirm it
+        (the sender counts as the first person of the two-person rule)."""
+        approval = await self.approvals.request_open(
+            request, needs_admin=True, user_id=SIGNAL_REQUESTER, user_name=request.by,
+            chat_id=chat_id, lang=lang)
+        with self.i18n.context(), self.i18n.use_locale(lang):  # outside any chat update
+            head = _("📨 Signal from {who}: an admin must confirm it.").format(
+                who=render.echo(request.by))
+            return await self._send(bot, approval, head + "\n" + render_entries.summary(
+                plan, needs_admin=True))
 
     async def ask_resume(self, bot: Bot, *, chat_id: int, user: User, lang: str,
                          reason: str) -> Approval:

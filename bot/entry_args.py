@@ -1,16 +1,18 @@
-"""`/long SYMBOL SIZE [sl PRICE|PCT%] [tp PRICE|PCT%]`: the words, read into typed values
-(engine/entries/words.py), with a translated reason when they are not an entry."""
+"""`/long SYMBOL SIZE [@PRICE] [sl PRICE|PCT%] [tp PRICE|PCT%]`: the words, read into typed
+values (engine/entries/words.py), with a translated reason when they are not an entry.
+`@PRICE` makes it a limit entry at that price."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import TypeVar
 
 from aiogram.utils.i18n import gettext as _
 
 from engine.entries.model import Amount, PriceSpec
-from engine.entries.words import BadNumber, parse_price, parse_size
+from engine.entries.words import BadNumber, number, parse_price, parse_size
 
 T = TypeVar("T")
 
@@ -25,6 +27,7 @@ class EntryArgs:
     size: Amount
     stop: PriceSpec | None
     take_profit: PriceSpec | None
+    limit_price: Decimal | None = None
 
 
 def _read(parse: Callable[[str], T], text: str, what: str) -> T:
@@ -37,9 +40,13 @@ def _read(parse: Callable[[str], T], text: str, what: str) -> T:
 
 def parse_entry(args: str | None) -> EntryArgs:
     words = (args or "").split()
+    limit = None
+    if len(words) > 2 and words[2].startswith("@"):
+        limit = _read(number, words.pop(2)[1:], _("limit price"))
     if len(words) < 2 or len(words) % 2:
-        raise EntryArgsError(_("Usage: /long SYMBOL SIZE [sl PRICE|PCT%] [tp PRICE|PCT%], "
-                               "e.g. /long BTCUSDT $500 sl 2%"))
+        raise EntryArgsError(_("Usage: /long SYMBOL SIZE [@PRICE] [sl PRICE|PCT%] "
+                               "[tp PRICE|PCT%], e.g. /long BTCUSDT $500 sl 2% or "
+                               "/long BTCUSDT 0.01 @64000 sl 1%"))
     symbol, size = words[0], _read(parse_size, words[1], _("size"))
     found: dict[str, PriceSpec] = {}
     for key, value in zip(words[2::2], words[3::2], strict=True):
@@ -49,4 +56,4 @@ def parse_entry(args: str | None) -> EntryArgs:
                 word=key))
         found[key] = _read(parse_price, value,
                            _("stop") if key == "sl" else _("take-profit"))
-    return EntryArgs(symbol, size, found.get("sl"), found.get("tp"))
+    return EntryArgs(symbol, size, found.get("sl"), found.get("tp"), limit)

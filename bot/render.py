@@ -212,6 +212,8 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
                 symbol=e.symbol, order=e.order_id)
         case ev.StopCancelled():
             return None
+        case ev.PositionAdopted() if e.entry:
+            return None  # our own entry: its "filled and protected" alert says it
         case ev.PositionAdopted():
             return head + _("👀 {symbol}: {side} {qty} @ {entry} found on the venue; "
                             "now guarded").format(symbol=e.symbol, side=side_label(e.side),

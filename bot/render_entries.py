@@ -24,7 +24,12 @@ def summary(plan: EntryPlan, *, needs_admin: bool) -> str:
                  side=side_label(plan.side), symbol=plan.symbol, account=plan.account),
              _("  market order for {qty} (≈ {notional} USDT at mark {mark})").format(
                  qty=num(plan.qty), notional=num(plan.notional.quantize(CENT)),
-                 mark=num(plan.mark)),
+                 mark=num(plan.mark)) if plan.limit_price is None else
+             _("  limit order for {qty} at {price} (≈ {notional} USDT; mark {mark}); "
+               "what has not filled in {seconds} s is cancelled").format(
+                 qty=num(plan.qty), price=num(plan.limit_price),
+                 notional=num(plan.notional.quantize(CENT)), mark=num(plan.mark),
+                 seconds=f"{plan.limit_timeout:g}"),
              _("  stop-loss {stop} · risk at the stop {risk} USDT").format(
                  stop=num(plan.stop_price), risk=num(plan.risk.quantize(CENT))),
              _("  fees ≈ {fee} USDT (in and out)").format(fee=num(plan.fee_estimate))]
@@ -53,7 +58,11 @@ def refusal(reason: Refusal | None, detail: str) -> str:
         Refusal.STOP_TOO_FAR: _("⛔ Refused: the stop is too far from the mark ({detail})."),
         Refusal.COOL_DOWN: _("⛔ Refused: cooling down after a streak of stop-outs "
                              "({detail} s left)."),
-        Refusal.POSITION_OPEN: _("⛔ Refused: a position is already open on {detail}."),
+        Refusal.POSITION_OPEN: _("⛔ Refused: a position is already open on {detail}; adding "
+                                 "to it is not supported (its stop is sized for it). /close "
+                                 "it first."),
+        Refusal.OPPOSITE_POSITION: _("⛔ Refused: {detail} is open the other way; an entry "
+                                     "would close or flip it. Use /close for that."),
         Refusal.DUPLICATE: _("⛔ Refused: duplicate request ({detail})."),
         Refusal.BAD_REQUEST: _("⛔ Refused: {detail}"),
     }.get(reason) if reason is not None else None

@@ -203,12 +203,17 @@ class Approvals:
             case ApprovalAction.RESUME:
                 return await self.control.resume(by)
             case ApprovalAction.OPEN:
-                # The approval's id is the entry's idempotency key: one approval, one entry.
+                # One approval, one entry: a signal keeps its own key (the sender's retries
+                # then get this entry's result), a chat request takes the approval's id.
                 request = request_from_json(approval.args["request"])
-                return await self.control.open(replace(request, key=f"tg-{approval.id}",
-                                                       by=by))
+                return await self.control.open(replace(
+                    request, key=request.key or f"tg-{approval.id}", by=by))
             case ApprovalAction.MOVE_STOP:
                 return await self.control.confirm_stop_moves(approval.stop_moves())
+
+    async def status(self, approval_id: str) -> ApprovalStatus | None:
+        approval = await self.store.get(approval_id)
+        return approval.status if approval is not None else None
 
     async def finish(self, approval_id: str, outcome: str) -> None:
         """Record what the action did, as shown to the person."""

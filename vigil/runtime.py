@@ -61,8 +61,11 @@ if TYPE_CHECKING:  # the chat (aiogram) is imported when a Runtime starts, not f
     from aiogram import Bot, Dispatcher
     from aiogram.utils.i18n import I18n
 
+    from bot.approvals import ApprovalService
     from bot.notifier import Notifier
     from bot.reports import DailyReporter
+    from bot.signal_confirm import TelegramConfirm
+    from vigil.signals_http import SignalConfirm
 
 LOSS_CAP_LEDGER_FRESH_SECONDS = 30.0  # the loss cap reads the venue ledger at most this often
 JOURNAL_LINGER_SECONDS = 0.002  # a journal batch nobody waits on gathers rows this long
@@ -309,6 +312,7 @@ class Runtime:
         self.notifier: Notifier | None = None
         self.reporter: DailyReporter | None = None
         self.i18n: I18n | None = None
+        self.signal_confirm: TelegramConfirm | None = None  # [signals] confirm_notional
         self._tasks: list[asyncio.Task[Any]] = []
         self.menus: asyncio.Task[None] | None = None  # publishing the command menus
         self.http: HttpServer | None = None  # the ops HTTP app ([http]), webhook included
@@ -368,6 +372,7 @@ class Runtime:
         reports = self.dp["ops"] = ops_reports(self.settings, engine.control, self.clock)
         self._tasks.append(asyncio.create_task(approvals.expire_loop(self.bot),
                                                name="approvals expiry"))
+        self.signal_confirm = self._signal_confirm(approvals, admins)
         self._tasks.append(asyncio.create_task(self.notifier.run(), name="notifier"))
         # What start-up built (aiogram's and pydantic's types, the settings, ~200,000 objects)
         # lives as long as the process: out of the collector's sight, a full collection later
@@ -400,6 +405,23 @@ class Runtime:
                     self.dp.start_polling(self.bot, handle_signals=False,
                                           close_bot_session=False), name="polling"))
 
+    def _signal_confirm(self, approvals: ApprovalService, admins: tuple[int, ...]
+                        ) -> TelegramConfirm | None:
+        """Large signals wait for an admin's Confirm ([signals] confirm_notional), sent to
+        `confirm_chat` or the first admin."""
+        from bot.signal_confirm import TelegramConfirm
+
+        s = self.settings.signals
+        if s.confirm_notional is None:
+            return None
+        chat = s.confirm_chat or (admins[-1] if self.console else admins[0] if admins else None)
+        if chat is None:
+            raise ValueError("[signals] confirm_notional needs [telegram] admins or "
+                             "[signals] confirm_chat: nobody could confirm a large signal")
+        assert self.bot is not None and self.i18n is not None
+        return TelegramConfirm(approvals, self.bot, chat_id=chat,
+                               lang=self.settings.telegram.default_language)
+
     async def _start_http(self, reports: OpsReports, webhook: str | None) -> None:
         """The ops HTTP app on [http]; with a webhook URL it serves Telegram's updates too."""
         assert self.engine is not None and self.dp is not None and self.bot is not None
@@ -414,7 +436,7 @@ class Runtime:
                                           secret=t.webhook_secret.get_secret_value()))
         if self.settings.signals.sources:
             extra.append(partial(_mount_signals, settings=self.settings, control=engine.control,
-                                 clock=self.clock, bus=engine.bus))
+                                 clock=self.clock, bus=engine.bus, confirm=self.signal_confirm))
         self.http = ops_server(self.settings, control=engine.control, reports=reports,
                                journal=engine.journal, registry=engine.metrics.registry,
                                db=engine.db, clock=self.clock, extra=extra)
@@ -487,14 +509,16 @@ def risk_limits(settings: Settings) -> RiskLimits:
         min_stop_percent=risk.min_stop_percent, max_stop_percent=risk.max_stop_percent,
         stop_out_streak=risk.stop_out_streak, cool_down_seconds=risk.cool_down_minutes * 60,
         fee_rate=risk.fee_rate_percent / 100, approval_notional=risk.approval_notional,
-        default_stop_percent=settings.guard.stop_percent)
+        default_stop_percent=settings.guard.stop_percent,
+        limit_timeout_seconds=risk.limit_timeout_seconds)
 
 
 def _mount_signals(app: web.Application, *, settings: Settings, control: ControlService,
-                   clock: Clock, bus: EventBus) -> None:
+                   clock: Clock, bus: EventBus, confirm: SignalConfirm | None = None) -> None:
     """The signal webhook on the ops app. Its sources sign each body (HMAC), so their paths
     skip the ops bearer token, like Telegram's webhook."""
     from vigil.signals_http import add_signal_routes
 
-    add_signal_routes(app, control=control, settings=settings.signals, clock=clock, bus=bus)
+    add_signal_routes(app, control=control, settings=settings.signals, clock=clock, bus=bus,
+                      confirm=confirm)
     app[PUBLIC_PATHS].update(f"/signal/{name}" for name in settings.signals.sources)

@@ -151,6 +151,8 @@ class RiskSettings(Section):
     fee_rate_percent: Decimal = Field(default=Decimal("0.06"), ge=0, lt=10)
     # Entries above this notional need an admin's approval (Telegram) or Confirm (webhook).
     approval_notional: Decimal | None = Field(default=None, gt=0)
+    # A limit entry's unfilled rest is cancelled this long after it was sent.
+    limit_timeout_seconds: float = Field(default=60.0, gt=0, le=86_400)
 
 
 class SignalSource(Section):
@@ -175,6 +177,9 @@ class SignalsSettings(Section):
     max_body_bytes: int = Field(default=4096, ge=256, le=1_000_000)
     rate_per_minute: int = Field(default=30, ge=1)
     alert_after_failures: int = Field(default=5, ge=1)  # in a row, per source
+    # Signals above this notional are not sent: an admin confirms them in Telegram first.
+    confirm_notional: Decimal | None = Field(default=None, gt=0)
+    confirm_chat: int | None = None  # where the Confirm goes; default: the first admin
 
 
 class ReportSettings(Section):

@@ -12,13 +12,14 @@ Not a server: `add_signal_routes` adds the route to the application the HTTP sur
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
 from collections import deque
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
@@ -28,14 +29,15 @@ from engine.control import ControlService
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
 from engine.entries.model import (
+    EntryPlan,
+    EntryRefused,
     EntryRequest,
     EntryResult,
     EntrySource,
     EntryStatus,
-    PriceKind,
-    PriceSpec,
 )
-from engine.entries.words import BadNumber, parse_price, parse_size
+from engine.entries.service import SCOPE as ENTRY_SCOPE
+from engine.entries.words import BadNumber, number, parse_price, parse_size
 from engine.errors import Rejected
 from vigil.settings import SignalsSettings
 
@@ -44,7 +46,19 @@ SIGNATURE = "X-Vigil-Signature"  # hex HMAC-SHA256(secret, f"{timestamp}.{body}"
 TOKEN = "X-Vigil-Token"  # or the secret itself (senders that cannot sign)
 SIDES = {"long": PositionSide.LONG, "buy": PositionSide.LONG,
          "short": PositionSide.SHORT, "sell": PositionSide.SHORT}
-FIELDS = frozenset({"account", "symbol", "side", "size", "sl", "tp", "id"})
+FIELDS = frozenset({"account", "symbol", "side", "size", "sl", "tp", "id", "price", "type"})
+ORDER_TYPES = frozenset({"market", "limit"})
+
+
+CONFIRM_SCOPE = "signal_confirm"  # account|key -> the approval a large signal waits on
+
+
+class SignalConfirm(Protocol):
+    """Asks an admin to confirm a large signal (bot/signal_confirm.py: Telegram)."""
+
+    async def ask(self, request: EntryRequest, plan: EntryPlan) -> str: ...  # approval id
+
+    async def status(self, approval_id: str) -> str | None: ...  # pending, done, expired, ...
 
 
 class SignalError(Exception):
@@ -64,12 +78,14 @@ class _SourceState:
 
 class SignalEndpoint:
     def __init__(self, control: ControlService, settings: SignalsSettings, *, clock: Clock,
-                 bus: EventBus) -> None:
+                 bus: EventBus, confirm: SignalConfirm | None = None) -> None:
         self.control = control
         self.settings = settings
         self.clock = clock
         self.bus = bus
+        self.confirm = confirm
         self._state: dict[str, _SourceState] = {}
+        self._asking = asyncio.Lock()  # one approval per signal, even for two at once
 
     async def handle(self, request: web.Request) -> web.Response:
         source = request.match_info["source"]
@@ -86,10 +102,46 @@ class SignalEndpoint:
             await self._failed(source, exc)
             return _json(exc.status, {"ok": False, "error": exc.reason, "detail": exc.detail})
         self._state[source].failures = 0
+        if self.confirm is not None and self.settings.confirm_notional is not None:
+            async with self._asking:
+                waiting = await self._wait_for_confirm(entry, self.confirm,
+                                                       self.settings.confirm_notional)
+            if waiting is not None:
+                return waiting
         result = await self.control.open(entry)
         if result.status is EntryStatus.REFUSED:
             return _json(422, {"ok": False, "error": "refused", **_result(result)})
         return _json(200, {"ok": True, **_result(result)})
+
+    async def _wait_for_confirm(self, entry: EntryRequest, confirm: SignalConfirm,
+                                threshold: Decimal) -> web.Response | None:
+        """A signal above the threshold is not sent: an admin gets a Confirm in Telegram and
+        the sender a 202. The same signal again says where its approval stands; once it was
+        confirmed, None: the caller's open returns that entry's result (same key)."""
+        state = self.control.entries.state
+        record = f"{entry.account}|{entry.key}"
+        approval = await state.get(CONFIRM_SCOPE, record)
+        if approval is not None:
+            status = await confirm.status(approval)
+            if status == "done" and await state.get(ENTRY_SCOPE, record) is not None:
+                return None
+            if status in ("pending", "executing"):
+                return _json(202, {"ok": True, "status": "pending_confirm",
+                                   "approval": approval, "key": entry.key})
+            return _json(409, {"ok": False, "error": "not_confirmed", "detail": status,
+                               "approval": approval, "key": entry.key})
+        try:
+            plan = await self.control.preview_entry(entry)
+        except EntryRefused as exc:
+            return _json(422, {"ok": False, "error": "refused", "reason": exc.reason.value,
+                               "detail": exc.detail, "key": entry.key})
+        if plan.notional <= threshold:
+            return None
+        approval = await confirm.ask(entry, plan)
+        await state.put(CONFIRM_SCOPE, record, approval)
+        return _json(202, {"ok": True, "status": "pending_confirm", "approval": approval,
+                           "key": entry.key, "symbol": plan.symbol, "qty": str(plan.qty),
+                           "notional": str(plan.notional), "stop": str(plan.stop_price)})
 
     # --- the checks ---------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:
@@ -151,12 +203,20 @@ class SignalEndpoint:
         side = SIDES.get(_text(raw, "side").lower())
         if side is None:
             raise SignalError(400, "bad_side", "long, short, buy or sell")
+        kind = _text(raw, "type").lower() if raw.get("type") is not None else None
+        if kind is not None and kind not in ORDER_TYPES:
+            raise SignalError(400, "bad_type", "market or limit")
         try:
             size = parse_size(_text(raw, "size"))
             stop = parse_price(_text(raw, "sl")) if raw.get("sl") is not None else None
             tp = parse_price(_text(raw, "tp")) if raw.get("tp") is not None else None
+            limit = number(_text(raw, "price")) if raw.get("price") is not None else None
         except BadNumber as exc:
             raise SignalError(400, "bad_number", exc.text) from None
+        if kind == "limit" and limit is None:
+            raise SignalError(400, "missing_field", "price (a limit needs one)")
+        if kind == "market" and limit is not None:
+            raise SignalError(400, "bad_field", "price (a market order takes none)")
         account = raw.get("account") or default_account
         if account is None and len(self.control.accounts()) == 1:
             account = self.control.accounts()[0]
@@ -172,9 +232,9 @@ class SignalEndpoint:
         limits = self.control.entries.limits
         return EntryRequest(
             account=account, symbol=symbol, side=side, size=size,
-            stop=stop or PriceSpec(PriceKind.PERCENT, limits.default_stop_percent),
+            stop=limits.stop_or_default(stop),
             key=f"{source}:{key}", source=EntrySource.WEBHOOK, take_profit=tp,
-            by=f"webhook {source}")
+            by=f"webhook {source}", limit_price=limit)
 
     async def _failed(self, source: str, exc: SignalError) -> None:
         state = self._state.get(source)
@@ -190,9 +250,10 @@ class SignalEndpoint:
 
 
 def add_signal_routes(app: web.Application, *, control: ControlService,
-                      settings: SignalsSettings, clock: Clock, bus: EventBus) -> SignalEndpoint:
+                      settings: SignalsSettings, clock: Clock, bus: EventBus,
+                      confirm: SignalConfirm | None = None) -> SignalEndpoint:
     """Add `POST /signal/{source}` to the shared HTTP application."""
-    endpoint = SignalEndpoint(control, settings, clock=clock, bus=bus)
+    endpoint = SignalEndpoint(control, settings, clock=clock, bus=bus, confirm=confirm)
     app.router.add_post("/signal/{source}", endpoint.handle)
     return endpoint
 

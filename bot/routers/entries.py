@@ -19,8 +19,6 @@ from engine.entries.model import (
     EntryRefused,
     EntryRequest,
     EntrySource,
-    PriceKind,
-    PriceSpec,
     Refusal,
 )
 from engine.errors import Rejected
@@ -48,9 +46,9 @@ def build_router() -> Router:
         limits = control.entries.limits
         request = EntryRequest(
             account=account, symbol=args.symbol, side=side, size=args.size,
-            stop=args.stop or PriceSpec(PriceKind.PERCENT, limits.default_stop_percent),
+            stop=limits.stop_or_default(args.stop),
             key="", source=EntrySource.TELEGRAM, take_profit=args.take_profit,
-            by=f"{user.full_name} ({user.id})")
+            by=f"{user.full_name} ({user.id})", limit_price=args.limit_price)
         try:
             plan = await control.preview_entry(request)
         except EntryRefused as exc:

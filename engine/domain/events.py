@@ -40,6 +40,7 @@ class CancelReason(StrEnum):
     POSITION_CLOSED = "position_closed"
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
+    ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
 
 
 class CloseReason(StrEnum):
@@ -144,6 +145,7 @@ class PositionAdopted(SymbolEvent):
     qty: Decimal
     entry_price: Decimal
     generation: int
+    entry: str = ""  # the key of Vigil's own entry that opened it: guarded, not "found"
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,6 +52,15 @@ class OrderReport:
     whole_position: bool = False
     # When the venue created it (None where it does not say): a zombie's age counts from here.
     created_at: datetime | None = None
+    price: Decimal | None = None  # a limit order's price (never a trigger)
+    filled: Decimal | None = None  # how much of it has filled; None: not said (market: all)
+
+    @property
+    def filled_qty(self) -> Decimal:
+        """What filled so far: a filled order without a figure filled whole."""
+        if self.filled is not None:
+            return self.filled
+        return (self.qty or Decimal(0)) if self.status is OrderStatus.FILLED else Decimal(0)
 
     @property
     def is_resting(self) -> bool:
@@ -128,6 +137,8 @@ class MarketOrderRequest:
     client_id: str
     # An entry's stop-loss, attached to the order where the venue can (capabilities.attached_stop)
     stop_loss: Decimal | None = None
+    # A limit entry (GTC) at this price instead of a market order; entries only.
+    limit_price: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

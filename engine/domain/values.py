@@ -8,6 +8,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Decimal
 from enum import StrEnum
 
 ZERO = Decimal(0)
+HUNDRED = Decimal(100)  # percent arithmetic: one constant for every module
 
 
 def to_decimal(value: object) -> Decimal:

@@ -6,9 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from engine.entries.model import EntryPlan, EntryRefused, Refusal
-
-HUNDRED = Decimal(100)
+from engine.domain.values import HUNDRED, PositionSide
+from engine.entries.model import EntryPlan, EntryRefused, PriceKind, PriceSpec, Refusal
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +26,12 @@ class RiskLimits:
     fee_rate: Decimal = Decimal("0.0006")  # taker, for the estimate shown before Confirm
     approval_notional: Decimal | None = None  # above it, an admin must approve (Telegram)
     default_stop_percent: Decimal = Decimal("2")  # when a request names no stop
+    limit_timeout_seconds: float = 60.0  # a limit entry's unfilled rest is cancelled after it
+
+    def stop_or_default(self, stop: PriceSpec | None) -> PriceSpec:
+        """The stop a request names, else the default distance (/long and the webhook alike)."""
+        return stop if stop is not None else PriceSpec(PriceKind.PERCENT,
+                                                       self.default_stop_percent)
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +46,17 @@ class AccountPicture:
     symbol_open: bool
     equity: Decimal | None
     cool_down_left: float  # seconds; 0 when none
+    open_side: PositionSide | None = None  # the symbol's position, if any (symbol_open)
+
+
+def open_refusal(plan: EntryPlan, open_side: PositionSide) -> EntryRefused:
+    """An entry on a symbol that already has a position is refused, never merged: the one stop
+    was sized and priced for that position, and a rollback of the add would have to tell the
+    added part from the rest. The other way, it would close or flip the position: /close does
+    that on purpose."""
+    if open_side is plan.side:
+        return EntryRefused(Refusal.POSITION_OPEN, plan.symbol)
+    return EntryRefused(Refusal.OPPOSITE_POSITION, f"{plan.symbol} {open_side.value}")
 
 
 def check(plan: EntryPlan, limits: RiskLimits, account: AccountPicture) -> None:
@@ -56,7 +72,7 @@ def check(plan: EntryPlan, limits: RiskLimits, account: AccountPicture) -> None:
     if account.cool_down_left > 0:
         raise EntryRefused(Refusal.COOL_DOWN, f"{account.cool_down_left:.0f}")
     if account.symbol_open:
-        raise EntryRefused(Refusal.POSITION_OPEN, plan.symbol)
+        raise open_refusal(plan, account.open_side or plan.side)
     if (limits.max_open_positions is not None
             and account.open_positions >= limits.max_open_positions):
         raise EntryRefused(Refusal.MAX_POSITIONS, str(limits.max_open_positions))
@@ -73,7 +89,7 @@ def check(plan: EntryPlan, limits: RiskLimits, account: AccountPicture) -> None:
         leverage = total / account.equity
         if leverage > limits.max_leverage:
             raise EntryRefused(Refusal.LEVERAGE, f"{leverage:.2f} > {limits.max_leverage}")
-    distance = abs(plan.mark - plan.stop_price) / plan.mark * HUNDRED
+    distance = abs(plan.price - plan.stop_price) / plan.price * HUNDRED
     if distance < limits.min_stop_percent:
         raise EntryRefused(Refusal.STOP_TOO_CLOSE,
                            f"{distance:.3f}% < {limits.min_stop_percent}%")

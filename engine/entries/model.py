@@ -53,7 +53,8 @@ class Refusal(StrEnum):
     STOP_TOO_CLOSE = "stop_too_close"
     STOP_TOO_FAR = "stop_too_far"
     COOL_DOWN = "cool_down"
-    POSITION_OPEN = "position_open"  # the symbol already has a position on this account
+    POSITION_OPEN = "position_open"  # same side already open: adding to it is not supported
+    OPPOSITE_POSITION = "opposite_position"  # open the other way: an entry would close or flip it
     DUPLICATE = "duplicate"  # same key, different request
     BAD_REQUEST = "bad_request"  # unknown account / symbol, no stop, size not positive
 
@@ -88,6 +89,7 @@ class EntryRequest:
     source: EntrySource
     take_profit: PriceSpec | None = None
     by: str = ""
+    limit_price: Decimal | None = None  # a limit entry at this price; None: market
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +107,13 @@ class EntryPlan:
     risk: Decimal  # quote lost if the stop fills at its price
     fee_estimate: Decimal  # taker fee in and out
     attached: bool  # the stop rides on the entry order
+    limit_price: Decimal | None = None  # on the tick; sizing and the stop start from it
+    limit_timeout: float = 0.0  # seconds the limit rests before its unfilled rest is cancelled
+
+    @property
+    def price(self) -> Decimal:
+        """The price the entry is expected at: its limit, else the mark."""
+        return self.limit_price if self.limit_price is not None else self.mark
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,8 @@ def request_to_json(request: EntryRequest) -> dict[str, str | None]:
             "size_kind": request.size.kind.value, "size": str(request.size.value),
             "stop_kind": request.stop.kind.value, "stop": str(request.stop.value),
             "tp_kind": tp.kind.value if tp else None, "tp": str(tp.value) if tp else None,
-            "key": request.key, "source": request.source.value, "by": request.by}
+            "key": request.key, "source": request.source.value, "by": request.by,
+            "limit": str(request.limit_price) if request.limit_price is not None else None}
 
 
 def request_from_json(raw: dict[str, str | None]) -> EntryRequest:
@@ -145,4 +155,5 @@ def request_from_json(raw: dict[str, str | None]) -> EntryRequest:
         size=Amount(SizeKind(need("size_kind")), Decimal(need("size"))),
         stop=PriceSpec(PriceKind(need("stop_kind")), Decimal(need("stop"))),
         key=need("key"), source=EntrySource(need("source")), take_profit=tp,
-        by=raw.get("by") or "")
+        by=raw.get("by") or "",
+        limit_price=Decimal(limit) if (limit := raw.get("limit")) is not None else None)

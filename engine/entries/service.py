@@ -9,6 +9,10 @@ guards whatever the entry leaves, the moment the entry lets go):
       fresh snapshot shows flat -> leftovers cancelled -> ONE critical EntryRolledBack
       |-> the close keeps failing -> HALT + EntryRollbackFailed (the SLA alert stays loud)
 
+A limit entry rests instead: each fill seen (the stream-fed view, else a venue look-up) is
+protected at once, the stop following further fills; at the timeout the unfilled rest is
+cancelled and must be gone from the venue (`_rest_limit`).
+
 Every step is journaled; the record in the state store (scope "entry") says where it stands,
 so a restart resumes a pending entry to protected or verified flat, and the same key never sends
 a second entry order.
@@ -17,10 +21,11 @@ a second entry order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
-from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any
@@ -66,10 +71,18 @@ ROLLBACK_PAUSE = 0.5  # seconds before the next close, doubling
 CONTINUE_ATTEMPTS = 4  # a venue read failing past its retries: the continuation runs again
 LOOKS = 3  # snapshots before a filled entry the venue does not show is taken for flat
 LOOK_PAUSE = 0.2
+LIMIT_POLL_SECONDS = 0.5  # a resting limit entry is looked up on the venue this often ...
+VIEW_PAUSE = 0.02  # ... and in the stream-fed view this often, for a fill to protect
 SOURCE_SCOPE = "position_source"  # account -> {symbol|generation: EntrySource}
 
 HoldOf = Callable[[str], str | None]
 PnlToday = Callable[[str], Awaitable[Decimal]]
+
+
+@dataclass(slots=True)
+class _KeyLock:
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    users: int = 0  # holding or waiting
 
 
 @dataclass(slots=True)
@@ -82,6 +95,7 @@ class _Run:
     by: str
     entry_cid: str
     seed: int  # the key's number: every client id of this entry derives from it
+    expires_at: str | None = None  # a limit entry: when its unfilled rest is cancelled (UTC)
 
 
 class EntryService:
@@ -94,7 +108,7 @@ class EntryService:
         self.clock = clock
         self.hold_of = hold_of
         self.pnl_today: PnlToday | None = None  # wired by the composition root (loss cap)
-        self._keys: dict[str, asyncio.Lock] = {}
+        self._keys: dict[str, _KeyLock] = {}  # only while a request for the key runs
         # Who opened each position: (account, symbol, generation) -> source; no entry: by hand.
         self._sources: dict[str, dict[str, str]] = {}
 
@@ -123,7 +137,8 @@ class EntryService:
             account=request.account, symbol=symbol, side=request.side, size=request.size,
             stop=request.stop, take_profit=request.take_profit, market=market, mark=mark,
             equity=equity, fee_rate=self.limits.fee_rate,
-            attached=guard.venue.capabilities.attached_stop)
+            attached=guard.venue.capabilities.attached_stop, limit_price=request.limit_price,
+            limit_timeout=self.limits.limit_timeout_seconds)
         gates.check(plan, self.limits, await self._picture(guard, symbol, equity))
         return plan
 
@@ -136,7 +151,8 @@ class EntryService:
             open_positions=len(positions),
             open_notional=sum((p.qty * p.mark_price for p in positions), ZERO),
             symbol_open=any(p.symbol == symbol for p in positions), equity=equity,
-            cool_down_left=await self._cool_down_left(guard.account, symbol))
+            cool_down_left=await self._cool_down_left(guard.account, symbol),
+            open_side=next((p.side for p in positions if p.symbol == symbol), None))
 
     # --- open ----------------------------------------------------------------------------------
     async def open(self, request: EntryRequest) -> EntryResult:
@@ -144,11 +160,11 @@ class EntryService:
         if not request.key:
             return _refused(request.key, EntryRefused(Refusal.BAD_REQUEST, "no idempotency key"))
         record_key = f"{request.account}|{request.key}"
-        lock = self._keys.setdefault(record_key, asyncio.Lock())
-        async with lock:
+        fingerprint = _fingerprint(request)
+        async with self._key_lock(record_key):
             earlier = await self.state.get(SCOPE, record_key)
             if earlier is not None:
-                if earlier["fingerprint"] != _fingerprint(request):
+                if earlier["fingerprint"] != fingerprint:
                     return _refused(request.key, EntryRefused(
                         Refusal.DUPLICATE, "this key was used for another request"))
                 return replace(_result_from(earlier), replayed=True)
@@ -163,15 +179,34 @@ class EntryService:
             run = _Run(request.key, plan, request.source, request.by,
                        client_order_id(request.account, plan.symbol, seed, OrderPurpose.ENTRY,
                                        0), seed)
+            if plan.limit_price is not None:  # recorded before the send: a restart keeps it
+                run.expires_at = (self.clock.now()
+                                  + timedelta(seconds=plan.limit_timeout)).isoformat()
             # The record before the order: a crash after the send finds it and resumes.
             await self._save(run, EntryResult(EntryStatus.PENDING, request.key, plan),
-                             _fingerprint(request))
+                             fingerprint)
             pending = await self.state.get(PENDING, request.account, [])
             await self.state.put(PENDING, request.account, [*pending, request.key])
             guard = self._guard(request.account)
             result = await self._run(guard, run, first=True)
-            await self._finish(guard, run, result, _fingerprint(request))
+            await self._finish(guard, run, result, fingerprint)
             return result
+
+    @contextlib.asynccontextmanager
+    async def _key_lock(self, record_key: str) -> AsyncIterator[None]:
+        """One request per key at a time; the lock goes once nobody holds or waits for it
+        (the record in the state store, not the lock, is what answers a later repeat)."""
+        held = self._keys.get(record_key)
+        if held is None:
+            held = self._keys[record_key] = _KeyLock()
+        held.users += 1
+        try:
+            async with held.lock:
+                yield
+        finally:
+            held.users -= 1
+            if held.users == 0:
+                del self._keys[record_key]
 
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         """The entry as the symbol's writer. A venue that keeps failing a read (past the
@@ -184,13 +219,16 @@ class EntryService:
             try:
                 if first and attempt == 0:
                     return await guard.as_writer(run.plan.symbol,
-                                                 lambda ctx: self._enter(ctx, run))
+                                                 lambda ctx: self._enter(ctx, run), entry=run.key)
                 return await guard.as_writer(run.plan.symbol,
-                                             lambda ctx: self._continue(ctx, run))
+                                             lambda ctx: self._continue(ctx, run), entry=run.key)
             except VenueError as exc:
                 error = f"{type(exc).__name__}: {exc}"
                 await self.clock.sleep(pause)
                 pause *= 2
+            except AccountHalted as exc:  # no commands now (a limit's rest stays): resumed later
+                return EntryResult(EntryStatus.PENDING, run.key, run.plan,
+                                   detail=f"halted: {exc}")
         return EntryResult(EntryStatus.PENDING, run.key, run.plan,
                            detail=f"venue failing: {error}")
 
@@ -218,11 +256,13 @@ class EntryService:
     # --- the steps (run as the symbol's writer) ------------------------------------------------
     async def _enter(self, ctx: AccountContext, run: _Run) -> EntryResult:
         plan = run.plan
-        if ctx.view.position(plan.symbol) is not None:  # appeared since the gates looked
-            return _refused(run.key, EntryRefused(Refusal.POSITION_OPEN, plan.symbol), plan)
+        there = ctx.view.position(plan.symbol)
+        if there is not None:  # appeared since the gates looked
+            return _refused(run.key, gates.open_refusal(plan, there.side), plan)
         request = MarketOrderRequest(plan.symbol, plan.side.entry_side, plan.qty, False,
                                      run.entry_cid,
-                                     stop_loss=plan.stop_price if plan.attached else None)
+                                     stop_loss=plan.stop_price if plan.attached else None,
+                                     limit_price=plan.limit_price)
         intent = ev.EntryIntent(
             account=ctx.account, symbol=plan.symbol, key=run.key, client_id=run.entry_cid,
             side=plan.side, qty=plan.qty, stop_price=plan.stop_price, attached=plan.attached,
@@ -233,6 +273,8 @@ class EntryService:
             return await self._not_filled(ctx, run, f"{exc.reason.value} {exc.message}".strip())
         except AccountHalted as exc:
             return await self._not_filled(ctx, run, f"halted: {exc}")
+        if order is not None and order.is_resting and plan.limit_price is not None:
+            return await self._rest_limit(ctx, run, order, None)
         if (order is not None and order.status is OrderStatus.FILLED and order.qty
                 and not plan.attached):
             return await self._protect_fill(ctx, run, order, order.qty)
@@ -283,6 +325,11 @@ class EntryService:
         if order is None:
             order = await retry_transient(lambda: ctx.venue.find_order(plan.symbol, run.entry_cid),
                                           ctx.clock, rng=ctx.rng)
+        if order is not None and order.is_resting and plan.limit_price is not None:
+            # a restart while the limit rests: carry on with whatever stop it already has
+            snapshot = await self._snapshot(ctx)
+            return await self._rest_limit(ctx, run, order,
+                                          _resting_stop(snapshot, plan.symbol, plan.side))
         snapshot, position = await self._look(ctx, plan, order)
         if position is None:
             if order is None or order.status is not OrderStatus.FILLED:
@@ -297,7 +344,7 @@ class EntryService:
         await self.bus.publish(ev.EntryFilled(
             account=ctx.account, symbol=plan.symbol, key=run.key,
             order_id=order.order_id if order else "", qty=position.qty))
-        stop = _resting_stop(snapshot, position)
+        stop = _resting_stop(snapshot, position.symbol, position.side)
         reason = ""
         ttp = Decimal(0)  # attached: it rested before the fill showed
         if stop is None:
@@ -324,14 +371,143 @@ class EntryService:
             await ctx.clock.sleep(LOOK_PAUSE)
         raise AssertionError("unreachable")
 
+    async def _rest_limit(self, ctx: AccountContext, run: _Run, order: OrderReport,
+                          stop: OrderReport | None) -> EntryResult:
+        """A limit entry on the book: each fill seen is protected at once (the stop placed for
+        the first, resized for each further one; an attached stop rides in with the first).
+        At the timeout the unfilled rest is cancelled and must be gone from the venue; then the
+        stop is sized to the final fill, or, nothing filled, the entry ends flat, no stop."""
+        plan = run.plan
+        expires = (datetime.fromisoformat(run.expires_at) if run.expires_at
+                   else ctx.clock.now())
+        lot = ctx.venue.market(plan.symbol).lot
+        covered = ZERO if stop is None else (stop.qty or order.filled_qty)
+        first_fill: float | None = None
+        ttp = Decimal(0)
+        while True:
+            filled = order.filled_qty
+            if filled > covered and not plan.attached:
+                if first_fill is None:
+                    first_fill = ctx.clock.monotonic()
+                await self.bus.publish(ev.EntryFilled(
+                    account=ctx.account, symbol=plan.symbol, key=run.key,
+                    order_id=order.order_id, qty=filled))
+                fresh, reason = await self._cover(ctx, run, stop, filled, first_fill,
+                                                  int(filled / lot))
+                if fresh is None and stop is None:  # the first fill cannot be protected
+                    if order.is_resting:
+                        order = await self._cancel_rest(ctx, run, order)
+                    _snapshot, position = await self._look(ctx, plan, order)
+                    return await self._rollback(
+                        ctx, run, position or _filled(plan, order.filled_qty, ctx), reason)
+                if fresh is not None:
+                    if stop is None:
+                        ttp = _seconds_since(ctx, first_fill)
+                    stop, covered = fresh, filled
+            if not order.is_resting:
+                break
+            left = (expires - ctx.clock.now()).total_seconds()
+            if left <= 0:
+                order = await self._cancel_rest(ctx, run, order)
+                continue  # protect what filled up to the cancel, then end
+            order = await self._next_look(ctx, run, order, min(LIMIT_POLL_SECONDS, left))
+        snapshot = await self._snapshot(ctx)
+        position = snapshot.position(plan.symbol)
+        if position is None or position.side is not plan.side:
+            if order.filled_qty == 0:
+                return await self._not_filled(ctx, run, "the limit did not fill before its "
+                                              "timeout; the order is cancelled")
+            return EntryResult(EntryStatus.CLOSED, run.key, plan, order.filled_qty,
+                               detail="filled, then flat before it could be protected")
+        ctx.view.set_position(plan.symbol, position)
+        stop = _resting_stop(snapshot, plan.symbol, plan.side) or stop
+        if stop is None:  # a fill no order report showed (filled not said): protect it now
+            at = ctx.clock.monotonic()
+            stop, reason = await self._place_stop(ctx, run, plan.side, position.qty, at,
+                                                  int(position.qty / lot))
+            ttp = _seconds_since(ctx, at)
+            if stop is None:
+                return await self._rollback(ctx, run, position, reason)
+        else:
+            ctx.view.set_order(stop)
+        # the supervisor's ensure, run as the entry lets go, sizes the stop to the position
+        return await self._protected(ctx, run, stop, position, position.qty, ttp)
+
+    async def _next_look(self, ctx: AccountContext, run: _Run, order: OrderReport,
+                         seconds: float) -> OrderReport:
+        """The resting limit, as the stream tells it (the view, in memory, looked at every
+        VIEW_PAUSE: a fill is protected as soon as it is streamed), else as the venue answers
+        after `seconds` (no stream, or a stream that lags)."""
+        plan = run.plan
+        waited = 0.0
+        while waited < seconds:
+            step = min(VIEW_PAUSE, seconds - waited)
+            await ctx.clock.sleep(step)
+            waited += step
+            seen = next((o for o in ctx.view.orders(plan.symbol)
+                         if o.client_id == run.entry_cid), None)
+            if seen is not None and seen.filled_qty > order.filled_qty:
+                return seen
+            held = ctx.view.position(plan.symbol)
+            if held is not None and held.side is plan.side and held.qty > order.filled_qty:
+                # the position grew before the order's own update: what shows has filled
+                return replace(order, filled=min(held.qty, order.qty or held.qty))
+        found = await retry_transient(
+            lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
+        return found or order
+
+    async def _cover(self, ctx: AccountContext, run: _Run, stop: OrderReport | None,
+                     qty: Decimal, first_fill: float, seq: int
+                     ) -> tuple[OrderReport | None, str]:
+        """A stop for `qty`: placed, or the one resting resized (amended in place, else the new
+        one placed before the old is cancelled: never unprotected while replacing). A resize
+        that fails keeps the old stop: the supervisor sizes it when the entry lets go."""
+        plan = run.plan
+        if stop is not None and stop.covers(qty):
+            return stop, ""
+        if stop is not None and ctx.venue.capabilities.amend_stop_in_place:
+            try:
+                amended = await ctx.orders.amend_stop(
+                    stop, stop.trigger_price or plan.stop_price, qty, self.bus.publish)
+            except (VenueError, AccountHalted):
+                amended = None
+            if amended is not None and amended.is_resting:
+                return amended, ""
+        fresh, reason = await self._place_stop(ctx, run, plan.side, qty, first_fill, seq)
+        if fresh is None or stop is None:
+            return fresh, reason
+        try:
+            await ctx.orders.cancel(stop, ev.CancelReason.REPLACED, self.bus.publish)
+        except (VenueError, AccountHalted) as exc:  # a duplicate now: the supervisor ends it
+            await self._step(ctx, run, "old_stop_left", f"{stop.order_id}: {exc}")
+        return fresh, ""
+
+    async def _cancel_rest(self, ctx: AccountContext, run: _Run,
+                           order: OrderReport) -> OrderReport:
+        """Cancel a limit entry's unfilled rest and see it gone from the venue: the order as
+        it ended (with its final fill). A rest still resting after its cancel is an unknown
+        outcome: the continuation looks again."""
+        plan = run.plan
+        await ctx.orders.cancel(order, ev.CancelReason.ENTRY_TIMEOUT, self.bus.publish)
+        found = await retry_transient(
+            lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
+        if found is not None and found.is_resting:
+            raise OutcomeUnknown(f"limit entry {order.order_id} still rests after its cancel")
+        ended = found or replace(order, status=OrderStatus.CANCELLED)
+        await self._step(ctx, run, "limit_cancelled", f"{ended.order_id} filled "
+                         f"{ended.filled_qty} of {ended.qty}")
+        return ended
+
     async def _place_stop(self, ctx: AccountContext, run: _Run, side: PositionSide,
-                          qty: Decimal, filled_at: float) -> tuple[OrderReport | None, str]:
+                          qty: Decimal, filled_at: float, seq: int = 0
+                          ) -> tuple[OrderReport | None, str]:
         """The stop for what filled, through the one order path; (None, why) when it cannot
-        rest within the budget."""
+        rest within the budget. `seq` numbers the stops of one entry (a limit entry's resizes)."""
         plan = run.plan
         reason = ""
         for attempt in range(STOP_ATTEMPTS):
-            cid = client_order_id(ctx.account, plan.symbol, run.seed, OrderPurpose.STOP, attempt)
+            cid = client_order_id(ctx.account, plan.symbol, run.seed, OrderPurpose.STOP,
+                                  seq * STOP_ATTEMPTS + attempt)
             request = StopRequest(plan.symbol, side, qty, plan.stop_price, cid)
             try:
                 order = await ctx.orders.place_stop(request, ev.StopAction.PLACE,
@@ -467,6 +643,7 @@ class EntryService:
         await self.state.put(SCOPE, f"{run.plan.account}|{run.key}", {
             "fingerprint": fingerprint, "source": run.source.value, "by": run.by,
             "entry_cid": run.entry_cid, "seed": run.seed, "plan": _plain(asdict(run.plan)),
+            "expires_at": run.expires_at,
             "result": _plain({k: v for k, v in asdict(result).items() if k != "plan"})})
 
     async def note_close(self, event: ev.Event) -> None:
@@ -506,10 +683,10 @@ def _seconds_since(ctx: AccountContext, start: float) -> Decimal:
     return Decimal(str(round(ctx.clock.monotonic() - start, 3)))
 
 
-def _resting_stop(snapshot: VenueSnapshot, position: PositionReport) -> OrderReport | None:
+def _resting_stop(snapshot: VenueSnapshot, symbol: str, side: PositionSide
+                  ) -> OrderReport | None:
     return next((o for o in snapshot.orders
-                 if o.symbol == position.symbol and o.is_resting
-                 and o.is_stop_for(position.side)), None)
+                 if o.symbol == symbol and o.is_resting and o.is_stop_for(side)), None)
 
 
 def _refused(key: str, exc: EntryRefused, plan: EntryPlan | None = None) -> EntryResult:
@@ -520,6 +697,8 @@ def _fingerprint(request: EntryRequest) -> str:
     parts = (request.account, request.symbol.upper(), request.side.value,
              request.size.kind.value, str(request.size.value), request.stop.kind.value,
              str(request.stop.value), str(request.take_profit))
+    if request.limit_price is not None:  # market requests keep the fingerprints they had
+        parts = (*parts, f"limit {request.limit_price}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
 
 
@@ -546,13 +725,14 @@ def _plan_from(raw: dict[str, Any]) -> EntryPlan:
         qty=Decimal(raw["qty"]), mark=Decimal(raw["mark"]),
         stop_price=Decimal(raw["stop_price"]), take_profit=_dec(raw["take_profit"]),
         notional=Decimal(raw["notional"]), risk=Decimal(raw["risk"]),
-        fee_estimate=Decimal(raw["fee_estimate"]), attached=raw["attached"])
+        fee_estimate=Decimal(raw["fee_estimate"]), attached=raw["attached"],
+        limit_price=_dec(raw.get("limit_price")), limit_timeout=raw.get("limit_timeout", 0.0))
 
 
 def _run_from(record: dict[str, Any]) -> _Run:
     return _Run(record["result"]["key"], _plan_from(record["plan"]),
                 EntrySource(record["source"]), record["by"], record["entry_cid"],
-                record["seed"])
+                record["seed"], record.get("expires_at"))
 
 
 def _result_from(record: dict[str, Any]) -> EntryResult:

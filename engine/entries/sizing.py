@@ -6,7 +6,13 @@ from __future__ import annotations
 from decimal import Decimal
 
 from engine.domain.reports import MarketInfo
-from engine.domain.values import PositionSide, conservative_stop, floor_to_step, round_to_step
+from engine.domain.values import (
+    HUNDRED,
+    PositionSide,
+    conservative_stop,
+    floor_to_step,
+    round_to_step,
+)
 from engine.entries.model import (
     Amount,
     EntryPlan,
@@ -16,8 +22,6 @@ from engine.entries.model import (
     Refusal,
     SizeKind,
 )
-
-HUNDRED = Decimal(100)
 
 
 def stop_price(spec: PriceSpec, side: PositionSide, mark: Decimal, market: MarketInfo
@@ -65,14 +69,23 @@ def quantity(size: Amount, mark: Decimal, stop: Decimal, market: MarketInfo,
 
 def plan_entry(*, account: str, symbol: str, side: PositionSide, size: Amount, stop: PriceSpec,
                take_profit: PriceSpec | None, market: MarketInfo, mark: Decimal,
-               equity: Decimal | None, fee_rate: Decimal, attached: bool) -> EntryPlan:
-    stop_at = stop_price(stop, side, mark, market)
-    if (stop_at - mark) * side.sign >= 0:
+               equity: Decimal | None, fee_rate: Decimal, attached: bool,
+               limit_price: Decimal | None = None, limit_timeout: float = 0.0) -> EntryPlan:
+    """A limit entry is sized and stopped from its limit price (where it fills), a market one
+    from the mark."""
+    limit = None
+    if limit_price is not None:
+        if limit_price <= 0:
+            raise EntryRefused(Refusal.BAD_REQUEST, f"limit price {limit_price} must be positive")
+        limit = round_to_step(limit_price, market.tick)
+    at = limit if limit is not None else mark
+    stop_at = stop_price(stop, side, at, market)
+    if (stop_at - at) * side.sign >= 0:
         raise EntryRefused(Refusal.STOP_WRONG_SIDE,
                            f"stop {stop_at} must be {'below' if side.sign > 0 else 'above'} "
-                           f"the mark {mark}")
-    qty = quantity(size, mark, stop_at, market, equity)
-    notional = qty * mark
+                           f"the {'limit' if limit is not None else 'mark'} {at}")
+    qty = quantity(size, at, stop_at, market, equity)
+    notional = qty * at
     if qty < market.min_qty or notional < market.min_notional:
         raise EntryRefused(Refusal.BELOW_MIN,
                            f"{qty} ({notional:.2f}) is below the venue's minimum "
@@ -80,7 +93,8 @@ def plan_entry(*, account: str, symbol: str, side: PositionSide, size: Amount, s
     exit_notional = qty * stop_at
     return EntryPlan(
         account=account, symbol=symbol, side=side, qty=qty, mark=mark, stop_price=stop_at,
-        take_profit=take_profit_price(take_profit, side, mark, market), notional=notional,
-        risk=abs(mark - stop_at) * qty,
+        take_profit=take_profit_price(take_profit, side, at, market), notional=notional,
+        risk=abs(at - stop_at) * qty,
         fee_estimate=((notional + exit_notional) * fee_rate).quantize(Decimal("0.01")),
-        attached=attached)
+        attached=attached, limit_price=limit,
+        limit_timeout=limit_timeout if limit is not None else 0.0)

@@ -521,12 +521,13 @@ class AccountGuard:
         return position is not None and order.is_stop_for(position.side)
 
     # --- requests from the control layer, each through the symbol's one writer --------------
-    async def as_writer(self, symbol: str, body: Callable[[AccountContext], Awaitable[T]]) -> T:
-        """Run an entry as the symbol's supervisor (made now if none), which then adopts and
-        protects what the entry left (engine/entries)."""
+    async def as_writer(self, symbol: str, body: Callable[[AccountContext], Awaitable[T]], *,
+                        entry: str = "") -> T:
+        """Run an entry (its key: `entry`) as the symbol's supervisor (made now if none), which
+        then adopts and protects what the entry left (engine/entries)."""
         while True:
             try:
-                return await self.supervisor(symbol).as_writer(body)
+                return await self.supervisor(symbol).as_writer(body, entry=entry)
             except SupervisorRetired:
                 continue  # it ended just before: the next one is fresh
 

@@ -8,9 +8,13 @@ from enum import StrEnum
 from typing import Protocol
 
 from engine.domain.reports import MarketInfo, PositionReport
-from engine.domain.values import PositionSide, ceil_to_step, conservative_stop, floor_to_step
-
-HUNDRED = Decimal(100)
+from engine.domain.values import (
+    HUNDRED,
+    PositionSide,
+    ceil_to_step,
+    conservative_stop,
+    floor_to_step,
+)
 
 
 class CrossedPolicy(StrEnum):

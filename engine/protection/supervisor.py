@@ -96,6 +96,7 @@ class PositionSupervisor:
         self._last_refusal: tuple[RejectReason, str] | None = None
         self._permanent = 0  # permanent refusals in a row
         self._failures = 0  # venue failures (unknown outcome, transient) in a row
+        self.entry_key = ""  # an entry of ours runs (or ran) here: its position is no stranger
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -104,13 +105,15 @@ class PositionSupervisor:
             self._wake_pending = False
             return await self._run(self._ensure)
 
-    async def as_writer(self, body: Callable[[AccountContext], Awaitable[T]]) -> T:
+    async def as_writer(self, body: Callable[[AccountContext], Awaitable[T]], *,
+                        entry: str = "") -> T:
         """Run an entry (engine/entries) as this position's writer, then adopt and protect what
         it left before any other writer may act on the symbol. Raises SupervisorRetired when
         this supervisor ended meanwhile (the caller asks its guard for a new one)."""
         async with self._lock:
             if self.finished:
                 raise SupervisorRetired(self.symbol)
+            self.entry_key = entry or self.entry_key  # what it opens is ours, not "found"
             try:
                 return await body(self.ctx)
             finally:
@@ -329,7 +332,8 @@ class PositionSupervisor:
             unprotected_since=since, last_mark=report.mark_price)
         await self._publish(ev.PositionAdopted(
             account=ctx.account, symbol=self.symbol, side=report.side, qty=report.qty,
-            entry_price=report.entry_price, generation=generation))
+            entry_price=report.entry_price, generation=generation, entry=self.entry_key))
+        self.entry_key = ""  # a later position on the symbol is whoever's it is
         await ctx.store.save(self.known)
 
     async def _record_close(self, leftovers: tuple[OrderReport, ...]) -> bool:

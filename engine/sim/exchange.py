@@ -144,6 +144,8 @@ class SimExchange:
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
         self._listeners: list[Callable[[VenueEvent], None]] = []
         self._mark_listeners: list[Callable[[PriceTick], None]] = []
+        # A resting limit entry's attached stop-loss (order id -> price): rests from its fill.
+        self._attached: dict[str, Decimal] = {}
         # Whether position reports say when the position opened (ccxt's do not).
         self.opened_at_known = True
 
@@ -284,6 +286,7 @@ class SimExchange:
 
     def cancel(self, order_id: str) -> OrderReport:
         order = self._resting(order_id)
+        self._attached.pop(order_id, None)  # a limit entry's stop never rests unfilled
         cancelled = replace(order, status=OrderStatus.CANCELLED, updated_at=self.clock.now())
         self.record(cancelled)
         self._emit(OrderUpdate(cancelled))
@@ -311,7 +314,8 @@ class SimExchange:
         return order
 
     def entry_order(self, *, symbol: str, side: OrderSide, qty: Decimal, client_id: str | None,
-                    stop_loss: Decimal | None) -> OrderReport:
+                    stop_loss: Decimal | None, limit_price: Decimal | None = None
+                    ) -> OrderReport:
         """A market entry, as strictly as the venues take one: id, lot, minimum notional, and an
         attached stop-loss on the losing side of the mark (else the whole order is refused and
         nothing fills, as on Bybit and Bitget). The attached stop rests for the whole position
@@ -328,17 +332,57 @@ class SimExchange:
             if (below and stop_loss >= mark) or (not below and stop_loss <= mark):
                 raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY,
                                f"attached stop {stop_loss} vs mark {mark}")
+        if limit_price is not None:
+            self._check_steps(info, qty, limit_price)
+            order = OrderReport(
+                order_id=str(next(self._ids)), client_id=client_id, symbol=symbol,
+                kind=OrderKind.LIMIT, side=side, qty=qty, trigger_price=None,
+                reduce_only=False, status=OrderStatus.OPEN, updated_at=self.clock.now(),
+                created_at=self.clock.now(), price=limit_price, filled=ZERO)
+            self.record(order)
+            if stop_loss is not None:
+                self._attached[order.order_id] = stop_loss  # rests from the first fill
+            self._emit(OrderUpdate(order))
+            if limit_price >= mark if side is OrderSide.BUY else limit_price <= mark:
+                # through the mark: fills at once, as a taker, at the mark (inside its limit)
+                return self.fill_limit(order.order_id, price=mark)
+            return order  # rests on the book until the mark reaches it, or a cancel
         if stop_loss is not None:  # resting from the fill on: the venue shows it first
-            stop = OrderReport(
-                order_id=str(next(self._ids)), client_id=None, symbol=symbol,
-                kind=OrderKind.STOP_LOSS, side=OrderSide.SELL if side is OrderSide.BUY
-                else OrderSide.BUY, qty=None, trigger_price=stop_loss, reduce_only=True,
-                status=OrderStatus.OPEN, updated_at=self.clock.now(),
-                created_at=self.clock.now(), whole_position=True)
-            self.record(stop)
-            self._emit(OrderUpdate(stop))
+            self._attach_stop(symbol, side, stop_loss)
         return self.market_order(symbol=symbol, side=side, qty=qty, reduce_only=False,
                                  client_id=client_id)
+
+    def fill_limit(self, order_id: str, qty: Decimal | None = None,
+                   price: Decimal | None = None) -> OrderReport:
+        """Fill `qty` (default: the rest) of a resting limit order at `price` (default: its
+        own, as a maker); a partial fill leaves the rest on the book."""
+        order = self._resting(order_id)
+        if order.kind is not OrderKind.LIMIT or order.qty is None or order.price is None:
+            raise Rejected(RejectReason.INVALID_ORDER, f"order {order_id} is not a limit order")
+        done = order.filled or ZERO
+        qty = order.qty - done if qty is None else min(qty, order.qty - done)
+        self._check_steps(self.market(order.symbol), qty, None)
+        stop_loss = self._attached.pop(order_id, None)
+        if stop_loss is not None:  # the position's stop rides in with the first fill
+            self._attach_stop(order.symbol, order.side, stop_loss)
+        filled = done + qty
+        status = OrderStatus.FILLED if filled == order.qty else OrderStatus.OPEN
+        order = replace(order, filled=filled, status=status, updated_at=self.clock.now())
+        self.record(order)
+        self._fill(order, qty, price=price or order.price)
+        self._emit(OrderUpdate(order))
+        return order
+
+    def _attach_stop(self, symbol: str, side: OrderSide, stop_loss: Decimal) -> None:
+        """An entry's attached stop: a position-level stop (no qty, never needs resizing)."""
+        stop = OrderReport(
+            order_id=str(next(self._ids)), client_id=None, symbol=symbol,
+            kind=OrderKind.STOP_LOSS, side=OrderSide.SELL if side is OrderSide.BUY
+            else OrderSide.BUY, qty=None, trigger_price=stop_loss, reduce_only=True,
+            status=OrderStatus.OPEN, updated_at=self.clock.now(),
+            created_at=self.clock.now(), whole_position=True)
+        self.record(stop)
+        self._emit(OrderUpdate(stop))
 
     # --- internals ---------------------------------------------------------------------------
     def record(self, order: OrderReport) -> None:
@@ -384,13 +428,16 @@ class SimExchange:
             raise Rejected(RejectReason.ORDER_NOT_FOUND, f"order {order_id} is not open")
         return order
 
-    def _fill(self, order: OrderReport, qty: Decimal) -> None:
-        """Fill at mark with slippage against the taker; update the one-way position."""
+    def _fill(self, order: OrderReport, qty: Decimal, price: Decimal | None = None) -> None:
+        """Fill at `price` (a limit's), else at mark with slippage against the taker; update
+        the one-way position."""
         symbol, side = order.symbol, order.side
         info = self.markets[symbol]
         mark = self.marks[symbol]
         slip = mark * self.slippage
-        price = round_to_step(mark + slip if side is OrderSide.BUY else mark - slip, info.tick)
+        if price is None:
+            price = round_to_step(mark + slip if side is OrderSide.BUY else mark - slip,
+                                  info.tick)
         fee = (price * qty * self.fee_rate).quantize(Decimal("0.00000001"))
         pos = self.positions.get(symbol)
         realized = ZERO
@@ -427,6 +474,11 @@ class SimExchange:
     def _check_triggers(self, symbol: str) -> None:
         mark = self.marks[symbol]
         for order in self.open_orders(symbol):  # a copy: triggering changes the index
+            if order.kind is OrderKind.LIMIT and order.price is not None:
+                if (mark <= order.price if order.side is OrderSide.BUY
+                        else mark >= order.price):
+                    self.fill_limit(order.order_id)  # the mark reached it: the rest fills
+                continue
             if order.trigger_price is None:
                 continue
             fires_below = (order.kind is OrderKind.STOP_LOSS) == (order.side is OrderSide.SELL)

@@ -146,7 +146,8 @@ class SimVenue:
                 raise Rejected(RejectReason.INVALID_ORDER, "this venue attaches no stop-loss")
             return await self._command("market_order", lambda: self.exchange.entry_order(
                 symbol=request.symbol, side=request.side, qty=request.qty,
-                client_id=request.client_id, stop_loss=request.stop_loss))
+                client_id=request.client_id, stop_loss=request.stop_loss,
+                limit_price=request.limit_price))
         return await self._command("market_order", lambda: self.exchange.market_order(
             symbol=request.symbol, side=request.side, qty=request.qty,
             reduce_only=request.reduce_only, client_id=request.client_id))

@@ -258,22 +258,26 @@ class CcxtVenue:
         qty = self._qty(market, request.qty)
         lane = Lane.PRIORITY if request.reduce_only else Lane.READ  # a close goes first
         rest = self._rest.fresh("market_order", lane)
-        raw = await rest("create_order(market)", self._exchange.create_order(
-            request.symbol, "market", request.side.value, fmt(qty), None,
-            self._dialect.market_order_params(request)))
-        status = (self._dialect.order_status(raw, OrderKind.MARKET) if raw.get("status")
+        limit = request.limit_price  # a limit entry rests (GTC) at its price
+        kind = OrderKind.MARKET if limit is None else OrderKind.LIMIT
+        raw = await rest(f"create_order({kind.value})", self._exchange.create_order(
+            request.symbol, kind.value, request.side.value, fmt(qty),
+            None if limit is None else fmt(limit), self._dialect.market_order_params(request)))
+        status = (self._dialect.order_status(raw, kind) if raw.get("status")
                   else OrderStatus.OPEN)
         return OrderReport(
             order_id=_order_id(raw, request.client_id),
             client_id=raw.get("clientOrderId") or request.client_id,
             symbol=request.symbol,
-            kind=OrderKind.MARKET,
+            kind=kind,
             side=request.side,
             qty=qty,
             trigger_price=None,
             reduce_only=request.reduce_only,
             status=status,
             updated_at=self._clock.now(),
+            price=limit,
+            filled=dec(raw.get("filled")),
         )
 
     # --- quotes (engine/ports.py Quotes): what an entry sizes itself on ----------------------

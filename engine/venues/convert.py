@@ -83,6 +83,8 @@ def order_report(raw: Raw, dialect: Dialect, now: datetime) -> OrderReport | Non
         updated_at=updated or now,
         whole_position=qty is None and kind in (OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT),
         created_at=utc_from_ms(raw.get("timestamp")),
+        price=positive(raw.get("price")) if kind is OrderKind.LIMIT else None,
+        filled=dec(raw.get("filled")),
     )
 
 

@@ -55,6 +55,9 @@ async def test_long_with_confirm_opens_the_position_and_the_stop_rests(flat: Run
                             and "via Telegram" in (c.text or ""))
     listing = await reply_to(flat, VIEWER, "/positions")
     assert "BTC/USDT:USDT · LONG 0.007" in listing and "via Telegram" in listing
+    await flat.control.fix_sl()  # later passes do not take it for a stranger either
+    await reply_to(flat, VIEWER, "/positions")
+    assert not [c for c in flat.api.sent("sendMessage") if "found on the venue" in (c.text or "")]
     # a second tap runs nothing again
     await answer(flat, tap(flat, TRADER, approval, message))
     assert len([o for o in sim(flat).orders.values()
@@ -86,3 +89,18 @@ async def test_over_the_notional_threshold_only_an_admin_confirms(flat: Running)
     await answer(flat, tap(flat, ADMIN, approval, message))
     await edited(flat, message, "opened; stop 66000")
     assert sim(flat).positions[BTC].qty == D("0.02")
+
+
+async def test_a_limit_long_shows_its_price_and_opens_through_the_same_confirm(
+        flat: Running) -> None:
+    assert "limit price must be a positive number, not abc" in await reply_to(
+        flat, TRADER, "/long BTCUSDT 0.01 @abc")
+    approval, message = await ask(flat, TRADER, "/long BTCUSDT 0.01 @66000 sl 2%")
+    prompt = flat.api.messages[message]["text"]
+    assert "limit order for 0.01 at 66000" in prompt and "in 60 s is cancelled" in prompt
+    assert "stop-loss 64680" in prompt  # 2 % under its own price, not the mark's
+    assert sim(flat).orders == {}  # nothing before the tap
+    await answer(flat, tap(flat, TRADER, approval, message))
+    await edited(flat, message, "opened; stop 64680")
+    [limit] = [o for o in sim(flat).orders.values() if o.kind is OrderKind.LIMIT]
+    assert limit.price == D(66000) and sim(flat).positions[BTC].qty == D("0.01")

@@ -30,6 +30,16 @@ from tests.engine.conftest import ACCOUNT, BTC, RecordingClock, RigFactory, driv
 
 SEEDS = 120  # bench/entry.py --chaos runs many more
 SLA = 5.0
+LIMITS = RiskLimits(limit_timeout_seconds=3.0)
+
+
+def book_trades(exchange: SimExchange, rng: random.Random) -> None:
+    """Now and then the book trades through part of a resting limit entry."""
+    for order in exchange.open_orders(BTC):
+        if order.kind is OrderKind.LIMIT and order.qty is not None and rng.random() < 0.2:
+            lot = exchange.market(BTC).lot
+            rest = int((order.qty - order.filled_qty) / lot)
+            exchange.fill_limit(order.order_id, lot * rng.randint(1, rest))
 
 
 class Crash(BaseException):
@@ -80,9 +90,12 @@ async def one_seed(seed: int, rig_factory: RigFactory) -> str:
     exchange.listen(naked)
     attached = rng.random() < 0.3
     side = rng.choice([PositionSide.LONG, PositionSide.SHORT])
+    # a third of the seeds enter with a limit 0.5 % inside the mark: it rests, the book fills
+    # it in random parts while the entry waits, and its rest is cancelled at the timeout
+    limit = exchange.marks[BTC] * (1 - D("0.005") * side.sign) if rng.random() < 0.33 else None
     request = EntryRequest(ACCOUNT, "BTCUSDT", side, Amount(SizeKind.NOTIONAL, D(500)),
                            PriceSpec(PriceKind.PERCENT, D(2)), f"sig-{seed}",
-                           EntrySource.WEBHOOK)
+                           EntrySource.WEBHOOK, limit_price=limit)
     crash_at = rng.choice([None, 0, 1, 2, 3, 4, 5, 6, 8])
     rig = await rig_factory(exchange=exchange, faults=faults(rng, seed), spy=True,
                             db_name=f"s{seed}.db", attached_stop=attached)
@@ -91,6 +104,7 @@ async def one_seed(seed: int, rig_factory: RigFactory) -> str:
     async def maybe_crash(method: str, arg: object) -> None:
         if calls["dead"]:
             raise Crash
+        book_trades(exchange, rng)
         if not calls["armed"]:
             return
         calls["n"] += 1
@@ -99,7 +113,7 @@ async def one_seed(seed: int, rig_factory: RigFactory) -> str:
             raise Crash
 
     rig.port.before = maybe_crash  # type: ignore[attr-defined]
-    entries = EntryService({ACCOUNT: rig.guard}, limits=RiskLimits(), state=rig.guard.state,
+    entries = EntryService({ACCOUNT: rig.guard}, limits=LIMITS, state=rig.guard.state,
                            bus=rig.guard.bus, clock=clock, hold_of=lambda a: None)
     outcome = "finished"
     try:
@@ -114,7 +128,7 @@ async def one_seed(seed: int, rig_factory: RigFactory) -> str:
         rig = await rig_factory(exchange=exchange,
                                 faults=replace(faults(rng, seed + 1), reject=0.0),
                                 db_name=f"s{seed}.db", attached_stop=attached)
-        entries = EntryService({ACCOUNT: rig.guard}, limits=RiskLimits(),
+        entries = EntryService({ACCOUNT: rig.guard}, limits=LIMITS,
                                state=rig.guard.state, bus=rig.guard.bus, clock=clock,
                                hold_of=lambda a: None)
         await drive(clock, entries.resume())
@@ -128,7 +142,8 @@ async def one_seed(seed: int, rig_factory: RigFactory) -> str:
     await drive(clock, entries.open(request))
 
     entry_cids = [o.client_id for o in exchange.orders.values()
-                  if o.kind is OrderKind.MARKET and not o.reduce_only and o.client_id]
+                  if o.kind in (OrderKind.MARKET, OrderKind.LIMIT) and not o.reduce_only
+                  and o.client_id]
     assert len(entry_cids) <= 1, (seed, entry_cids)
     naked.check(BTC)
     if rig.guard.halted:

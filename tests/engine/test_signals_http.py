@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from engine.control import ControlService
 from engine.domain import events as ev
 from engine.domain.reports import OrderKind
-from tests.engine.conftest import ACCOUNT, BTC, Rig, RigFactory
+from tests.engine.conftest import ACCOUNT, BTC, Rig, RigFactory, drive
 from vigil.settings import SignalsSettings
 from vigil.signals_http import SIGNATURE, TIMESTAMP, TOKEN, add_signal_routes, sign
 
@@ -80,6 +80,23 @@ async def test_good_signal_opens_a_protected_position_once(hook: Hook) -> None:
     assert len(entries) == 1
 
 
+async def test_limit_signals_rest_at_their_price_and_end_protected_or_flat(
+        hook: Hook) -> None:
+    # through the mark: fills at once, sized and stopped from its own price
+    status, body = await hook.post({**SIGNAL, "id": "lim-1", "type": "limit", "price": "66000"})
+    assert status == 200 and body["status"] == "protected", body
+    assert body["stop"] == "64680.0" and hook.rig.exchange.positions[BTC].qty == D("0.007")
+    # under the mark on another symbol: rests, nothing fills, cancelled at the timeout
+    eth = "ETH/USDT:USDT"
+    status, body = await drive(hook.rig.clock, hook.post(
+        {**SIGNAL, "symbol": "ETHUSDT", "id": "lim-2", "price": "3000", "size": "0.1"}))
+    assert status == 200 and body["status"] == "not_filled", body
+    [limit] = [o for o in hook.rig.exchange.orders.values()
+               if o.kind is OrderKind.LIMIT and o.symbol == eth]
+    assert limit.price == D(3000) and not limit.is_resting and limit.filled == 0
+    assert eth not in hook.rig.exchange.positions and hook.rig.stops(eth) == []
+
+
 async def test_token_header_authenticates_too(hook: Hook) -> None:
     status, body = await hook.post({**SIGNAL, "side": "short", "sl": "66000"},
                                    headers={TOKEN: SECRET})
@@ -101,6 +118,10 @@ async def test_token_header_authenticates_too(hook: Hook) -> None:
     ("missing_id", 400, "missing_field"),
     ("unknown_account", 400, "unknown_account"),
     ("extra_field", 400, "unknown_field"),
+    ("bad_type", 400, "bad_type"),
+    ("limit_without_price", 400, "missing_field"),
+    ("market_with_price", 400, "bad_field"),
+    ("bad_price", 400, "bad_number"),
 ])
 async def test_each_bad_signal_gets_its_4xx_and_changes_nothing(
         hook: Hook, case: str, status: int, error: str) -> None:
@@ -131,6 +152,14 @@ async def test_each_bad_signal_gets_its_4xx_and_changes_nothing(
             payload["account"] = "nobody"
         case "extra_field":
             payload["leverage"] = 100
+        case "bad_type":
+            payload["type"] = "stop"
+        case "limit_without_price":
+            payload["type"] = "limit"
+        case "market_with_price":
+            payload |= {"type": "market", "price": "64000"}
+        case "bad_price":
+            payload["price"] = "0"
     got, body = await hook.post(payload, **kwargs)
     assert (got, body["error"]) == (status, error), body
     assert hook.orders() == 0 and hook.rig.exchange.positions == {}
