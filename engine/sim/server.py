@@ -27,7 +27,7 @@ from engine.domain.values import OrderSide, PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.sim.exchange import HandApi, SimExchange
 from engine.sim.venue import FaultPlan, SimVenue, run_price_feed
-from engine.sim.watch import ProtectionWatch
+from engine.sim.watch import ProtectionWatch, TradeLog
 from engine.sim.wire import decode, encode, encode_event, parse_decimal, parse_time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -73,6 +73,7 @@ class PaperExchangeServer:
         self.clock = clock
         self.hand = HandApi(exchange)
         self.watch = ProtectionWatch(exchange)
+        self.log = TradeLog(exchange)
         self.price_interval = price_interval
         self.faults_injected = 0
         self._set_faults(faults or FaultPlan(), wire_faults or WireFaults())
@@ -92,7 +93,7 @@ class PaperExchangeServer:
             post("/hand/stop", self._hand_stop), post("/hand/cancel", self._hand_cancel),
             post("/hand/mark", self._hand_mark), post("/hand/drop_streams", self._drop_streams),
             get("/faults", self._get_faults), post("/faults", self._post_faults),
-            get("/state", self._state)])
+            get("/state", self._state), get("/history", self._history)])
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -287,6 +288,14 @@ class PaperExchangeServer:
             "faults_injected": self.faults_injected + self.venue.faults_injected,
             "unprotected": intervals, "unprotected_next": next_index,
             "streams": len(self._sockets)})
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """Fills and stop trigger prices since this process started, from the given indexes."""
+        fills, stops = (int(request.query.get(name, "0")) for name in ("fills_after",
+                                                                         "stops_after"))
+        if fills < 0 or stops < 0:
+            raise ValueError(f"fills_after and stops_after must be >= 0, got {fills}, {stops}")
+        return _ok(self.log.since(fills, stops))
 
 
 def _ok(payload: Any) -> web.Response:
