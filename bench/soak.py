@@ -141,6 +141,7 @@ class Trailed:
     close_side: str  # the side its stops have: sell for a long
     since: float
     until: float | None = None
+    baseline: str | None = None  # Vigil's stop on this position when /trail was set
 
 
 class Soak:
@@ -548,9 +549,12 @@ class Soak:
             return
         pos = rng.choice(held)
         symbol, long = pos["symbol"], pos["side"] == "long"
+        close_side = "sell" if long else "buy"
+        baseline = next((o["trigger_price"] for o in state["open_orders"] if o["symbol"] == symbol
+                         and o["side"] == close_side and is_ours(o["client_id"])), None)
         if await self.say(f"/trail {_plain(symbol)} {TRAIL[0]} {TRAIL[1]}") is None:
             return
-        self.trailed[symbol] = Trailed(symbol, "sell" if long else "buy", time.time())
+        self.trailed[symbol] = Trailed(symbol, close_side, time.time(), baseline=baseline)
         self.figures.trails += 1
         tick = next(m["tick"] for m in state["markets"] if m["symbol"] == symbol)
         mark = Decimal(state["marks"][symbol])
@@ -571,12 +575,13 @@ class Soak:
         now = time.time()
         for trail in self.trailed.values():
             until = trail.until or now
-            ours = [s for s in self.stops if s["symbol"] == trail.symbol and is_ours(
-                s["client_id"]) and s["side"] == trail.close_side and s["at"] <= until]
-            before = [s for s in ours if s["at"] < trail.since][-1:]
-            seen = before + [s for s in ours if s["at"] >= trail.since]
+            # From the stop the position had when /trail was set (not an older position's).
+            seen = [trail.baseline] if trail.baseline is not None else []
+            seen += [s["trigger_price"] for s in self.stops if s["symbol"] == trail.symbol
+                     and is_ours(s["client_id"]) and s["side"] == trail.close_side
+                     and trail.since <= s["at"] <= until]
             for old, new in itertools.pairwise(seen):
-                a, b = Decimal(old["trigger_price"]), Decimal(new["trigger_price"])
+                a, b = Decimal(old), Decimal(new)
                 looser = b < a if trail.close_side == "sell" else b > a
                 if looser:
                     self._break(f"seed {self.seed}: trailing: {trail.symbol} stop loosened "

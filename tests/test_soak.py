@@ -89,11 +89,13 @@ def test_the_trail_entry_and_approval_records_checks_name_each_broken_promise(
         return {"symbol": symbol, "client_id": client_id, "side": "sell", "trigger_price": price,
                 "at": at}
 
-    # SOL's trailed stop: 95 before /trail, tightened to 96 and 97, then back to 96.5 after a
-    # restart; a hand's looser stop and ETH's (not trailed) do not count.
-    runner.stops = [stop(sol, "95", 1), stop(sol, "96", 11), stop(sol, "90", 12, theirs),
-                    stop(sol, "97", 13), stop(eth, "10", 14), stop(sol, "96.5", 15)]
-    runner.trailed = {sol: Trailed(sol, "sell", since=10, until=20)}
+    # SOL's trailed stop: 95 when /trail was set, tightened to 96 and 97, then back to 96.5
+    # after a restart; a hand's looser stop, ETH's (not trailed), an older position's stop
+    # (99, before /trail) and one after the position ended do not count.
+    runner.stops = [stop(sol, "99", 1), stop(sol, "96", 11), stop(sol, "90", 12, theirs),
+                    stop(sol, "97", 13), stop(eth, "10", 14), stop(sol, "96.5", 15),
+                    stop(sol, "50", 21)]
+    runner.trailed = {sol: Trailed(sol, "sell", since=10, until=20, baseline="95")}
     runner._check_trails()
     assert runner.figures.breaks == [
         "seed 4: trailing: SOL/USDT:USDT stop loosened from 97 to 96.5"]
