@@ -486,6 +486,11 @@ class Soak:
                 self._break(f"seed {self.seed}: approvals: a late tap on {approval_id} was "
                             "never answered")
         await self.sync_history()
+        self._check_approval(approval_id, symbol, begun)
+
+    def _check_approval(self, approval_id: str, symbol: str, begun: float) -> None:
+        """At most one close of Vigil's filled on the symbol since `/close` was asked (nothing
+        else closes it meanwhile: the hand and the prices are still during the scenario)."""
         closes = [f for f in self.fills if f["symbol"] == symbol and f["at"] >= begun
                   and (f["client_id"] or "").startswith("vgc")]
         self.figures.approval_closes += len(closes)
@@ -708,14 +713,14 @@ class Soak:
                     self._break(f"seed {seed}: sla: {symbol} without a stop {seconds:.2f} s "
                                 f"while Vigil was up")
 
-    async def _check_alerts(self, seed: int) -> None:
+    async def _check_alerts(self, seed: int, wait: float = CHAT_WAIT_SECONDS) -> None:
         """Each alert pending in the outbox at a kill was sent after the restart (at least
         once), as the fake Bot API recorded it."""
         if not self._pending_alerts or self.vigil is None:
             return
         since = self.lives[-1].chat_from if len(self.lives) == 1 else min(
             life.chat_from for life in self.lives[1:])
-        deadline = time.monotonic() + CHAT_WAIT_SECONDS
+        deadline = time.monotonic() + wait
         while True:
             sent = [c for c in self.api.sent("sendMessage") if not c.failed and c.at >= since]
             left = {i: (chat, text) for i, (chat, text) in self._pending_alerts.items()

@@ -5,10 +5,15 @@ And the soak's checks themselves, on records made to break them."""
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
+
 from bench.soak import (
+    ALERTS,
     SLA_SECONDS,
     Life,
     Profile,
@@ -112,3 +117,39 @@ def test_the_trail_entry_and_approval_records_checks_name_each_broken_promise(
         "entries: key s4-0 filled 2 times, 4 > 2",
         f"entries: an entry order vge{'1' * 20} no key asked for: "
         f"[{ {**fill, 'client_id': 'vge' + '1' * 20} }]"]
+
+    runner.figures.breaks = []
+    close = {"client_id": "vgc" + "2" * 20, "symbol": sol, "qty": "2", "at": 5}
+    runner.fills = [{**close, "at": 1}, close, {**close, "symbol": eth}]  # before, on, elsewhere
+    runner._check_approval("ap1", sol, begun=3)
+    assert runner.figures.breaks == []
+    again = {**close, "client_id": "vgc" + "3" * 20, "at": 7}  # the approval ran twice
+    runner.fills.append(again)
+    runner._check_approval("ap1", sol, begun=3)
+    assert runner.figures.breaks == [
+        f"seed 4: approvals: ap1 on {sol} closed 2 times: {[close, again]}"]
+
+
+async def test_the_alert_check_wants_each_pending_alert_sent_after_the_restart(
+        tmp_path: Path) -> None:
+    """What the fake Bot API recorded decides: an alert pending at a kill and sent after the
+    restart is kept; one never sent is a break; one the outbox dropped by policy is counted."""
+    runner = Soak(tmp_path, ops_per_seed=1, profile=Profile(), op_gap=0)
+    runner.data.mkdir()
+    with sqlite3.connect(runner.data / "vigil.sqlite3") as db:
+        db.execute("CREATE TABLE outbox (id INTEGER PRIMARY KEY, status TEXT)")
+        db.executemany("INSERT INTO outbox VALUES (?, ?)",
+                       [(1, "sent"), (2, "pending"), (3, "dropped")])
+    async with runner.api:
+        loop = asyncio.get_running_loop()
+        runner.lives = [Life(started=0, chat_from=0), Life(started=1, chat_from=loop.time())]
+        runner.vigil = object()  # type: ignore[assignment]  # up
+        async with aiohttp.ClientSession() as http:
+            await http.post(f"{runner.api.base_url}/bot{runner.api.token}/sendMessage",
+                            data={"chat_id": str(ALERTS), "text": "⚠️ SOL had no stop (×2)"})
+        runner._pending_alerts = {1: (ALERTS, "⚠️ SOL had no stop"), 2: (ALERTS, "ETH gone"),
+                                  3: (ALERTS, "old routine")}
+        await runner._check_alerts(7, wait=0.2)
+    assert runner.figures.breaks == [
+        f"seed 7: alerts: outbox row 2 for {ALERTS} never sent after the restart: 'ETH gone'"]
+    assert (runner.figures.alerts_checked, runner.figures.alerts_dropped) == (3, 1)
