@@ -21,6 +21,7 @@ from engine.domain.reports import (
     MarketInfo,
     MarketOrderRequest,
     OrderReport,
+    PriceTick,
     StopRequest,
     StreamStatus,
     VenueCapabilities,
@@ -29,7 +30,7 @@ from engine.domain.reports import (
 )
 from engine.domain.values import Symbol
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
-from engine.sim.wire import decode, decode_event, encode
+from engine.sim.wire import decode, decode_event, encode, parse_decimal
 
 REQUEST_TIMEOUT_SECONDS = 5.0
 
@@ -90,6 +91,13 @@ class RemoteSimVenue:
         raw = await self._call("GET", "/order", params={"symbol": symbol, "client_id": client_id})
         return None if raw is None else decode(OrderReport, raw)
 
+    # --- quotes (engine/ports.py Quotes): what an entry sizes itself with ------------------------
+    async def mark_price(self, symbol: str) -> Decimal:
+        return parse_decimal(await self._call("GET", "/mark", params={"symbol": symbol}))
+
+    async def equity(self) -> Decimal:
+        return parse_decimal(await self._call("GET", "/equity"))
+
     # --- commands ----------------------------------------------------------------------------
     async def place_stop(self, request: StopRequest) -> OrderReport:
         return await self._command("/orders/stop", encode(request))
@@ -123,6 +131,24 @@ class RemoteSimVenue:
                 yield decode_event(json.loads(message.data))
             if not self._closed:
                 yield StreamStatus(up=False, reason="the paper exchange closed the stream")
+        finally:
+            await ws.close()
+
+    async def price_ticks(self, symbols: frozenset[str]
+                          ) -> AsyncIterator[tuple[PriceTick, ...]]:
+        """The exchange's mark prices of `symbols` (GET /ticks, a WebSocket), in the batches it
+        sends; ends when it closes the socket (the caller subscribes again)."""
+        try:
+            ws = await self._http().ws_connect(
+                f"{self.url}/ticks", params={"symbols": ",".join(sorted(symbols))},
+                heartbeat=10)
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Transient(f"paper exchange ticks: {exc}") from None
+        try:
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    break
+                yield tuple(decode(PriceTick, tick) for tick in json.loads(message.data))
         finally:
             await ws.close()
 

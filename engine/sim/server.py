@@ -16,21 +16,30 @@ import random
 from collections.abc import Awaitable, Callable
 from contextlib import suppress
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, TypeVar
 
 from aiohttp import WSMsgType, web
 from loguru import logger
 
 from engine.clock import Clock
-from engine.domain.reports import MarketOrderRequest, OrderReport, StopRequest, VenueEvent
+from engine.domain.reports import (
+    MarketOrderRequest,
+    OrderReport,
+    PriceTick,
+    StopRequest,
+    VenueEvent,
+)
 from engine.domain.values import OrderSide, PositionSide
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.sim.exchange import HandApi, SimExchange
 from engine.sim.venue import FaultPlan, SimVenue, run_price_feed
-from engine.sim.watch import ProtectionWatch
+from engine.sim.watch import ProtectionWatch, TradeLog
 from engine.sim.wire import decode, encode, encode_event, parse_decimal, parse_time
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +82,12 @@ class PaperExchangeServer:
         self.clock = clock
         self.hand = HandApi(exchange)
         self.watch = ProtectionWatch(exchange)
+        self.log = TradeLog(exchange)
         self.price_interval = price_interval
         self.faults_injected = 0
         self._set_faults(faults or FaultPlan(), wire_faults or WireFaults())
         self._sockets: set[web.WebSocketResponse] = set()
+        self._tick_sockets: set[web.WebSocketResponse] = set()  # market data (GET /ticks)
         self.stream_connected = asyncio.Event()  # set at each new stream (tests wait on it)
         self._tasks: list[asyncio.Task[Any]] = []
         self._runner: web.AppRunner | None = None
@@ -88,11 +99,12 @@ class PaperExchangeServer:
             get("/order", self._order), post("/orders/stop", self._place_stop),
             post("/orders/amend", self._amend), post("/orders/cancel", self._cancel),
             post("/orders/market", self._market_order), get("/stream", self._stream),
+            get("/ticks", self._ticks), get("/mark", self._mark), get("/equity", self._equity),
             post("/hand/open", self._hand_open), post("/hand/close", self._hand_close),
             post("/hand/stop", self._hand_stop), post("/hand/cancel", self._hand_cancel),
             post("/hand/mark", self._hand_mark), post("/hand/drop_streams", self._drop_streams),
             get("/faults", self._get_faults), post("/faults", self._post_faults),
-            get("/state", self._state)])
+            get("/state", self._state), get("/history", self._history)])
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
@@ -112,7 +124,7 @@ class PaperExchangeServer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for ws in list(self._sockets):
+        for ws in [*self._sockets, *self._tick_sockets]:
             await ws.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -159,6 +171,12 @@ class PaperExchangeServer:
     async def _open_orders(self, request: web.Request) -> web.Response:
         return await self._venue_call(lambda: self.venue.fetch_open_orders())
 
+    async def _mark(self, request: web.Request) -> web.Response:
+        return await self._venue_call(lambda: self.venue.mark_price(request.query["symbol"]))
+
+    async def _equity(self, request: web.Request) -> web.Response:
+        return await self._venue_call(lambda: self.venue.equity())
+
     async def _ledger(self, request: web.Request) -> web.Response:
         since = parse_time(request.query["since"])
         return await self._venue_call(lambda: self.venue.fetch_ledger(since))
@@ -186,12 +204,45 @@ class PaperExchangeServer:
         return await self._venue_call(lambda: self.venue.market_order(order))
 
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
+        """The event stream: every position, order and fill update, one message each."""
+        async def send(ws: web.WebSocketResponse, events: list[VenueEvent]) -> bool:
+            for event in events:
+                await ws.send_json(encode_event(event))
+                drop = self.wire_faults.stream_drop
+                if drop and self._rng.random() < drop:
+                    self.faults_injected += 1
+                    return False
+            return True
+
+        self.stream_connected.set()
+        return await self._socket(request, self._sockets, self.exchange.listen, send)
+
+    async def _ticks(self, request: web.Request) -> web.WebSocketResponse:
+        """The market-data stream: marks of `?symbols=A,B` as they change, each message a JSON
+        list of the ticks that came together (one step of the price feed)."""
+        symbols = frozenset(s for s in request.query.get("symbols", "").split(",") if s)
+
+        def listen(put: Callable[[PriceTick], None]) -> Callable[[], None]:
+            return self.exchange.listen_marks(
+                lambda tick: put(tick) if tick.symbol in symbols else None)
+
+        async def send(ws: web.WebSocketResponse, ticks: list[PriceTick]) -> bool:
+            await ws.send_json(encode(ticks))
+            return True
+
+        return await self._socket(request, self._tick_sockets, listen, send)
+
+    async def _socket(self, request: web.Request, sockets: set[web.WebSocketResponse],
+                      listen: Callable[[Callable[[T], None]], Callable[[], None]],
+                      send: Callable[[web.WebSocketResponse, list[T]], Awaitable[bool]]
+                      ) -> web.WebSocketResponse:
+        """A WebSocket fed by an exchange listener until the client goes away or `send` says
+        to drop it; what queued up meanwhile goes as one batch."""
         ws = web.WebSocketResponse(heartbeat=10)
         await ws.prepare(request)
-        queue: asyncio.Queue[VenueEvent] = asyncio.Queue()
-        remove = self.exchange.listen(queue.put_nowait)
-        self._sockets.add(ws)
-        self.stream_connected.set()
+        queue: asyncio.Queue[T] = asyncio.Queue()
+        remove = listen(queue.put_nowait)
+        sockets.add(ws)
         reader = asyncio.create_task(self._drain(ws))
         try:
             while not ws.closed:
@@ -201,16 +252,16 @@ class PaperExchangeServer:
                 if getter not in done:  # the client went away
                     getter.cancel()
                     break
-                await ws.send_json(encode_event(getter.result()))
-                drop = self.wire_faults.stream_drop
-                if drop and self._rng.random() < drop:
-                    self.faults_injected += 1
+                batch = [getter.result()]
+                while not queue.empty():
+                    batch.append(queue.get_nowait())
+                if not await send(ws, batch):
                     break
         except ConnectionError:
             pass
         finally:
             remove()
-            self._sockets.discard(ws)
+            sockets.discard(ws)
             reader.cancel()
             await ws.close()
         return ws
@@ -287,6 +338,14 @@ class PaperExchangeServer:
             "faults_injected": self.faults_injected + self.venue.faults_injected,
             "unprotected": intervals, "unprotected_next": next_index,
             "streams": len(self._sockets)})
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """Fills and stop trigger prices since this process started, from the given indexes."""
+        fills, stops = (int(request.query.get(name, "0")) for name in ("fills_after",
+                                                                         "stops_after"))
+        if fills < 0 or stops < 0:
+            raise ValueError(f"fills_after and stops_after must be >= 0, got {fills}, {stops}")
+        return _ok(self.log.since(fills, stops))
 
 
 def _ok(payload: Any) -> web.Response:

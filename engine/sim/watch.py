@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from engine.domain.reports import FillUpdate, OrderUpdate, PositionUpdate, VenueEvent
+from engine.domain.reports import FillUpdate, OrderKind, OrderUpdate, PositionUpdate, VenueEvent
 from engine.sim.exchange import SimExchange
 
 
@@ -65,3 +65,59 @@ class ProtectionWatch:
     def _finish(self, symbol: str, now: float) -> None:
         _, since = self._open.pop(symbol)
         self.closed.append(Unprotected(symbol, since, now))
+
+
+@dataclass(frozen=True, slots=True)
+class StopPrice:
+    """A stop's trigger as it rested on the exchange: placed, or amended to a new price."""
+
+    symbol: str
+    order_id: str
+    client_id: str | None
+    side: str  # the order's side: sell protects a long, buy a short
+    trigger_price: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class FillRecord:
+    order_id: str
+    client_id: str | None
+    symbol: str
+    side: str
+    qty: str
+    reduce_only: bool
+    at: float
+
+
+class TradeLog:
+    """Every fill and every trigger price a resting stop took, in order, as the exchange saw
+    them: what the soak checks "never two entries for one key", "one close per approval" and
+    "a trailed stop never loosens" against. In memory: a restarted exchange starts a new log."""
+
+    def __init__(self, exchange: SimExchange, now: Callable[[], float] = time.time) -> None:
+        self.now = now
+        self.fills: list[FillRecord] = []
+        self.stops: list[StopPrice] = []
+        self._triggers: dict[str, str] = {}  # resting stop's order id -> its last trigger
+        self.remove = exchange.listen(self._on_event)
+
+    def since(self, fills_after: int, stops_after: int) -> dict[str, object]:
+        return {"fills": self.fills[fills_after:], "fills_next": len(self.fills),
+                "stops": self.stops[stops_after:], "stops_next": len(self.stops)}
+
+    def _on_event(self, event: VenueEvent) -> None:
+        match event:
+            case FillUpdate(fill=fill):
+                self.fills.append(FillRecord(
+                    fill.order_id, fill.client_id, fill.symbol, fill.side.value, str(fill.qty),
+                    fill.reduce_only, self.now()))
+            case OrderUpdate(order=order) if order.kind is OrderKind.STOP_LOSS:
+                if not order.is_resting:
+                    self._triggers.pop(order.order_id, None)
+                    return
+                trigger = str(order.trigger_price)
+                if self._triggers.get(order.order_id) != trigger:
+                    self._triggers[order.order_id] = trigger
+                    self.stops.append(StopPrice(order.symbol, order.order_id, order.client_id,
+                                                order.side.value, trigger, self.now()))

@@ -5,6 +5,9 @@ meaning across the wire, faults change at run time, bad requests change nothing.
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from decimal import Decimal
@@ -212,3 +215,80 @@ def test_serve_refuses_bad_arguments_before_opening_anything(
     assert main(["paper-exchange", "serve", "--db", str(tmp_path / "x.sqlite3"), *args]) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "x.sqlite3").exists()
+
+
+async def test_the_history_holds_each_fill_and_every_trigger_a_stop_took(
+        served: Served, venue: RemoteSimVenue) -> None:
+    """What the soak checks entries, approvals and trailing against (bench/soak.py)."""
+    await served.post("/hand/open", {"symbol": SOL, "side": "long", "qty": "2"})
+    stop = await venue.place_stop(_stop(SOL, "140", "vg-trail"))
+    stop = await venue.amend_stop(stop, Decimal("142"), Decimal("2"))
+    await venue.amend_stop(stop, Decimal("142"), Decimal("2"))  # the same price: no new entry
+    await served.post("/hand/close", {"symbol": SOL})  # fills; the stop is cancelled
+    async with served.http.get(served.url + "/history") as response:
+        history = await response.json()
+    assert [(s["client_id"], s["side"], s["trigger_price"]) for s in history["stops"]] == [
+        ("vg-trail", "sell", "140"), ("vg-trail", "sell", "142")]
+    assert [(f["side"], f["qty"], f["reduce_only"]) for f in history["fills"]] == [
+        ("buy", "2", False), ("sell", "2", True)]
+    async with served.http.get(served.url + "/history?fills_after=1&stops_after=2") as response:
+        later = await response.json()
+    assert (len(later["fills"]), later["fills_next"], later["stops"]) == (1, 2, [])
+    async with served.http.get(served.url + "/history?fills_after=-1") as response:
+        assert response.status == 422 and "must be >= 0" in (await response.json())["message"]
+
+
+async def test_the_exchange_process_keeps_its_state_through_a_kill_9(tmp_path: Path) -> None:
+    """`vigil paper-exchange serve` SIGKILLed and started again on its SQLite file: positions,
+    resting orders (with their amended triggers), marks and client ids are as they were."""
+    db = tmp_path / "paper.sqlite3"
+
+    async def serve() -> tuple[asyncio.subprocess.Process, str]:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "vigil.cli", "paper-exchange", "serve", "--port", "0",
+            "--price-interval", "0", "--db", str(db), cwd=tmp_path,
+            env={**os.environ, "VIGIL_DATA_DIR": str(tmp_path)},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL)
+        assert proc.stdout is not None
+        line = (await asyncio.wait_for(proc.stdout.readline(), 60)).decode()
+        return proc, line.split("listening on ", 1)[1].split()[0]
+
+    def kept(state: dict[str, Any]) -> dict[str, Any]:
+        positions = [{k: v for k, v in p.items() if k != "updated_at"}  # the time of asking
+                     for p in state["positions"]]
+        return {"positions": positions, **{k: state[k] for k in (
+            "open_orders", "marks", "orders_total", "fills_total", "client_ids_reused")}}
+
+    proc, url = await serve()
+    try:
+        venue = RemoteSimVenue(url, ManualClock(), timeout=5)
+        await venue.start()
+        async with aiohttp.ClientSession() as http:
+            served = Served(None, None, url, http)  # type: ignore[arg-type]
+            await served.post("/hand/open", {"symbol": SOL, "side": "long", "qty": "2"})
+            await served.post("/hand/open", {"symbol": ETH, "side": "short", "qty": "1"})
+            stop = await venue.place_stop(_stop(SOL, "140", "vg-kept"))
+            await venue.amend_stop(stop, Decimal("141"), Decimal("2"))
+            await served.post("/hand/mark", {"symbol": ETH, "price": "3100"})
+            await served.post("/hand/close", {"symbol": ETH, "qty": "0.4"})
+            before = kept(await served.state())
+            await venue.close()
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+            proc, url = await serve()
+            served.url = url
+            after = kept(await served.state())
+        assert after == before
+        assert [o["trigger_price"] for o in after["open_orders"]] == ["141"]
+        assert {p["symbol"]: p["qty"] for p in after["positions"]} == {SOL: "2", ETH: "0.6"}
+        assert after["marks"][ETH] == "3100"
+        refused = RemoteSimVenue(url, ManualClock(), timeout=5)
+        await refused.start()
+        try:  # its client id is still known: the same id is found, not placed again
+            found = await refused.find_order(SOL, "vg-kept")
+            assert found is not None and found.trigger_price == Decimal("141")
+        finally:
+            await refused.close()
+    finally:
+        proc.kill()
+        await proc.wait()

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from decimal import Decimal as D
 
+import pytest
+
+from engine.clock import ManualClock
 from engine.domain.reports import OrderKind
 from engine.domain.values import OrderSide, PositionSide
+from engine.errors import Rejected, RejectReason
+from engine.ports import Quotes
+from engine.sim.exchange import SimExchange
+from engine.sim.remote import RemoteSimVenue
+from engine.sim.server import PaperExchangeServer
 from engine.sim.venue import FaultPlan
-from tests.engine.conftest import SOL, RigFactory, eventually
+from tests.engine.conftest import ETH, SOL, RigFactory, eventually
 
 
 async def test_a_new_position_does_not_wait_out_the_back_off_of_the_one_before(
@@ -44,3 +54,57 @@ async def test_a_new_position_does_not_wait_out_the_back_off_of_the_one_before(
     finally:
         await rig.guard.stop()
         run.cancel()
+
+
+@dataclass
+class Remote:
+    exchange: SimExchange
+    server: PaperExchangeServer
+    venue: RemoteSimVenue
+
+
+@pytest.fixture
+async def remote() -> AsyncIterator[Remote]:
+    """The paper exchange served on 127.0.0.1, and Vigil's venue over it (`sim.url`)."""
+    exchange = SimExchange(ManualClock(), seed=5)
+    server = PaperExchangeServer(exchange, exchange.clock)
+    port = await server.start("127.0.0.1", 0)
+    venue = RemoteSimVenue(f"http://127.0.0.1:{port}", ManualClock(), timeout=5)
+    await venue.start()
+    yield Remote(exchange, server, venue)
+    await venue.close()
+    await server.stop()
+
+
+async def test_the_remote_paper_venue_streams_marks_for_trailing(remote: Remote) -> None:
+    """Soak with /trail: Vigil on `sim.url` logged "mark prices failed" again and again, since
+    RemoteSimVenue had no `price_ticks` (AttributeError): a trailed stop followed only the
+    snapshots. The exchange now serves its marks (GET /ticks) and the remote venue streams
+    them, only the symbols asked for, in the batches they came in."""
+    exchange, server, venue = remote.exchange, remote.server, remote.venue
+    ticks = venue.price_ticks(frozenset({SOL}))
+    first = asyncio.ensure_future(anext(ticks))
+    await eventually(lambda: len(server._tick_sockets) == 1)
+    exchange.set_mark(ETH, D("3100"))  # not asked for
+    exchange.set_mark(SOL, D("151.5"))
+    (tick,) = await asyncio.wait_for(first, 5)
+    assert (tick.symbol, tick.mark) == (SOL, D("151.5"))
+    exchange.set_mark(SOL, D("152"))
+    (tick,) = await asyncio.wait_for(anext(ticks), 5)
+    assert tick.mark == D("152")
+    await ticks.aclose()  # type: ignore[attr-defined]
+    await eventually(lambda: not server._tick_sockets)
+
+
+async def test_the_remote_paper_venue_quotes_so_entries_can_size(remote: Remote) -> None:
+    """Soak with entries: every `POST /signal/...` to Vigil on `sim.url` was refused with
+    "sim gives no prices": RemoteSimVenue was no `Quotes` (mark and equity), which an entry
+    sizes itself with. It is now, through the exchange's GET /mark and /equity."""
+    exchange, venue = remote.exchange, remote.venue
+    assert isinstance(venue, Quotes)
+    exchange.set_mark(SOL, D("151.5"))
+    assert await venue.mark_price(SOL) == D("151.5")
+    assert await venue.equity() == exchange.equity()
+    with pytest.raises(Rejected) as refused:
+        await venue.mark_price("NOPE/USDT:USDT")
+    assert refused.value.reason is RejectReason.BAD_SYMBOL
