@@ -212,6 +212,9 @@ class Soak:
             f"admins = [{ADMIN}]\nalert_chats = [{ALERTS}]\n"
             f"[http]\nenabled = true\nport = {http_port}\n"
             f"[exits]\nmin_interval_seconds = 0.2\n"
+            # The hand pushes prices through stops often: a stop-out cool-down would refuse
+            # most of the soak's entries (49 of 99 in one run) and exercise nothing.
+            f"[risk]\ncool_down_minutes = 0\n"
             f'[signals.sources.{SIGNAL_SOURCE}]\nsecret = "{SIGNAL_SECRET}"\n'
             f'account = "{ACCOUNT}"\n')
 
