@@ -60,7 +60,7 @@ from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
-from engine.outbox import AlertButtons, Outbox, OutboxRow, Priority
+from engine.outbox import AlertButtons, NewAlert, Outbox, OutboxRow, Priority
 from engine.ports import StateStore
 
 PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
@@ -95,6 +95,12 @@ class _Pass:
 
 def dedupe_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _alert(chat_id: int, text: str, loud: bool, buttons: AlertButtons | None) -> NewAlert:
+    # Critical alerts ring, and they go before everything else queued for the chat.
+    return NewAlert(chat_id, text, loud, dedupe_key(text),
+                    Priority.CRITICAL if loud else Priority.ROUTINE, buttons=buttons)
 
 
 def _is_closed(exc: BaseException) -> bool:
@@ -148,25 +154,26 @@ class Notifier:
                       buttons: AlertButtons | None = None) -> None:
         """Write an alert (with its buttons, if any) to the outbox, coalescing with an
         identical pending one, then wake the sender."""
-        if chat_id in self._blocked:
-            return
-        # Critical alerts ring, and they go before everything else queued for the chat.
-        await self.outbox.enqueue(chat_id, text, loud=loud, dedupe_key=dedupe_key(text),
-                                  now=self.clock.now(),
-                                  priority=Priority.CRITICAL if loud else Priority.ROUTINE,
-                                  buttons=buttons)
-        self._wake.set()
+        await self._enqueue([_alert(chat_id, text, loud, buttons)])
+
+    async def _enqueue(self, alerts: list[NewAlert]) -> None:
+        alerts = [a for a in alerts if a.chat_id not in self._blocked]
+        if alerts:  # one transaction for every chat of an alert
+            await self.outbox.enqueue_many(alerts, now=self.clock.now())
+            self._wake.set()
 
     async def on_event(self, event: Event) -> None:
         if event.severity < Severity.INFO:
             return
         buttons = buttons_for(event)
+        loud = event.severity >= Severity.CRITICAL
+        alerts = []
         for chat_id in list(self.chats):
             with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
                 text = render.event(event)
             if text:
-                await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL,
-                                   buttons=buttons)
+                alerts.append(_alert(chat_id, text, loud, buttons))
+        await self._enqueue(alerts)
 
     async def on_stranger(self, user: User) -> None:
         """Admins hear once about each stranger, with the id they need to add them: the first
