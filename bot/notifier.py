@@ -1,7 +1,9 @@
 """Alerts: engine events rendered per chat language, written to the durable outbox, and sent.
 
-`on_event` renders and awaits the SQLite write, so an alert exists before anyone tries to send
-it; the sender (`run`) delivers each chat's due rows critical first, then oldest first:
+`on_event` (`on_events`: events raised together) renders for every chat and awaits one outbox
+transaction, so an alert exists before anyone tries to send it (an event still in the bus's
+queue at a crash has no alert: see docs/BENCHMARKS.md, issue 16 item 2); the sender (`run`)
+delivers each chat's due rows critical first, then oldest first:
 - every pass reads each chat's own first rows, so one chat's backlog never hides another chat's
   alerts, and chats with a critical alert are served first; a message carries alerts of one
   priority only, so a critical alert never waits behind routine ones;
@@ -163,16 +165,22 @@ class Notifier:
             self._wake.set()
 
     async def on_event(self, event: Event) -> None:
-        if event.severity < Severity.INFO:
-            return
-        buttons = buttons_for(event)
-        loud = event.severity >= Severity.CRITICAL
+        await self.on_events([event])
+
+    async def on_events(self, events: list[Event]) -> None:
+        """Alerts for events raised together (what the bus queued meanwhile), every chat's,
+        written in one outbox transaction."""
+        locales = {chat_id: await self._locale(chat_id) for chat_id in list(self.chats)}
         alerts = []
-        for chat_id in list(self.chats):
-            with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
-                text = render.event(event)
-            if text:
-                alerts.append(_alert(chat_id, text, loud, buttons))
+        for event in events:  # in publish order, as one at a time would write them
+            if event.severity < Severity.INFO:
+                continue
+            loud, buttons = event.severity >= Severity.CRITICAL, buttons_for(event)
+            for chat_id, locale in locales.items():
+                with self.i18n.context(), self.i18n.use_locale(locale):
+                    text = render.event(event)
+                if text:
+                    alerts.append(_alert(chat_id, text, loud, buttons))
         await self._enqueue(alerts)
 
     async def on_stranger(self, user: User) -> None:

@@ -465,3 +465,18 @@ async def test_a_batched_alert_survives_a_restart_in_every_chat(api: FakeBotAPI,
         await api.wait_for("sendMessage", ok(501, "NO STOP for 7 s"))
     finally:
         await second.close()
+
+
+async def test_alerts_raised_together_are_one_transaction_in_publish_order(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    rig = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=(ADMIN, 501))
+    try:
+        await rig.notifier.on_event(sla(1))  # languages read once
+        burst = [sla(2), resized(), failure("third")]  # what the bus queued meanwhile
+        statements = await traced(rig.db, lambda: rig.notifier.on_events(burst))
+        assert statements == ["BEGIN", *["INSERT"] * 6, "COMMIT"]
+        rows = await rig.outbox.pending()
+        assert [(r.chat_id, r.text.split(" ", 2)[1]) for r in rows[2:]] == [
+            (ADMIN, "🚨"), (501, "🚨"), (ADMIN, "↕️"), (501, "↕️"), (ADMIN, "⚠️"), (501, "⚠️")]
+    finally:
+        await rig.close()
