@@ -1,15 +1,19 @@
 """Append-only event journal; each row carries hash = H(prev_hash || canonical row).
 
 Group commit: `append` gives an event its id and hash at once, in call order (so the chain is the
-order of the calls), and queues the row; one writer task writes what is queued in one
-transaction per batch. A batch closes when the writer gets to run (at once when an intent or a
-reader is waiting, otherwise after `linger` seconds) or at `batch_size` rows.
+order of the calls), and queues the row. Batches go to the database connection's thread in
+order, each written in one transaction: a full batch (`batch_size` rows) at once from `append`,
+without waiting for the loop to yield, so SQLite writes it while the loop goes on; what is left
+when the writer task runs (at once when an intent or a reader is waiting, otherwise after
+`linger` seconds). A batch behind one that failed is refused, never written: the chain has no
+holes.
 
 Durability: by default `append` returns once the row is committed. With `background=True` (the
 runtime) only an event marked `durable` waits for its batch to commit (the intents: the engine
 calls the venue only after they are written); any other returns once queued. A crash can then
-lose only non-intent rows still queued or in the uncommitted batch, and the engine has not acted
-on any of them. `rows` and `verify` flush first, so this process always reads its own writes;
+lose only the non-intent rows appended after the last committed batch (the open batch and the
+batches handed to the thread but not yet committed), and the engine has not acted on any of
+them. `rows` and `verify` flush first, so this process always reads its own writes;
 `Database.close` flushes too.
 """
 
