@@ -44,8 +44,9 @@ class StateRepo:
             return default if value is _ABSENT else value
         rows = await self.db.conn.execute_fetchall(
             "SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key))
-        if cached:
-            self.db.state_cache[(scope, key)] = json.loads(rows[0][0]) if rows else _ABSENT
+        if cached:  # a put that landed while we read has the newer value: keep it
+            self.db.state_cache.setdefault((scope, key),
+                                           json.loads(rows[0][0]) if rows else _ABSENT)
         return json.loads(rows[0][0]) if rows else default
 
     async def put(self, scope: str, key: str, value: Any) -> None:
