@@ -1,7 +1,9 @@
 """Alerts: engine events rendered per chat language, written to the durable outbox, and sent.
 
-`on_event` renders and awaits the SQLite write, so an alert exists before anyone tries to send
-it; the sender (`run`) delivers each chat's due rows critical first, then oldest first:
+`on_event` (`on_events`: events raised together) renders for every chat and awaits one outbox
+transaction, so an alert exists before anyone tries to send it (an event still in the bus's
+queue at a crash has no alert: see docs/BENCHMARKS.md, issue 16 item 2); the sender (`run`)
+delivers each chat's due rows critical first, then oldest first:
 - every pass reads each chat's own first rows, so one chat's backlog never hides another chat's
   alerts, and chats with a critical alert are served first; a message carries alerts of one
   priority only, so a critical alert never waits behind routine ones;
@@ -60,7 +62,7 @@ from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
-from engine.outbox import AlertButtons, Outbox, OutboxRow, Priority
+from engine.outbox import AlertButtons, NewAlert, Outbox, OutboxRow, Priority
 from engine.ports import StateStore
 
 PER_CHAT_INTERVAL = 1.0  # seconds between two messages to one private chat
@@ -95,6 +97,12 @@ class _Pass:
 
 def dedupe_key(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _alert(chat_id: int, text: str, loud: bool, buttons: AlertButtons | None) -> NewAlert:
+    # Critical alerts ring, and they go before everything else queued for the chat.
+    return NewAlert(chat_id, text, loud, dedupe_key(text),
+                    Priority.CRITICAL if loud else Priority.ROUTINE, buttons=buttons)
 
 
 def _is_closed(exc: BaseException) -> bool:
@@ -148,25 +156,32 @@ class Notifier:
                       buttons: AlertButtons | None = None) -> None:
         """Write an alert (with its buttons, if any) to the outbox, coalescing with an
         identical pending one, then wake the sender."""
-        if chat_id in self._blocked:
-            return
-        # Critical alerts ring, and they go before everything else queued for the chat.
-        await self.outbox.enqueue(chat_id, text, loud=loud, dedupe_key=dedupe_key(text),
-                                  now=self.clock.now(),
-                                  priority=Priority.CRITICAL if loud else Priority.ROUTINE,
-                                  buttons=buttons)
-        self._wake.set()
+        await self._enqueue([_alert(chat_id, text, loud, buttons)])
+
+    async def _enqueue(self, alerts: list[NewAlert]) -> None:
+        alerts = [a for a in alerts if a.chat_id not in self._blocked]
+        if alerts:  # one transaction for every chat of an alert
+            await self.outbox.enqueue_many(alerts, now=self.clock.now())
+            self._wake.set()
 
     async def on_event(self, event: Event) -> None:
-        if event.severity < Severity.INFO:
-            return
-        buttons = buttons_for(event)
-        for chat_id in list(self.chats):
-            with self.i18n.context(), self.i18n.use_locale(await self._locale(chat_id)):
-                text = render.event(event)
-            if text:
-                await self.enqueue(chat_id, text, loud=event.severity >= Severity.CRITICAL,
-                                   buttons=buttons)
+        await self.on_events([event])
+
+    async def on_events(self, events: list[Event]) -> None:
+        """Alerts for events raised together (what the bus queued meanwhile), every chat's,
+        written in one outbox transaction."""
+        locales = {chat_id: await self._locale(chat_id) for chat_id in list(self.chats)}
+        alerts = []
+        for event in events:  # in publish order, as one at a time would write them
+            if event.severity < Severity.INFO:
+                continue
+            loud, buttons = event.severity >= Severity.CRITICAL, buttons_for(event)
+            for chat_id, locale in locales.items():
+                with self.i18n.context(), self.i18n.use_locale(locale):
+                    text = render.event(event)
+                if text:
+                    alerts.append(_alert(chat_id, text, loud, buttons))
+        await self._enqueue(alerts)
 
     async def on_stranger(self, user: User) -> None:
         """Admins hear once about each stranger, with the id they need to add them: the first

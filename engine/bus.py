@@ -3,7 +3,8 @@
 Subscribers come in two kinds. Inline ones are awaited inside `publish`, in order: for cheap,
 in-memory work (tests' sinks). Queued ones get their own queue and consumer task, so `publish`
 never waits on their I/O (the notifier does SQL per alert): each sees the events in publish
-order, one at a time; a failing one is logged and never stops the others; `stop` drains them.
+order, one at a time, or all that are queued at once if it takes a batch; a failing one is
+logged and never stops the others; `stop` drains them.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from typing import Any
 
 from loguru import logger
 
@@ -19,15 +21,17 @@ from engine.clock import Clock
 from engine.domain.events import Event
 
 Subscriber = Callable[[Event], Awaitable[None]]
+BatchSubscriber = Callable[[list[Event]], Awaitable[None]]
 
 
 class _Queued:
     """One queued subscriber: its pending events and the task delivering them (while any)."""
 
-    __slots__ = ("consumer", "pending", "subscriber")
+    __slots__ = ("batch", "consumer", "pending", "subscriber")
 
-    def __init__(self, subscriber: Subscriber) -> None:
+    def __init__(self, subscriber: Subscriber, batch: BatchSubscriber | None = None) -> None:
         self.subscriber = subscriber
+        self.batch = batch  # takes everything queued at once (one outbox transaction)
         self.pending: deque[Event] = deque()
         self.consumer: asyncio.Task[None] | None = None
 
@@ -39,16 +43,23 @@ class _Queued:
     async def _consume(self) -> None:
         try:
             while self.pending:
-                await _deliver(self.subscriber, self.pending.popleft())
+                if self.batch is not None:
+                    events = list(self.pending)
+                    self.pending.clear()
+                    await _deliver(self.batch, events)
+                else:
+                    await _deliver(self.subscriber, self.pending.popleft())
         finally:
             self.consumer = None
 
 
-async def _deliver(subscriber: Subscriber, event: Event) -> None:
+async def _deliver(subscriber: Callable[[Any], Awaitable[None]], event: Event | list[Event]
+                   ) -> None:
     try:
         await subscriber(event)
     except Exception:  # a broken subscriber must never stop protection
-        logger.exception("event subscriber failed on {}", event.kind)
+        kinds = [e.kind for e in event] if isinstance(event, list) else event.kind
+        logger.exception("event subscriber failed on {}", kinds)
 
 
 class EventBus:
@@ -64,13 +75,15 @@ class EventBus:
         self._inline: list[Subscriber] = []
         self._queued: list[_Queued] = []
 
-    def subscribe(self, subscriber: Subscriber, *,
-                  queued: bool | None = None) -> Callable[[], None]:
-        """Returns the unsubscribe function (a queued subscriber's undelivered events go too)."""
+    def subscribe(self, subscriber: Subscriber, *, queued: bool | None = None,
+                  batch: BatchSubscriber | None = None) -> Callable[[], None]:
+        """Returns the unsubscribe function (a queued subscriber's undelivered events go too).
+        With `batch`, a queued subscriber gets, in publish order, everything queued for it at
+        once (`subscriber` is then only its inline form)."""
         if not (self._queue_by_default if queued is None else queued):
             self._inline.append(subscriber)
             return lambda: self._inline.remove(subscriber)
-        entry = _Queued(subscriber)
+        entry = _Queued(subscriber, batch)
         self._queued.append(entry)
 
         def unsubscribe() -> None:

@@ -4,7 +4,7 @@ Protocol. `storage.outbox.OutboxRepo` implements it; `bot.notifier` depends only
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import IntEnum, StrEnum
@@ -50,6 +50,19 @@ class AlertButtons:
 
 
 @dataclass(frozen=True, slots=True)
+class NewAlert:
+    """One alert to add to the outbox (see `Outbox.enqueue`)."""
+
+    chat_id: int
+    text: str
+    loud: bool = False
+    dedupe_key: str | None = None
+    priority: Priority = Priority.ROUTINE
+    count: int = 1
+    buttons: AlertButtons | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
     chat_id: int
@@ -80,6 +93,10 @@ class Outbox(Protocol):
     async def enqueue(self, chat_id: int, text: str, *, now: datetime, loud: bool = False,
                       dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
                       count: int = 1, buttons: AlertButtons | None = None) -> int: ...
+
+    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime) -> list[int]:
+        """`enqueue` for each alert, in order, with one commit; returns their row ids."""
+        ...
 
     async def get(self, row_id: int) -> OutboxRow | None: ...
 

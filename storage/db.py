@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiosqlite
 from loguru import logger
@@ -40,6 +41,9 @@ class Database:
         self.conn = conn
         self.path = path
         self._before_close: list[Callable[[], Awaitable[None]]] = []
+        # StateRepo's cache of the scopes read on hot paths: one per database, shared by every
+        # StateRepo on it, so a write through any of them is seen by all.
+        self.state_cache: dict[tuple[str, str], Any] = {}
 
     @classmethod
     async def open(cls, path: Path,
@@ -87,8 +91,17 @@ class Database:
     async def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn` on the connection's own thread as one job: no other task's statement can
         interleave with the statements inside it (aiosqlite runs one job at a time)."""
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue `fn` as one job on the connection's thread now, without yielding to the loop
+        (jobs run in the order queued); the future gives its result."""
         conn = self.conn
-        return await conn._execute(lambda: fn(conn._conn))  # private API: aiosqlite is pinned
+        if not conn._running or conn._connection is None:  # private API: aiosqlite is pinned
+            raise ValueError("Connection closed")
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        conn._tx.put_nowait((future, lambda: fn(conn._conn)))
+        return future
 
     def before_close(self, hook: Callable[[], Awaitable[None]]) -> None:
         """`hook` runs at close(), before the connection goes (e.g. the journal's last batch)."""

@@ -1,15 +1,19 @@
 """Append-only event journal; each row carries hash = H(prev_hash || canonical row).
 
 Group commit: `append` gives an event its id and hash at once, in call order (so the chain is the
-order of the calls), and queues the row; one writer task writes what is queued in one
-transaction per batch. A batch closes when the writer gets to run (at once when an intent or a
-reader is waiting, otherwise after `linger` seconds) or at `batch_size` rows.
+order of the calls), and queues the row. Batches go to the database connection's thread in
+order, each written in one transaction: a full batch (`batch_size` rows) at once from `append`,
+without waiting for the loop to yield, so SQLite writes it while the loop goes on; what is left
+when the writer task runs (at once when an intent or a reader is waiting, otherwise after
+`linger` seconds). A batch behind one that failed is refused, never written: the chain has no
+holes.
 
 Durability: by default `append` returns once the row is committed. With `background=True` (the
 runtime) only an event marked `durable` waits for its batch to commit (the intents: the engine
 calls the venue only after they are written); any other returns once queued. A crash can then
-lose only non-intent rows still queued or in the uncommitted batch, and the engine has not acted
-on any of them. `rows` and `verify` flush first, so this process always reads its own writes;
+lose only the non-intent rows appended after the last committed batch (the open batch and the
+batches handed to the thread but not yet committed), and the engine has not acted on any of
+them. `rows` and `verify` flush first, so this process always reads its own writes;
 `Database.close` flushes too.
 """
 
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import gzip
 import hashlib
 import json
@@ -27,9 +32,10 @@ import typing
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from functools import partial
+from itertools import chain
 from json.encoder import encode_basestring  # json.dumps' own string encoder (ensure_ascii=False)
 from pathlib import Path
 from typing import Any
@@ -39,10 +45,15 @@ from loguru import logger
 from engine.domain.events import Event, _encode, event_from_payload
 from storage.db import Database
 from storage.repositories import StateRepo
+from storage.times import to_text
 
 GENESIS = "0" * 64
 VERIFY_PAGE = 5000
-BATCH_SIZE = 1000
+MAX_BATCH = 4000  # 7 parameters a row: 28,000 in one statement (SQLite allows 32,766)
+# Under load a batch fills before the loop yields; 4,000 rows keep the writer thread's GIL
+# hand-overs (each up to the 5 ms switch interval while the loop is busy) rare enough for it to
+# keep up with appends. Without load the writer sends what is queued whenever it runs.
+BATCH_SIZE = MAX_BATCH
 
 _INSERT = ("INSERT INTO journal (id, at, account, kind, payload, prev_hash, hash)"
            " VALUES (?, ?, ?, ?, ?, ?, ?)")
@@ -56,19 +67,27 @@ def canonical(record: dict[str, Any]) -> str:
 # canonical(event.payload()) without the payload dict, the sort and a json callback per Decimal:
 # this runs once per event on the publisher's path. Each event class gets a small function
 # (compiled once, as dataclasses does for __init__) that joins its fields in sorted key order;
-# a field of an unexpected type falls back to the same encoding as Event.payload(). Equality
-# with canonical(payload()) is tested for every event type (test_journal_group_commit.py).
+# a field of an unexpected type falls back to the same encoding as Event.payload(). Times are
+# storage.times text (fixed-width UTC, as every other table stores them; rows written before
+# 2026-12 keep their isoformat text, which the chain hashed). Equality with that payload is
+# tested for every event type (test_journal_group_commit.py).
 def _decimal(value: Decimal) -> str:
     return f'"{value}"'  # digits, sign, point, exponent: nothing JSON escapes
 
 
-def _iso(value: datetime) -> str:
-    # astimezone() costs as much as isoformat(); the engine's clocks already stamp in UTC.
-    return value.isoformat() if value.tzinfo is UTC else value.astimezone(UTC).isoformat()
+_last_at: list[Any] = [None, ""]  # the last time formatted and its text
+
+
+def _at_text(value: datetime) -> str:
+    # Events published together often carry the same instant (one clock reading): format once.
+    if value is not _last_at[0]:
+        _last_at[1] = to_text(value)
+        _last_at[0] = value
+    return _last_at[1]  # type: ignore[no-any-return]
 
 
 def _datetime(value: datetime) -> str:
-    return f'"{_iso(value)}"'
+    return f'"{to_text(value)}"'
 
 
 def _other(value: Any) -> str:
@@ -110,11 +129,11 @@ _TEXT: dict[type[Event], Callable[[Event, str], str]] = {}
 
 
 def payload_text(event: Event) -> tuple[str, str]:
-    """(at, canonical payload text) of an event; equal to canonical(event.payload())."""
+    """(at, canonical payload text) of an event: canonical(event.payload()), times as to_text."""
     text = _TEXT.get(type(event))
     if text is None:
         text = _TEXT[type(event)] = _compile_text(type(event))
-    at = _iso(event.at)
+    at = _at_text(event.at)
     return at, text(event, at)
 
 
@@ -138,27 +157,57 @@ class JournalWriteError(RuntimeError):
     """A batch could not be written: it and every row queued after it are lost."""
 
 
-def _insert_batch(rows: list[Row], conn: sqlite3.Connection) -> None:
-    """On the connection's thread. The savepoint takes back only our rows on failure, not other
-    tasks' statements waiting in the shared connection's transaction; with none open, a plain
-    transaction does (two statements fewer per batch)."""
-    if not conn.in_transaction:
+@functools.lru_cache(maxsize=4)
+def _insert_many(rows: int) -> str:
+    return _INSERT + ",(?, ?, ?, ?, ?, ?, ?)" * (rows - 1)
+
+
+class _Generation:
+    """Shared with the connection's thread: the batches queued after one that failed chain on
+    rows that were never written, so they are refused, not written (the chain stays whole)."""
+
+    def __init__(self) -> None:
+        self.failed = -1
+
+
+def _insert_batch(rows: list[Row], full: bool, generation: int, state: _Generation,
+                  conn: sqlite3.Connection) -> None:
+    """On the connection's thread. A full batch (the load case) is one multi-row INSERT: one
+    sqlite3_step, so this thread gives up the GIL once while SQLite works, in parallel with the
+    event loop (`executemany` takes the GIL back after every row, and with the loop busy each
+    of those waits out the switch interval). With no transaction open on the shared
+    connection it runs in autocommit: SQLite begins and commits inside that same step. Inside
+    one, a savepoint takes back only our rows on failure, not other tasks' statements."""
+    if state.failed == generation:
+        raise JournalWriteError("an earlier batch of this chain failed")
+    try:
+        if full and not conn.in_transaction:
+            level, conn.isolation_level = conn.isolation_level, None
+            try:
+                conn.execute(_insert_many(len(rows)), list(chain.from_iterable(rows)))
+            finally:
+                conn.isolation_level = level
+            return
+        if not conn.in_transaction:  # a plain transaction: two statements fewer per batch
+            try:
+                conn.executemany(_INSERT, rows)
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+            return
+        conn.execute("SAVEPOINT journal_batch")
         try:
             conn.executemany(_INSERT, rows)
         except BaseException:
-            conn.rollback()
+            conn.execute("ROLLBACK TO journal_batch")
+            conn.execute("RELEASE journal_batch")
             raise
-        conn.commit()
-        return
-    conn.execute("SAVEPOINT journal_batch")
-    try:
-        conn.executemany(_INSERT, rows)
-    except BaseException:
-        conn.execute("ROLLBACK TO journal_batch")
         conn.execute("RELEASE journal_batch")
+        conn.commit()
+    except BaseException:
+        state.failed = generation
         raise
-    conn.execute("RELEASE journal_batch")
-    conn.commit()
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,8 +262,8 @@ ANCHOR = ("journal", "anchor")  # state: {"last_id", "hash", "archive"} of the l
 class Journal:
     def __init__(self, db: Database, *, background: bool = False,
                  batch_size: int = BATCH_SIZE, linger: float = 0.0) -> None:
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be 1 to {MAX_BATCH}, got {batch_size}")
         if linger < 0:
             raise ValueError(f"linger must be 0 or more seconds, got {linger}")
         self.db = db
@@ -226,9 +275,13 @@ class Journal:
         self.on_commit: Callable[[float, int], None] | None = None  # (seconds, rows) per batch
         self._lock = asyncio.Lock()
         self._tail: tuple[int, str] | None = None  # id and hash of the last row handed out
-        self._queue: deque[Row] = deque()
+        self._pending: list[Row] = []  # rows not yet handed to the connection's thread
+        # batches handed to the thread, oldest first: (last row id, rows, when sent, result)
+        self._inflight: deque[tuple[int, int, float, asyncio.Future[None]]] = deque()
         self._waiters: deque[tuple[int, asyncio.Future[None]]] = deque()  # by row id, ascending
         self._committed = 0  # highest row id committed by this journal
+        self._generation = 0  # bumped when a batch fails: later batches of it are refused
+        self._thread_state = _Generation()
         self._writer: asyncio.Task[None] | None = None
         self._wakeup: asyncio.Future[None] | None = None
         db.before_close(self.flush)
@@ -245,7 +298,7 @@ class Journal:
 
     async def flush(self) -> None:
         """Return once every row appended so far is committed."""
-        if self._tail is not None and (self._queue or self._writer is not None):
+        if self._tail is not None and (self._pending or self._inflight or self._writer):
             await self._committed_through(self._tail[0])
 
     async def _load_tail(self) -> None:
@@ -256,6 +309,7 @@ class Journal:
                 anchor = await self._anchor()
                 self._tail = (rows[0][0], rows[0][1]) if rows and rows[0][0] > anchor[0] \
                     else anchor
+                self._committed = self._tail[0]
 
     def _push(self, event: Event) -> int:
         assert self._tail is not None
@@ -263,13 +317,26 @@ class Journal:
         last_id, last_hash = self._tail
         digest = chain_hash(last_hash, at, event.account, event.kind, text)
         row_id = last_id + 1
-        self._queue.append((row_id, at, event.account, event.kind, text, last_hash, digest))
+        self._pending.append((row_id, at, event.account, event.kind, text, last_hash, digest))
         self._tail = (row_id, digest)
+        if len(self._pending) >= self.batch_size:
+            # A full batch goes to the thread at once, even if the loop does not yield before
+            # the next append: SQLite writes it while the loop builds the next rows.
+            self._send()
+            self._wake()
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_queued(), name="journal writer")
-        elif len(self._queue) >= self.batch_size:
-            self._wake()
         return row_id
+
+    def _send(self) -> None:
+        batch, self._pending = self._pending, []
+        try:
+            done = self.db.submit(partial(_insert_batch, batch, len(batch) == self.batch_size,
+                                          self._generation, self._thread_state))
+        except Exception as exc:  # the connection is closed: the writer fails the batch
+            done = asyncio.get_running_loop().create_future()
+            done.set_exception(exc)
+        self._inflight.append((batch[-1][0], len(batch), time.perf_counter(), done))
 
     async def _committed_through(self, row_id: int) -> None:
         if row_id <= self._committed:
@@ -295,43 +362,47 @@ class Journal:
 
     async def _write_queued(self) -> None:
         try:
-            while self._queue:
-                if self.linger and not self._waiters and len(self._queue) < self.batch_size:
-                    await self._linger()
-                if len(self._queue) <= self.batch_size:  # the usual case: take it all at once
-                    batch = list(self._queue)
-                    self._queue.clear()
-                else:
-                    batch = [self._queue.popleft() for _ in range(self.batch_size)]
-                started = time.perf_counter()
+            while self._pending or self._inflight:
+                if self._pending:  # what was appended since the last batch went: send it too
+                    if (self.linger and not self._waiters and not self._inflight
+                            and len(self._pending) < self.batch_size):
+                        await self._linger()
+                    if self._pending:
+                        self._send()
+                last_id, count, sent, done = self._inflight[0]
                 try:
-                    await self.db.run(partial(_insert_batch, batch))
+                    await done
                 except Exception as exc:
-                    self._fail(batch, exc)
+                    self._fail(exc)
                     return
+                self._inflight.popleft()
                 self.batches += 1
                 self.write_error = None
                 if self.on_commit is not None:
-                    self.on_commit(time.perf_counter() - started, len(batch))
-                self._committed = batch[-1][0]
+                    self.on_commit(time.perf_counter() - sent, count)
+                self._committed = last_id
                 resumed = False
                 while self._waiters and self._waiters[0][0] <= self._committed:
-                    _, done = self._waiters.popleft()
-                    if not done.done():
-                        done.set_result(None)
+                    _, waiter = self._waiters.popleft()
+                    if not waiter.done():
+                        waiter.set_result(None)
                         resumed = True
                 if resumed:  # let the writers just resumed queue their next rows: one batch
                     await asyncio.sleep(0)
         finally:
             self._writer = None
 
-    def _fail(self, batch: list[Row], exc: Exception) -> None:
-        lost = len(batch) + len(self._queue)
-        self._queue.clear()  # chained on rows that were never written
+    def _fail(self, exc: Exception) -> None:
+        first = self._committed + 1
+        lost = (self._tail[0] if self._tail else first - 1) - first + 1
+        for *_, done in self._inflight:  # refused by the thread: chained on the failed rows
+            done.add_done_callback(_retrieve)
+        self._inflight.clear()
+        self._pending = []  # chained on rows that were never written
+        self._generation += 1
         self._tail = None  # re-read the chain's end before the next append
         logger.opt(exception=exc).error(
-            "journal write failed: {} rows lost (ids {}..{})", lost, batch[0][0],
-            batch[0][0] + lost - 1)
+            "journal write failed: {} rows lost (ids {}..{})", lost, first, first + lost - 1)
         error = JournalWriteError(f"journal write failed, {lost} rows lost: {exc}")
         self.write_error = str(error)
         while self._waiters:
@@ -345,9 +416,9 @@ class Journal:
         await self.flush()
         sql = "SELECT id, at, account, kind, payload, hash FROM journal WHERE id > ?"
         args: list[Any] = [since_id]
-        if since_at is not None:  # `at` is ISO-8601 UTC text, so text order is time order
+        if since_at is not None:  # `at` is fixed-width UTC text: text order is time order
             sql += " AND at >= ?"
-            args.append(since_at.astimezone(UTC).isoformat())
+            args.append(to_text(since_at))
         if account is not None:
             sql += " AND account = ?"
             args.append(account)
@@ -397,7 +468,7 @@ class Journal:
         bounds = await self.db.conn.execute_fetchall(
             "SELECT (SELECT MIN(id) FROM journal WHERE id > ? AND at >= ?),"
             " (SELECT MAX(id) FROM journal)",
-            (anchor_id, before.astimezone(UTC).isoformat()))
+            (anchor_id, to_text(before)))
         first_kept, last = bounds[0]
         through = first_kept - 1 if first_kept is not None else last
         if through is None or through <= anchor_id:
@@ -421,6 +492,11 @@ class Journal:
         for start in range(anchor_id, through, VERIFY_PAGE):
             await self.db.run(partial(_delete_through, min(start + VERIFY_PAGE, through)))
         return ArchiveResult(path, walk.count, walk.prev)
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()  # seen: asyncio need not log it as never retrieved
 
 
 def _write_archive(path: Path, header: dict[str, Any], rows: list[str]) -> None:

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import sqlite3
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import partial
 
-from engine.outbox import AlertButtons, DueChat, OutboxRow, Priority
+from engine.outbox import AlertButtons, DueChat, NewAlert, OutboxRow, Priority
 from storage.db import Database
 from storage.times import from_text, to_text
 
@@ -35,6 +36,35 @@ def _row(r: sqlite3.Row) -> OutboxRow:
                      buttons=AlertButtons.from_json(r["buttons"]) if r["buttons"] else None)
 
 
+_ENQUEUE = (
+    "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
+    " next_attempt_at, status, priority, buttons)"
+    " VALUES (:chat, :text, :loud, :key, :n, :at,"
+    "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
+    "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio,"
+    "  :buttons)"
+    " ON CONFLICT (chat_id, dedupe_key)"
+    "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
+    " DO UPDATE SET count = count + excluded.count, loud = MAX(loud, excluded.loud),"
+    "  priority = MAX(priority, excluded.priority),"
+    "  buttons = COALESCE(excluded.buttons, buttons)"
+    " RETURNING id")
+
+
+def _insert_alerts(params: list[dict[str, object]], conn: sqlite3.Connection) -> list[int]:
+    """On the connection's thread: each INSERT ... RETURNING read to its end (no statement left
+    open), then one commit. A failure takes back these rows only if the transaction is ours."""
+    ours = not conn.in_transaction
+    try:
+        ids = [int(conn.execute(_ENQUEUE, p).fetchall()[0][0]) for p in params]
+    except BaseException:
+        if ours:
+            conn.rollback()
+        raise
+    conn.commit()
+    return ids
+
+
 class OutboxRepo:
     """Implements `engine.outbox.Outbox`."""
 
@@ -52,27 +82,22 @@ class OutboxRepo:
         `count` goes up by `count` (and it becomes loud or critical if the repeat is), and its
         place in line is kept.
         """
-        if count < 1:
-            raise ValueError(f"count must be at least 1, got {count}")
+        ids = await self.enqueue_many([NewAlert(chat_id, text, loud, dedupe_key, priority, count,
+                                                buttons)], now=now)
+        return ids[0]
+
+    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime) -> list[int]:
+        """`enqueue` for each alert in order, in one job on the connection's thread and one
+        commit (an alert for several chats, or alerts raised together)."""
+        for alert in alerts:
+            if alert.count < 1:
+                raise ValueError(f"count must be at least 1, got {alert.count}")
         at = to_text(now)
-        rows = await self.db.conn.execute_fetchall(
-                "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
-                " next_attempt_at, status, priority, buttons)"
-                " VALUES (:chat, :text, :loud, :key, :n, :at,"
-                "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
-                "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio,"
-                "  :buttons)"
-                " ON CONFLICT (chat_id, dedupe_key)"
-                "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
-                " DO UPDATE SET count = count + excluded.count, loud = MAX(loud, excluded.loud),"
-                "  priority = MAX(priority, excluded.priority),"
-                "  buttons = COALESCE(excluded.buttons, buttons)"
-                " RETURNING id",
-                {"chat": chat_id, "text": text, "loud": int(loud), "key": dedupe_key, "at": at,
-                 "n": count, "prio": int(priority),
-                 "buttons": buttons.to_json() if buttons is not None else None})
-        await self.db.conn.commit()
-        return int(next(iter(rows))[0])
+        params = [{"chat": a.chat_id, "text": a.text, "loud": int(a.loud), "key": a.dedupe_key,
+                   "at": at, "n": a.count, "prio": int(a.priority),
+                   "buttons": a.buttons.to_json() if a.buttons is not None else None}
+                  for a in alerts]
+        return await self.db.run(partial(_insert_alerts, params)) if params else []
 
     async def get(self, row_id: int) -> OutboxRow | None:
         rows = list(await self.db.conn.execute_fetchall(

@@ -25,6 +25,12 @@ def _dec(value: str | None) -> Decimal | None:
     return Decimal(value) if value is not None else None
 
 
+# Read for every alert and every chat (the chat's language); written only through StateRepo
+# (/lang, the language Telegram reports), so a per-database cache stays true.
+CACHED_SCOPES = frozenset({"lang", "tg_lang"})
+_ABSENT = object()
+
+
 class StateRepo:
     """JSON values by (scope, key): HOLD state per account, per-user language, counters."""
 
@@ -32,8 +38,15 @@ class StateRepo:
         self.db = db
 
     async def get(self, scope: str, key: str, default: Any = None) -> Any:
+        cached = scope in CACHED_SCOPES
+        if cached and (scope, key) in self.db.state_cache:
+            value = self.db.state_cache[(scope, key)]
+            return default if value is _ABSENT else value
         rows = await self.db.conn.execute_fetchall(
             "SELECT value FROM state WHERE scope = ? AND key = ?", (scope, key))
+        if cached:  # a put that landed while we read has the newer value: keep it
+            self.db.state_cache.setdefault((scope, key),
+                                           json.loads(rows[0][0]) if rows else _ABSENT)
         return json.loads(rows[0][0]) if rows else default
 
     async def put(self, scope: str, key: str, value: Any) -> None:
@@ -43,9 +56,12 @@ class StateRepo:
             " updated_at = excluded.updated_at",
             (scope, key, json.dumps(value), to_text(datetime.now(UTC))))
         await self.db.conn.commit()
+        if scope in CACHED_SCOPES:
+            self.db.state_cache[(scope, key)] = json.loads(json.dumps(value))  # as get reads it
 
     async def incr(self, scope: str, key: str) -> int:
         """Atomically add one to a persisted counter and return the new value."""
+        self.db.state_cache.pop((scope, key), None)
         # One round trip to SQLite's thread: an INSERT ... RETURNING left open between fetchone
         # and close is a write in progress, and any other coroutine's commit on the shared
         # connection then fails ("cannot commit transaction - SQL statements in progress").

@@ -8,9 +8,15 @@ FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def to_text(value: datetime) -> str:
-    if value.tzinfo is None:
-        raise ValueError("stored times must be timezone-aware")
-    return value.astimezone(UTC).strftime(FORMAT)
+    """`value` as FORMAT. %-formatting the fields gives the same text as strftime(FORMAT) at
+    half the cost (the journal formats every event's time on the publisher's path)."""
+    if value.tzinfo is not UTC:
+        if value.tzinfo is None:
+            raise ValueError("stored times must be timezone-aware")
+        value = value.astimezone(UTC)
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (  # noqa: UP031 (an f-string costs 2x)
+        value.year, value.month, value.day, value.hour, value.minute, value.second,
+        value.microsecond)
 
 
 def from_text(value: str) -> datetime:

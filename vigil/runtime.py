@@ -360,7 +360,7 @@ class Runtime:
                                  stranger_window=t.stranger_window_seconds,
                                  # a terminal has no flood limits: no pacing at the console
                                  per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
-        engine.bus.subscribe(self.notifier.on_event)
+        engine.bus.subscribe(self.notifier.on_event, batch=self.notifier.on_events)
         approvals = ApprovalService(Approvals(
             ApprovalRepo(engine.db), engine.control, clock=self.clock,
             ttl_seconds=self.settings.approvals.ttl_seconds,

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot.split import LIMIT, pack, split_message
-from engine.outbox import DueChat, Priority
+from engine.outbox import DueChat, NewAlert, Priority
 from storage.db import Database
 from storage.outbox import OutboxRepo
 
@@ -233,3 +233,19 @@ async def test_reported_strangers_are_bounded_to_the_newest(outbox: OutboxRepo) 
     assert await outbox.strangers_known(range(10)) == {2, 3, 4, 5}
     await outbox.remember_strangers([2], now=secs(2), keep=2)  # reported again: newest
     assert await outbox.strangers_known(range(10)) == {2, 5}
+
+
+async def test_enqueue_many_writes_in_order_coalesces_and_refuses_a_bad_batch_whole(
+        outbox: OutboxRepo) -> None:
+    ids = await outbox.enqueue_many([NewAlert(A, "one", dedupe_key="k1"),
+                                     NewAlert(B, "one", dedupe_key="k1"),
+                                     NewAlert(A, "one", dedupe_key="k1", loud=True,
+                                              priority=Priority.CRITICAL)], now=T0)
+    assert ids[0] == ids[2] != ids[1]  # the repeat in the same batch coalesces
+    row = await outbox.get(ids[0])
+    assert row is not None and (row.count, row.loud, row.priority) == (2, True,
+                                                                       Priority.CRITICAL)
+    with pytest.raises(ValueError, match="count must be at least 1, got 0"):
+        await outbox.enqueue_many([NewAlert(A, "two"), NewAlert(B, "three", count=0)], now=T0)
+    assert await outbox.pending_count() == 2  # nothing of the refused batch was written
+    assert await outbox.enqueue_many([], now=T0) == []

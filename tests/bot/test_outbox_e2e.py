@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from datetime import timedelta
 from decimal import Decimal
@@ -403,3 +404,79 @@ async def test_a_storm_of_alerts_with_buttons_goes_out_a_few_messages_at_a_time(
     async def delivered() -> bool:
         return await rig.outbox.pending_count() == 0
     await eventually(delivered)
+
+
+# --- issue 16: the enqueue path's SQL ---------------------------------------------------------
+async def traced(db: Database, action: Callable[[], Awaitable[Any]]) -> list[str]:
+    """The statements SQLite runs on the shared connection during `action`."""
+    seen: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(seen.append))
+    try:
+        await action()
+    finally:
+        await db.run(lambda conn: conn.set_trace_callback(None))
+    return [s.split()[0].upper() for s in seen]
+
+
+async def test_an_alert_for_three_chats_is_one_transaction_and_languages_are_cached(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    chats = (ADMIN, 501, 502)
+    rig = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=chats)
+    try:
+        await StateRepo(rig.db).put("lang", "501", "ru")
+        first = await traced(rig.db, lambda: rig.notifier.on_event(sla(7)))
+        # 501: its /lang is known from the write; ADMIN and 502: /lang, then Telegram language
+        assert first.count("SELECT") == 4
+        assert first[-5:] == ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+        # Later alerts read no language: 3 chats, one commit (was 14 statements, 3 commits).
+        later = await traced(rig.db, lambda: rig.notifier.on_event(sla(8)))
+        assert later == ["BEGIN", "INSERT", "INSERT", "INSERT", "COMMIT"]
+
+        # /lang through another StateRepo on the same database (as the bot's router writes
+        # it): the next alert is in the new language.
+        await StateRepo(rig.db).put("lang", "502", "ru")
+        await rig.notifier.on_event(sla(9))
+        texts = {(r.chat_id, r.text) for r in await rig.outbox.pending()}
+        assert (502, "[paper] 🚨 ETH/USDT:USDT: НЕТ СТОПА уже 9 с (сверх SLA)") in texts
+        assert (502, "[paper] 🚨 ETH/USDT:USDT: NO STOP for 8 s (over the SLA)") in texts
+        assert (501, "[paper] 🚨 ETH/USDT:USDT: НЕТ СТОПА уже 7 с (сверх SLA)") in texts
+        assert (ADMIN, "[paper] 🚨 ETH/USDT:USDT: NO STOP for 9 s (over the SLA)") in texts
+        assert len(texts) == 9
+    finally:
+        await rig.close()
+
+
+async def test_a_batched_alert_survives_a_restart_in_every_chat(api: FakeBotAPI,
+                                                                 tmp_path: Path) -> None:
+    path, chats = tmp_path / "vigil.sqlite3", (ADMIN, 501)
+    first = await make_rig(api, path, ManualClock(), chats=chats)
+    try:
+        await first.notifier.on_event(sla())  # written, never sent: the sender is not running
+    finally:
+        await first.close()
+    with closing(sqlite3.connect(path)) as conn:  # committed: another process reads it
+        rows = conn.execute("SELECT chat_id, status FROM outbox").fetchall()
+    assert sorted(rows) == sorted([(ADMIN, "pending"), (501, "pending")])
+
+    second = await make_rig(api, path, ManualClock(), chats=chats)
+    try:
+        second.start()
+        await api.wait_for("sendMessage", ok(ADMIN, "NO STOP for 7 s"))
+        await api.wait_for("sendMessage", ok(501, "NO STOP for 7 s"))
+    finally:
+        await second.close()
+
+
+async def test_alerts_raised_together_are_one_transaction_in_publish_order(
+        api: FakeBotAPI, tmp_path: Path) -> None:
+    rig = await make_rig(api, tmp_path / "vigil.sqlite3", ManualClock(), chats=(ADMIN, 501))
+    try:
+        await rig.notifier.on_event(sla(1))  # languages read once
+        burst = [sla(2), resized(), failure("third")]  # what the bus queued meanwhile
+        statements = await traced(rig.db, lambda: rig.notifier.on_events(burst))
+        assert statements == ["BEGIN", *["INSERT"] * 6, "COMMIT"]
+        rows = await rig.outbox.pending()
+        assert [(r.chat_id, r.text.split(" ", 2)[1]) for r in rows[2:]] == [
+            (ADMIN, "🚨"), (501, "🚨"), (ADMIN, "↕️"), (501, "↕️"), (ADMIN, "⚠️"), (501, "⚠️")]
+    finally:
+        await rig.close()

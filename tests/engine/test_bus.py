@@ -195,3 +195,32 @@ async def test_the_engine_queues_its_subscribers_and_stop_delivers_and_writes_ev
         assert committed_kinds(engine.journal)[-2:] == ["hold_set", "engine_stopped"]
     finally:
         await engine.close()
+
+
+async def test_a_batch_subscriber_gets_what_was_queued_meanwhile_at_once(
+        journal: Journal) -> None:
+    bus = EventBus(journal.append)
+    calls: list[list[str]] = []
+    first_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def one(event: ev.Event) -> None:
+        raise AssertionError("a batch subscriber is not called one event at a time")
+
+    async def many(events: list[ev.Event]) -> None:
+        calls.append([e.reason for e in events if isinstance(e, ev.HoldSet)])
+        first_in.set()
+        await release.wait()
+        if len(calls) == 2:
+            raise RuntimeError("a broken batch")  # logged; later batches still arrive
+
+    bus.subscribe(one, queued=True, batch=many)
+    await bus.publish(hold(0))
+    await asyncio.wait_for(first_in.wait(), 5)
+    for i in range(1, 4):  # published while the first batch is being written
+        await bus.publish(hold(i))
+    release.set()
+    await asyncio.wait_for(bus.stop(), 5)
+    await bus.publish(hold(4))
+    await asyncio.wait_for(bus.stop(), 5)
+    assert calls == [["r0"], ["r1", "r2", "r3"], ["r4"]]

@@ -17,6 +17,7 @@ from engine.domain import events as ev
 from engine.domain.reports import OrderKind, OrderReport
 from engine.domain.values import OrderSide, PositionSide
 from engine.protection.orders import AccountHalted, OrderGateway
+from storage.times import to_text
 from tests.engine.conftest import (
     ACCOUNT,
     BTC,
@@ -185,4 +186,4 @@ async def test_events_are_stamped_by_the_engines_clock(rig_factory: RigFactory) 
     rig.hand.open(BTC, LONG, D("0.5"))
     await rig.guard.reconcile_now()
     assert rig.events and {e.at for e in rig.events} == {rig.clock.now()}
-    assert {row.at for row in await rig.journal.rows()} == {rig.clock.now().isoformat()}
+    assert {row.at for row in await rig.journal.rows()} == {to_text(rig.clock.now())}

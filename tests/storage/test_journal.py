@@ -59,7 +59,7 @@ async def test_rows_round_trip_to_the_same_events(db: Database) -> None:
     assert isinstance(adopted, ev.PositionAdopted)
     assert str(adopted.qty) == "0.500" and str(adopted.entry_price) == "65000.10"
     assert all(r.event().at.tzinfo is not None for r in rows)
-    assert rows[5].at == "2026-01-05T12:00:05+00:00"
+    assert rows[5].at == "2026-01-05T12:00:05.000000Z"  # storage.times text, as every table
 
 
 async def test_rows_filter_by_account_kind_and_position(db: Database) -> None:

@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 
 from engine.domain import events as ev
+from engine.domain.events import event_from_payload
 from storage.db import Database
 from storage.journal import Journal, JournalWriteError, canonical, chain_hash, payload_text
+from storage.times import to_text
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 BTC = "BTC/USDT:USDT"
@@ -92,8 +94,12 @@ def test_payload_text_is_the_canonical_payload_of_every_event_type(
     assert len(events) == len(ev.EVENT_TYPES)
     for event in events:
         at, text = payload_text(event)
-        assert text == canonical(event.payload()), event.kind
-        assert at == event.payload()["at"] == "2026-01-05T12:00:00.123456+00:00"
+        payload = {name: to_text(getattr(event, name)) if isinstance(getattr(event, name),
+                                                                      datetime) else value
+                   for name, value in event.payload().items()}
+        assert text == canonical(payload), event.kind
+        assert at == payload["at"] == "2026-01-05T12:00:00.123456Z"  # UTC, fixed width
+        assert event_from_payload(event.kind, json.loads(text)) == event
 
 
 async def test_background_appends_return_before_the_row_is_written_and_share_a_batch(
@@ -152,6 +158,46 @@ async def test_a_batch_closes_at_its_size(db: Database) -> None:
     assert (await journal.verify()).rows == 25
 
 
+def count_rows(conn: sqlite3.Connection) -> int:
+    return int(conn.execute("SELECT COUNT(*) FROM journal").fetchone()[0])
+
+
+async def test_a_full_batch_is_written_while_the_loop_keeps_appending(db: Database) -> None:
+    """Under load appends never yield; a full batch still goes to the connection's thread at
+    once (one multi-row statement), the rest waits for the writer task."""
+    journal = Journal(db, background=True, batch_size=10, linger=3600)
+    await journal.append(placed(0))
+    await journal.flush()
+    for i in range(1, 24):  # 23 appends, not one yielding: two full batches and 3 rows
+        await journal.append(placed(i))
+    # Queued behind the two batches on the same thread, before the writer task ever ran.
+    assert await db.run(count_rows) == 21
+    await journal.flush()
+    assert await db.run(count_rows) == 24
+    assert journal.batches == 4  # 1 + 10 + 10 + 3
+    result = await journal.verify()
+    assert result.ok and result.rows == 24
+    assert [r.event() for r in await journal.rows()] == [placed(i) for i in range(24)]
+
+
+async def test_batches_queued_behind_a_failed_one_are_refused_not_written(
+        db: Database) -> None:
+    """Rows chain on the rows before them: if a batch fails, the batches already handed to the
+    thread behind it must not be written (they would link to rows that are not there)."""
+    journal = Journal(db, background=True, batch_size=5, linger=3600)
+    await journal.append(intent(0))
+    with closing(sqlite3.connect(db.path)) as other:  # takes id 3, inside our next batch
+        prev = other.execute("SELECT hash FROM journal").fetchone()[0]
+        other.execute("INSERT INTO journal VALUES (3, 'x', 'main', 'x', '{}', ?, 'x')", (prev,))
+        other.commit()
+    for i in range(1, 13):  # ids 2..6 (fails on 3), 7..11 (refused), 12 (not yet sent)
+        await journal.append(placed(i))
+    with pytest.raises(JournalWriteError, match="12 rows lost"):
+        await journal.flush()
+    assert on_disk(db.path) == [(1, "stop_intent"), (3, "x")]
+    assert journal.write_error is not None and "12 rows lost" in journal.write_error
+
+
 async def test_a_lingering_batch_closes_by_itself(db: Database) -> None:
     journal = Journal(db, background=True, linger=0.01)
     await journal.append(placed(0))
@@ -199,7 +245,8 @@ async def test_a_failed_batch_fails_its_intent_and_the_chain_continues_after_it(
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"batch_size": 0}, "batch_size must be at least 1, got 0"),
+    ({"batch_size": 0}, "batch_size must be 1 to 4000, got 0"),
+    ({"batch_size": 4001}, "batch_size must be 1 to 4000, got 4001"),
     ({"linger": -0.5}, "linger must be 0 or more seconds, got -0.5"),
 ])
 async def test_bad_settings_are_refused(db: Database, kwargs: dict[str, float],
