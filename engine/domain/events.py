@@ -40,6 +40,7 @@ class CancelReason(StrEnum):
     POSITION_CLOSED = "position_closed"
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
+    TAKE_PROFIT_OFF = "take_profit_off"  # the plan has no take-profit (any more)
 
 
 class CloseReason(StrEnum):
@@ -47,6 +48,7 @@ class CloseReason(StrEnum):
     MANUAL = "manual"  # a person asked (after an approval)
     ON_VENUE = "closed on venue"  # stopped out, closed by hand, liquidated
     ROLLBACK = "rollback"  # an entry whose stop could not rest is closed again
+    TAKE_PROFIT = "take_profit"  # our take-profit (the exit plan's) fired: the TP-hit alert
 
 
 class CrossedAction(StrEnum):
@@ -415,6 +417,46 @@ class SignalsFailing(Event):
     reason: str
 
 
+# --- take-profits (issue 12): the exit plan's reduce-only TP, placed by the supervisor -------
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitIntent(SymbolEvent):
+    """About to place the position's take-profit (journaled before the venue is called)."""
+
+    kind = "take_profit_intent"
+    durable = True
+    client_id: str
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitPlaced(SymbolEvent):
+    kind = "take_profit_placed"
+    order_id: str
+    client_id: str | None
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitCancelled(SymbolEvent):
+    kind = "take_profit_cancelled"
+    order_id: str
+    reason: CancelReason
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitRejected(SymbolEvent):
+    """The venue refused the take-profit; it is tried again when the plan or the size changes.
+    The stop is untouched: a take-profit is never protection."""
+
+    kind = "take_profit_rejected"
+    severity = Severity.WARNING
+    trigger_price: Decimal
+    reason: str
+    message: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
@@ -425,6 +467,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
+        TakeProfitIntent, TakeProfitPlaced, TakeProfitCancelled, TakeProfitRejected,
     )
 }
 

@@ -47,6 +47,8 @@ from engine.entries.model import (
     EntryResult,
     EntrySource,
     EntryStatus,
+    PriceKind,
+    PriceSpec,
     Refusal,
 )
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient, VenueError
@@ -460,6 +462,11 @@ class EntryService:
             sources = self._sources.setdefault(guard.account, {})
             sources[f"{run.plan.symbol}|{generation}"] = run.source.value
             await self.state.put(SOURCE_SCOPE, guard.account, sources)
+        if result.status is EntryStatus.PROTECTED and run.plan.take_profit is not None:
+            # Hand-off to the exit plan (issue 12): the position's supervisor places the
+            # take-profit, reduce-only and sized to the position; past the mark it is refused.
+            await guard.set_take_profit(run.plan.symbol,
+                                        PriceSpec(PriceKind.PRICE, run.plan.take_profit))
         pending = await self.state.get(PENDING, guard.account, [])
         await self.state.put(PENDING, guard.account, [k for k in pending if k != run.key])
 

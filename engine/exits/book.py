@@ -108,6 +108,9 @@ class ExitBook:
         self.plans: dict[str, ExitPlan] = {}  # per position, from Telegram
         self.states: dict[str, TrailState] = {}
         self.released: dict[str, Decimal] = {}  # allowed by the limits, for the supervisor
+        # A move the per-position interval held back: when it may go, and the mark that wanted
+        # it (the guard sets a timer, so it goes then even if no tick comes).
+        self.held: dict[str, tuple[datetime, Decimal]] = {}
         self.bucket = TokenBucket(limits.account_per_minute, clock)
         self._interval = timedelta(seconds=limits.min_interval_seconds)
         self.ticks_evaluated = 0
@@ -174,9 +177,11 @@ class ExitBook:
             if abs(wanted - current) < step:
                 return False
         if state.last_amend_at is not None and now - state.last_amend_at < self._interval:
+            self.held[known.symbol] = (state.last_amend_at + self._interval, mark)
             return False
         if not self.bucket.take():
             return False
+        self.held.pop(known.symbol, None)
         self.released[known.symbol] = wanted
         self.releases += 1
         return True
@@ -197,6 +202,10 @@ class ExitBook:
         # by hand; a released move is taken once the limits allowed it.
         floor = tighter(position.side, state.last_amend_price, self.released.get(symbol))
         return tighter(position.side, base, floor) or base
+
+    # --- the TakeProfitPricer ------------------------------------------------------------------
+    def take_profit(self, symbol: str) -> Decimal | None:
+        return self.plan_for(symbol).take_profit
 
     # --- the supervisor's hooks ------------------------------------------------------------------
     async def before_move(self, known: GuardedPosition, price: Decimal) -> None:
@@ -226,6 +235,7 @@ class ExitBook:
         self.version += 1
         self.states.pop(symbol, None)
         self.released.pop(symbol, None)
+        self.held.pop(symbol, None)
         if self.store is not None:
             await self.store.delete(self.account, symbol)
 
@@ -254,12 +264,9 @@ class ExitBook:
         if state is not None and state.side is not side:
             state = None
         return ExitView(
-            plan=plan, own_plan=symbol in self.plans,
-            activated=bool(state and state.activated),
+            plan=plan, activated=bool(state and state.activated),
             best_mark=state.best_mark if state else None,
-            breakeven_done=bool(state and state.breakeven_done),
-            wanted=state.wanted if state else None,
-            last_amend_at=state.last_amend_at if state else None)
+            breakeven_done=bool(state and state.breakeven_done))
 
     # --- helpers ---------------------------------------------------------------------------------
     def _state(self, known: GuardedPosition) -> TrailState:

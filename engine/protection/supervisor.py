@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from engine.domain import events as ev
-from engine.domain.ids import OrderPurpose, client_order_id
+from engine.domain.ids import OrderPurpose, client_order_id, has_purpose
 from engine.domain.position import GuardedPosition, PositionState, StopRef
 from engine.domain.reports import (
     MarketOrderRequest,
@@ -36,9 +36,11 @@ from engine.protection.reconcile import (
     AdoptPosition,
     AdoptStop,
     CancelStop,
+    CancelTakeProfit,
     ClosePosition,
     MoveStop,
     PlaceStop,
+    PlaceTakeProfit,
     RecordClose,
     Resized,
     ResizeStop,
@@ -61,7 +63,8 @@ PERMANENT = frozenset({RejectReason.INVALID_ORDER, RejectReason.INSUFFICIENT_FUN
                        RejectReason.BAD_SYMBOL, RejectReason.TOO_MANY_STOPS})
 GIVE_UP_AFTER = 4
 GIVE_UP_PAUSE = 300.0
-VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop)
+VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop,
+                 PlaceTakeProfit, CancelTakeProfit)
 
 
 T = TypeVar("T")
@@ -97,6 +100,12 @@ class PositionSupervisor:
         self._last_refusal: tuple[RejectReason, str] | None = None
         self._permanent = 0  # permanent refusals in a row
         self._failures = 0  # venue failures (unknown outcome, transient) in a row
+        # The take-profit (price, qty) the venue refused: not sent again until either changes.
+        self._tp_refused: tuple[Decimal, Decimal] | None = None
+        self._tp_fired = False  # the stream showed our take-profit fire (this position)
+        # The price of our take-profit as it rested when this supervisor last acted: what a
+        # hit closed at, where no streamed fill tells better.
+        self._tp_resting: Decimal | None = None
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -208,6 +217,11 @@ class PositionSupervisor:
                 and order.order_id == known.stop.order_id
                 and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
             known.stop_fired = True
+        if (known is not None and order.kind is OrderKind.TAKE_PROFIT
+                and has_purpose(order.client_id, OrderPurpose.TAKE_PROFIT)
+                and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
+            self._tp_fired = True
+            self._tp_resting = order.trigger_price or self._tp_resting
 
     def sla_breached(self, now: datetime) -> float | None:
         """Seconds without a stop, the first time they pass the SLA (once per episode)."""
@@ -315,6 +329,10 @@ class PositionSupervisor:
                 return await self._cancel(order, ev.CancelReason(reason))
             case ClosePosition():
                 return await self._close(action)
+            case PlaceTakeProfit():
+                return await self._place_take_profit(action)
+            case CancelTakeProfit(order=order, reason=reason):
+                return await self._cancel_take_profit(order, ev.CancelReason(reason))
         return True
 
     # --- actions -----------------------------------------------------------------------------
@@ -340,20 +358,25 @@ class PositionSupervisor:
             if fresh is not None and fresh.side is known.side:
                 return False  # our view said flat, the venue says otherwise: keep every stop
             # Flat, or flipped: the old side is closed either way (its close is recorded).
+        tp_hit = self._tp_fired or self._tp_gone(leftovers)
         for order in leftovers:  # the venue shows it flat: now, and only now, its stops may go
             if ctx.halted:
                 break  # no commands on HALT; they stay as zombies for later
-            await self._cancel(order, ev.CancelReason.POSITION_CLOSED)
+            if order.kind is OrderKind.TAKE_PROFIT:
+                await self._cancel_take_profit(order, ev.CancelReason.POSITION_CLOSED)
+            else:
+                await self._cancel(order, ev.CancelReason.POSITION_CLOSED)
         realized, exit_price = ctx.realized_since(self.symbol, known.opened_at)
         if exit_price is None:
-            exit_price = known.last_mark
+            exit_price = self._tp_resting if tp_hit else known.last_mark
             if exit_price is not None:
                 realized = (exit_price - known.entry_price) * known.qty * known.side.sign
         known.move_to(PositionState.CLOSED)
         await self._publish(ev.PositionClosed(
             account=ctx.account, symbol=self.symbol, side=known.side, qty=known.qty,
             entry_price=known.entry_price, exit_price=exit_price, realized_pnl=realized,
-            reason=ev.CloseReason.ON_VENUE))
+            reason=ev.CloseReason.TAKE_PROFIT if tp_hit else ev.CloseReason.ON_VENUE))
+        self._tp_fired, self._tp_refused, self._tp_resting = False, None, None
         await ctx.store.delete(ctx.account, self.symbol)
         if ctx.exits is not None:
             await ctx.exits.forget(self.symbol)
@@ -516,6 +539,54 @@ class PositionSupervisor:
             client_id=order.client_id, reason=reason))
         return True
 
+    async def _place_take_profit(self, action: PlaceTakeProfit) -> bool:
+        """The plan's take-profit, reduce-only, sized to the position. A refusal is reported
+        once and not retried until the price or the size changes; the stop is never touched."""
+        ctx, known = self.ctx, self.known
+        assert known is not None
+        if self._tp_refused == (action.trigger_price, action.qty):
+            return False
+        seq = await ctx.state.incr("take_profit_seq",
+                                   f"{ctx.account}|{self.symbol}|{known.generation}")
+        cid = client_order_id(ctx.account, self.symbol, known.generation,
+                              OrderPurpose.TAKE_PROFIT, seq)
+        request = StopRequest(self.symbol, known.side, action.qty, action.trigger_price, cid,
+                              kind=OrderKind.TAKE_PROFIT)
+        try:
+            order = await ctx.orders.place_take_profit(request, self._publish)
+        except Rejected as exc:
+            if exc.reason is not RejectReason.WOULD_TRIGGER_IMMEDIATELY:
+                self._tp_refused = (action.trigger_price, action.qty)  # else: the mark moved
+            await self._publish(ev.TakeProfitRejected(
+                account=ctx.account, symbol=self.symbol, trigger_price=action.trigger_price,
+                reason=exc.reason.value, message=exc.message))
+            return False
+        self._tp_refused = None
+        await self._publish(ev.TakeProfitPlaced(
+            account=ctx.account, symbol=self.symbol, order_id=order.order_id,
+            client_id=order.client_id, trigger_price=action.trigger_price, qty=action.qty))
+        return True
+
+    async def _cancel_take_profit(self, order: OrderReport, reason: ev.CancelReason) -> bool:
+        try:
+            await self.ctx.orders.cancel(order, reason, self._publish)
+        except (Rejected, OutcomeUnknown):
+            return False  # still in the view; the next look decides
+        await self._publish(ev.TakeProfitCancelled(
+            account=self.ctx.account, symbol=self.symbol, order_id=order.order_id,
+            reason=reason))
+        return True
+
+    def _tp_gone(self, leftovers: tuple[OrderReport, ...]) -> bool:
+        """Flat with our stop still resting and the plan's take-profit no longer there: it was
+        the take-profit that closed the position (what a venue without a stream tells us)."""
+        known = self.known
+        if known is None or known.stop is None or self._tp_resting is None:
+            return False
+        stop_rests = any(o.order_id == known.stop.order_id for o in leftovers)
+        tp_rests = any(o.kind is OrderKind.TAKE_PROFIT for o in leftovers)
+        return stop_rests and not tp_rests
+
     async def _close(self, action: ClosePosition, *, by: str = "") -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None
@@ -663,6 +734,10 @@ class PositionSupervisor:
         report = self.ctx.view.position(self.symbol)
         if known is None or report is None:
             return
+        self._tp_resting = next(
+            (o.trigger_price for o in self.ctx.view.orders(self.symbol)
+             if o.is_take_profit_for(known.side)
+             and has_purpose(o.client_id, OrderPurpose.TAKE_PROFIT)), None)
         known.last_mark = report.mark_price
         stops = [o for o in self.ctx.view.orders(self.symbol) if o.is_stop_for(known.side)]
         if not stops and known.unprotected_since is None:

@@ -10,6 +10,7 @@ import pytest
 
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
+from engine.exits.book import AmendLimits
 from engine.exits.plan import Breakeven, ExitPlan, Trailing
 from storage.exits import ExitRepo
 from tests.engine.conftest import StopWatch
@@ -143,5 +144,30 @@ async def test_hand_add_during_a_trailing_move_ends_with_one_sized_stop(
         [stop] = rig.stops()
         assert rig.exchange.positions[BTC].qty == D("0.03")
         assert stop.qty == D("0.03") and stop.trigger_price == D("65670.0")
+    finally:
+        await rig.close()
+
+
+async def test_a_move_held_back_by_the_interval_goes_when_it_ends_without_another_tick(
+        tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, TRAIL, limits=AmendLimits(min_interval_seconds=5.0))
+    try:
+        await opened(rig)
+        await mark(rig, "66000")  # activates: the first move goes at once
+        assert rig.stops()[0].trigger_price == D("65670.0")
+        await mark(rig, "67000", wait=0.5)  # inside the 5 s interval: held back
+        assert rig.stops()[0].trigger_price == D("65670.0")
+        assert BTC in rig.book.held
+        await rig.clock.advance(3.0)  # still inside, and no tick comes at all
+        await rig.settle()
+        assert rig.stops()[0].trigger_price == D("65670.0")
+        await rig.clock.advance(2.0)  # the interval ends: the timer sends the move
+        await rig.settle()
+        [stop] = rig.stops()
+        assert stop.trigger_price == D("66665.0")
+        assert BTC not in rig.book.held and not rig.guard._move_timers
+        sent = [at for _m, price, _seen, at in rig.venue.sent
+                if price in (D("65670.0"), D("66665.0"))]
+        assert len(sent) == 2 and sent[1] - sent[0] >= 5.0  # the interval held
     finally:
         await rig.close()
