@@ -207,6 +207,12 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
             return head + (_("🔒 {symbol}: stop moved {old} → {new}").format(
                 symbol=e.symbol, old=num(e.old_price), new=num(e.new_price)) if brief else
                 _("🔒 {symbol}: stop moved; /positions shows where").format(symbol=e.symbol))
+        case ev.StopMoveFailed():
+            return head + _("🚨 {symbol}: the venue did not take the stop move to {new} "
+                            "({reason} {message}); the stop still rests at {old}. Vigil tries "
+                            "again; check /positions.").format(
+                symbol=e.symbol, new=num(e.new_price), reason=e.reason, message=e.message,
+                old=num(e.old_price))
         case ev.StopCancelled(reason="duplicate"):
             return head + _("🧹 {symbol}: extra stop {order} cancelled").format(
                 symbol=e.symbol, order=e.order_id)

@@ -231,6 +231,20 @@ class StopMoved(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class StopMoveFailed(SymbolEvent):
+    """The venue did not take a stop move (refused, or failing past the retries): loud, once
+    per position until a move succeeds. The old stop still rests: the position is protected,
+    but the trail, breakeven or /sl did not happen."""
+
+    kind = "stop_move_failed"
+    severity = Severity.CRITICAL
+    old_price: Decimal | None
+    new_price: Decimal
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class CancelIntent(SymbolEvent):
     """Written before a cancel is sent, like every other intent."""
 
@@ -463,7 +477,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
-        StopMoved,
+        StopMoved, StopMoveFailed,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,

@@ -103,6 +103,8 @@ class PositionSupervisor:
         # The take-profit (price, qty) the venue refused: not sent again until either changes.
         self._tp_refused: tuple[Decimal, Decimal] | None = None
         self._tp_fired = False  # the stream showed our take-profit fire (this position)
+        self._last_refused: Rejected | None = None  # the venue's last refusal, for _move
+        self._move_failing = False  # a failed move was reported; quiet until one succeeds
         # The price of our take-profit as it rested when this supervisor last acted: what a
         # hit closed at, where no streamed fill tells better.
         self._tp_resting: Decimal | None = None
@@ -377,6 +379,7 @@ class PositionSupervisor:
             entry_price=known.entry_price, exit_price=exit_price, realized_pnl=realized,
             reason=ev.CloseReason.TAKE_PROFIT if tp_hit else ev.CloseReason.ON_VENUE))
         self._tp_fired, self._tp_refused, self._tp_resting = False, None, None
+        self._move_failing = False
         await ctx.store.delete(ctx.account, self.symbol)
         if ctx.exits is not None:
             await ctx.exits.forget(self.symbol)
@@ -385,7 +388,8 @@ class PositionSupervisor:
             self._finish()
         return True
 
-    async def _place(self, action: PlaceStop, *, replacing: OrderReport | None = None) -> bool:
+    async def _place(self, action: PlaceStop, *, replacing: OrderReport | None = None,
+                     moving: bool = False) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None
         now = ctx.clock.now()
@@ -419,7 +423,7 @@ class PositionSupervisor:
             await ctx.store.save(known)
             if exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None:
                 return await self._on_would_trigger(action, report)
-            await self._rejected(cid, exc)
+            await self._rejected(cid, exc, moving=moving)
             return False
         known.stop_seq += 1
         self._succeeded()
@@ -488,14 +492,38 @@ class PositionSupervisor:
         assert known is not None
         if exits is not None:
             await exits.before_move(known, action.trigger_price)
-        done = await self._resize(action.order, action.qty, action.trigger_price)
+        self._last_refused = None
+        try:
+            done = await self._resize(action.order, action.qty, action.trigger_price)
+        except Transient as exc:  # past the gateway's retries
+            if exits is not None:
+                exits.after_move(self.symbol, action.trigger_price, False)
+            await self._move_failed(action, type(exc).__name__, str(exc))
+            raise
         if exits is not None:
             exits.after_move(self.symbol, action.trigger_price, done)
-        if done and action.order.trigger_price is not None:
-            await self._publish(ev.StopMoved(
-                account=self.ctx.account, symbol=self.symbol,
-                old_price=action.order.trigger_price, new_price=action.trigger_price))
+        if done:
+            self._move_failing = False
+            if action.order.trigger_price is not None:
+                await self._publish(ev.StopMoved(
+                    account=self.ctx.account, symbol=self.symbol,
+                    old_price=action.order.trigger_price, new_price=action.trigger_price))
+        elif self._last_refused is not None:
+            await self._move_failed(action, self._last_refused.reason.value,
+                                    self._last_refused.message)
         return done
+
+    async def _move_failed(self, action: MoveStop, reason: str, message: str) -> None:
+        """Loud, and once per position until a move succeeds: a venue that keeps refusing
+        must page a person once, not at every tick's retry (an outcome unknown is not a
+        failure: the next look tells whether the move took)."""
+        if self._move_failing:
+            return
+        self._move_failing = True
+        await self._publish(ev.StopMoveFailed(
+            account=self.ctx.account, symbol=self.symbol,
+            old_price=action.order.trigger_price, new_price=action.trigger_price,
+            reason=reason, message=message))
 
     async def _resize(self, order: OrderReport, qty: Decimal,
                       trigger: Decimal | None = None) -> bool:
@@ -508,7 +536,8 @@ class PositionSupervisor:
             except OutcomeUnknown:
                 return False  # the next snapshot tells whether it took; the stop still rests
             except Rejected as exc:
-                await self._rejected(order.client_id or order.order_id, exc)
+                await self._rejected(order.client_id or order.order_id, exc,
+                                     moving=trigger is not None)
                 return False
             self._succeeded()
             if amended is None:
@@ -520,7 +549,8 @@ class PositionSupervisor:
             await ctx.store.save(known)
             return True
         # No amend on this venue: the new stop rests before the old one goes, never a gap.
-        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order)
+        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order,
+                                   moving=trigger is not None)
         if placed:
             await self._cancel(order, ev.CancelReason.REPLACED)
         return placed
@@ -630,21 +660,26 @@ class PositionSupervisor:
         return True
 
     # --- helpers -----------------------------------------------------------------------------
-    async def _rejected(self, client_id: str, exc: Rejected) -> None:
+    async def _rejected(self, client_id: str, exc: Rejected, *, moving: bool = False) -> None:
         """Back off after a hard refusal, doubling while they repeat; while the position still
         has SLA time left, the next try comes before it runs out (then the doubling goes on,
-        with the SLA alert already loud)."""
+        with the SLA alert already loud). A refused move of a resting stop (`moving`) backs
+        off the same way, but its alert is `_move`'s: the old stop still protects."""
+        self._last_refused = exc
         now = self.ctx.clock.monotonic()
         if now - self._last_rejection > REJECTIONS_FORGOTTEN_AFTER:
             self._rejections = 0  # an old refusal says nothing about this one
         pause = self._pause(self._rejections)
         self._rejections += 1
         self._last_rejection = now
-        self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
-        if self._permanent >= GIVE_UP_AFTER:
-            pause = GIVE_UP_PAUSE
+        if not moving:
+            self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
+            if self._permanent >= GIVE_UP_AFTER:
+                pause = GIVE_UP_PAUSE
         self.backoff_until = now + pause
         self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
+        if moving:
+            return
         said = (exc.reason, exc.message)
         if self._rejections == 1 or said != self._last_refusal:
             # Once per streak (or when the venue says something new): a venue that keeps

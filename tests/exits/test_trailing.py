@@ -10,6 +10,7 @@ import pytest
 
 from engine.domain import events as ev
 from engine.domain.values import PositionSide
+from engine.errors import Rejected, RejectReason
 from engine.exits.book import AmendLimits
 from engine.exits.plan import Breakeven, ExitPlan, Trailing
 from storage.exits import ExitRepo
@@ -169,5 +170,40 @@ async def test_a_move_held_back_by_the_interval_goes_when_it_ends_without_anothe
         sent = [at for _m, price, _seen, at in rig.venue.sent
                 if price in (D("65670.0"), D("66665.0"))]
         assert len(sent) == 2 and sent[1] - sent[0] >= 5.0  # the interval held
+    finally:
+        await rig.close()
+
+
+async def test_failed_moves_alert_loudly_once_per_position_until_one_succeeds(
+        tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, TRAIL)
+    refusing = True
+    original = rig.venue.amend_stop
+
+    async def amend(order, trigger_price, qty):  # type: ignore[no-untyped-def]
+        if refusing:
+            raise Rejected(RejectReason.INVALID_ORDER, "price filter")
+        return await original(order, trigger_price, qty)
+    rig.venue.amend_stop = amend  # type: ignore[method-assign]
+    try:
+        await opened(rig)
+        first = rig.stops()[0].trigger_price
+        for price in ("66000", "66500", "67000", "67500"):  # each wants a move; each refused
+            await mark(rig, price, wait=3.0)
+        assert rig.stops()[0].trigger_price == first  # the old stop rests: still protected
+        failed = [e for e in rig.events if isinstance(e, ev.StopMoveFailed)]
+        assert len(failed) == 1 and failed[0].severity is ev.Severity.CRITICAL
+        assert failed[0].old_price == first and failed[0].reason == "invalid_order"
+        assert not any(isinstance(e, ev.StopMoved) for e in rig.events)
+        assert not any(isinstance(e, ev.StopRejected | ev.StopCannotRest)
+                       for e in rig.events)  # those say "not protected": not so here
+        refusing = False
+        await mark(rig, "68000", wait=10.0)  # past the back-off
+        assert rig.stops()[0].trigger_price == D("67660.0")
+        moved = [e for e in rig.events if isinstance(e, ev.StopMoved)]
+        assert moved and all(e.severity is ev.Severity.INFO for e in moved)  # silent alerts
+        refusing = True
+        await mark(rig, "69000", wait=3.0)  # a new streak after a success: loud again
+        assert len([e for e in rig.events if isinstance(e, ev.StopMoveFailed)]) == 2
     finally:
         await rig.close()
