@@ -421,8 +421,11 @@ class PositionSupervisor:
         except Rejected as exc:
             known.stop_seq += 1
             await ctx.store.save(known)
-            if exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None:
+            if (exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None
+                    and replacing is None):
                 return await self._on_would_trigger(action, report)
+            # A replacement through the venue's fresher mark: the old stop still rests and
+            # protects; never a close for it (and the old one is not cancelled).
             await self._rejected(cid, exc, moving=moving)
             return False
         known.stop_seq += 1
@@ -508,7 +511,9 @@ class PositionSupervisor:
                 await self._publish(ev.StopMoved(
                     account=self.ctx.account, symbol=self.symbol,
                     old_price=action.order.trigger_price, new_price=action.trigger_price))
-        elif self._last_refused is not None:
+        elif (self._last_refused is not None
+              and self._last_refused.reason is not RejectReason.WOULD_TRIGGER_IMMEDIATELY):
+            # (Through the venue's fresher mark: the price came back; the next tick decides.)
             await self._move_failed(action, self._last_refused.reason.value,
                                     self._last_refused.message)
         return done

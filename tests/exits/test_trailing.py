@@ -207,3 +207,32 @@ async def test_failed_moves_alert_loudly_once_per_position_until_one_succeeds(
         assert len([e for e in rig.events if isinstance(e, ev.StopMoveFailed)]) == 2
     finally:
         await rig.close()
+
+
+async def test_a_replacement_through_the_venues_fresher_mark_never_closes_the_position(
+        tmp_path: Path) -> None:
+    """No amend on the venue: the trail's new stop is refused as 'would trigger' (the venue's
+    mark is fresher than ours). The old stop keeps protecting; nothing is closed or cancelled
+    (before, the crossed-stop policy closed the position and then cancelled the old stop)."""
+    rig = await trail_rig(tmp_path, TRAIL, amend_in_place=False)
+    original = rig.venue.place_stop
+    refusing = True
+
+    async def place(request):  # type: ignore[no-untyped-def]
+        if refusing and rig.stops():  # a replacement, not the first stop
+            raise Rejected(RejectReason.WOULD_TRIGGER_IMMEDIATELY, "would trigger")
+        return await original(request)
+    rig.venue.place_stop = place  # type: ignore[method-assign]
+    try:
+        await opened(rig)
+        [first] = rig.stops()
+        await mark(rig, "66000")
+        assert BTC in rig.exchange.positions and rig.stops() == [first]
+        kinds = {type(e) for e in rig.events}
+        assert not kinds & {ev.CloseIntent, ev.StopCrossed, ev.StopCancelled, ev.StopMoveFailed}
+        refusing = False
+        await mark(rig, "66100", wait=5.0)
+        [stop] = rig.stops()
+        assert stop.trigger_price > first.trigger_price  # the trail goes on afterwards
+    finally:
+        await rig.close()
