@@ -52,6 +52,7 @@ from engine.entries.model import (
     Refusal,
 )
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient, VenueError
+from engine.exits.requests import TakeProfitStatus
 from engine.ports import Quotes, StateStore
 from engine.protection.context import AccountContext
 from engine.protection.guard import AccountGuard
@@ -465,8 +466,13 @@ class EntryService:
         if result.status is EntryStatus.PROTECTED and run.plan.take_profit is not None:
             # Hand-off to the exit plan (issue 12): the position's supervisor places the
             # take-profit, reduce-only and sized to the position; past the mark it is refused.
-            await guard.set_take_profit(run.plan.symbol,
-                                        PriceSpec(PriceKind.PRICE, run.plan.take_profit))
+            tp = await guard.set_take_profit(run.plan.symbol,
+                                             PriceSpec(PriceKind.PRICE, run.plan.take_profit))
+            if tp.status is not TakeProfitStatus.SET:  # the requester hears why it is not set
+                await self.bus.publish(ev.TakeProfitRejected(
+                    account=guard.account, symbol=run.plan.symbol,
+                    trigger_price=run.plan.take_profit, reason=tp.status.value,
+                    message=f"mark {tp.mark}" if tp.mark is not None else ""))
         pending = await self.state.get(PENDING, guard.account, [])
         await self.state.put(PENDING, guard.account, [k for k in pending if k != run.key])
 

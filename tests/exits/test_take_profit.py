@@ -160,21 +160,40 @@ async def test_a_short_take_profit_is_a_buy_below_the_mark(tmp_path: Path) -> No
         await rig.close()
 
 
+def entry(tp: PriceSpec, key: str = "k-tp") -> EntryRequest:
+    return EntryRequest("paper", "BTCUSDT", LONG, Amount(SizeKind.NOTIONAL, D(650)),
+                        PriceSpec(PriceKind.PERCENT, D(2)), key, EntrySource.TELEGRAM,
+                        take_profit=tp, by="42")
+
+
+def entries(rig: TrailRig) -> EntryService:
+    return EntryService({"paper": rig.guard}, limits=RiskLimits(), state=rig.guard.state,
+                        bus=rig.guard.bus, clock=rig.clock, hold_of=lambda account: None)
+
+
 async def test_an_entrys_tp_goes_into_the_positions_exit_plan(tmp_path: Path) -> None:
     rig = await trail_rig(tmp_path, ExitPlan())
     try:
-        service = EntryService({"paper": rig.guard}, limits=RiskLimits(),
-                               state=rig.guard.state, bus=rig.guard.bus, clock=rig.clock,
-                               hold_of=lambda account: None)
-        request = EntryRequest("paper", "BTCUSDT", LONG, Amount(SizeKind.NOTIONAL, D(650)),
-                               PriceSpec(PriceKind.PERCENT, D(2)), "k-tp", EntrySource.TELEGRAM,
-                               take_profit=PriceSpec(PriceKind.PERCENT, D(4)), by="42")
-        result = await drive(rig.clock, service.open(request))
+        result = await drive(rig.clock, entries(rig).open(entry(PriceSpec(PriceKind.PERCENT,
+                                                                          D(4)))))
         await rig.settle()
         assert result.status is EntryStatus.PROTECTED
         [tp] = tps(rig)
         assert tp.trigger_price == D("67600.0") and tp.qty == result.filled_qty
         assert rig.book.plan_for(BTC).take_profit == D("67600.0")
         assert len(rig.stops()) == 1
+    finally:
+        await rig.close()
+
+
+async def test_an_entrys_tp_past_the_mark_is_refused_with_the_reason(tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, ExitPlan())
+    try:
+        result = await drive(rig.clock, entries(rig).open(entry(price("60000"))))
+        await rig.settle()
+        assert result.status is EntryStatus.PROTECTED and len(rig.stops()) == 1
+        assert tps(rig) == [] and rig.book.plan_for(BTC).take_profit is None
+        [refused] = [e for e in rig.events if isinstance(e, ev.TakeProfitRejected)]
+        assert refused.reason == "through_mark" and refused.trigger_price == D(60000)
     finally:
         await rig.close()
