@@ -250,7 +250,9 @@ class ExitBook:
     async def loosen_by_hand(self, known: GuardedPosition) -> None:
         """A confirmed looser stop: the plan's moves end (else they would tighten it straight
         back) and the floor of earlier amends is dropped."""
-        self.plans[known.symbol] = ExitPlan(stop_percent=self.plan_for(known.symbol).stop_percent)
+        plan = self.plan_for(known.symbol)  # its take-profit stays: it moves no stop
+        self.plans[known.symbol] = ExitPlan(stop_percent=plan.stop_percent,
+                                            take_profit=plan.take_profit)
         self.version += 1
         state = replace(self._state(known), wanted=None, last_amend_price=None, activated=False,
                         best_mark=None)

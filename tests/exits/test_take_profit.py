@@ -197,3 +197,19 @@ async def test_an_entrys_tp_past_the_mark_is_refused_with_the_reason(tmp_path: P
         assert refused.reason == "through_mark" and refused.trigger_price == D(60000)
     finally:
         await rig.close()
+
+
+async def test_a_confirmed_looser_stop_ends_the_trail_but_keeps_the_take_profit(
+        tmp_path: Path) -> None:
+    rig = await trail_rig(tmp_path, ExitPlan())
+    try:
+        await opened(rig)
+        await rig.guard.set_take_profit(BTC, price("67000"))
+        await rig.settle()
+        looser = await rig.guard.move_stop(BTC, price("62000"), confirmed=True)
+        await rig.settle()
+        assert looser.new == D(62000) and rig.stops()[0].trigger_price == D(62000)
+        assert rig.book.plan_for(BTC).take_profit == D(67000)
+        assert [o.trigger_price for o in tps(rig)] == [D(67000)]
+    finally:
+        await rig.close()
