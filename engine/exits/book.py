@@ -108,9 +108,11 @@ class ExitBook:
         self.plans: dict[str, ExitPlan] = {}  # per position, from Telegram
         self.states: dict[str, TrailState] = {}
         self.released: dict[str, Decimal] = {}  # allowed by the limits, for the supervisor
-        # A move the per-position interval held back: when it may go, and the mark that wanted
-        # it (the guard sets a timer, so it goes then even if no tick comes).
-        self.held: dict[str, tuple[datetime, Decimal]] = {}
+        # A move the per-position interval held back: the latest mark that wanted it (the
+        # guard sets a timer for `held_until`, so it goes then even if no tick comes). One
+        # dict store per held tick: the tick path stays cheap.
+        self.held: dict[str, Decimal] = {}
+        self.in_flight: set[str] = set()  # an amend was sent and has not been answered yet
         self.bucket = TokenBucket(limits.account_per_minute, clock)
         self._interval = timedelta(seconds=limits.min_interval_seconds)
         self.ticks_evaluated = 0
@@ -176,8 +178,10 @@ class ExitBook:
                        current * self.limits.min_step_percent / HUNDRED)
             if abs(wanted - current) < step:
                 return False
-        if state.last_amend_at is not None and now - state.last_amend_at < self._interval:
-            self.held[known.symbol] = (state.last_amend_at + self._interval, mark)
+        if known.symbol in self.in_flight or (
+                state.last_amend_at is not None and now - state.last_amend_at < self._interval):
+            # (In flight: the interval counts from its answer, which has not come yet.)
+            self.held[known.symbol] = mark
             return False
         if not self.bucket.take():
             return False
@@ -203,6 +207,15 @@ class ExitBook:
         floor = tighter(position.side, state.last_amend_price, self.released.get(symbol))
         return tighter(position.side, base, floor) or base
 
+    def held_until(self, symbol: str) -> datetime | None:
+        """When a held-back move of `symbol` may go (None: none is held)."""
+        state = self.states.get(symbol)
+        if symbol not in self.held or state is None or state.last_amend_at is None:
+            return None
+        if symbol in self.in_flight:  # look again an interval on; its answer resets the clock
+            return self.clock.now() + self._interval
+        return state.last_amend_at + self._interval
+
     # --- the TakeProfitPricer ------------------------------------------------------------------
     def take_profit(self, symbol: str) -> Decimal | None:
         return self.plan_for(symbol).take_profit
@@ -218,10 +231,12 @@ class ExitBook:
                         wanted=tighter(state.side, state.wanted, price))
         self.states[symbol] = state
         await self._save(symbol, state)
+        self.in_flight.add(symbol)  # until after_move (the supervisor calls it, whatever comes)
 
     def after_move(self, symbol: str, price: Decimal, done: bool) -> None:
         """The interval counts from when the venue answered (retries may have taken a while;
         a lost response may have moved the stop all the same)."""
+        self.in_flight.discard(symbol)
         state = self.states.get(symbol)
         if state is not None:
             self.states[symbol] = replace(state, last_amend_at=self.clock.now())
@@ -236,6 +251,7 @@ class ExitBook:
         self.states.pop(symbol, None)
         self.released.pop(symbol, None)
         self.held.pop(symbol, None)
+        self.in_flight.discard(symbol)
         if self.store is not None:
             await self.store.delete(self.account, symbol)
 

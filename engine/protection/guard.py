@@ -369,17 +369,16 @@ class AccountGuard:
         tick comes by then: the mark that wanted it is evaluated again (issue 12)."""
         symbol, exits = sup.symbol, self.exits
         try:
-            while exits is not None and (held := exits.held.get(symbol)) is not None:
-                due, _mark = held
+            while exits is not None and (due := exits.held_until(symbol)) is not None:
                 wait = (due - self.clock.now()).total_seconds()
                 if wait <= 0:
                     break
                 await self.clock.sleep(wait)
         finally:
             self._move_timers.discard(symbol)
-        held = exits.held.pop(symbol, None) if exits is not None else None
-        if held is not None and self.supervisors.get(symbol) is sup:
-            self._on_mark(sup, held[1])
+        mark = exits.held.pop(symbol, None) if exits is not None else None
+        if mark is not None and self.supervisors.get(symbol) is sup:
+            self._on_mark(sup, mark)
 
     def _attend(self, symbol: str) -> None:
         """A stream event touched this symbol: its supervisor looks at once."""

@@ -496,15 +496,15 @@ class PositionSupervisor:
         if exits is not None:
             await exits.before_move(known, action.trigger_price)
         self._last_refused = None
+        done = False
         try:
             done = await self._resize(action.order, action.qty, action.trigger_price)
         except Transient as exc:  # past the gateway's retries
-            if exits is not None:
-                exits.after_move(self.symbol, action.trigger_price, False)
             await self._move_failed(action, type(exc).__name__, str(exc))
             raise
-        if exits is not None:
-            exits.after_move(self.symbol, action.trigger_price, done)
+        finally:  # also on HALT or a bug: the book must not think it still in flight
+            if exits is not None:
+                exits.after_move(self.symbol, action.trigger_price, done)
         if done:
             self._move_failing = False
             if action.order.trigger_price is not None:
