@@ -144,7 +144,11 @@ async def tick_to_amend(n: int, seconds: float, latency: float) -> dict[str, Any
         def on_mark(known, mark, at: datetime) -> bool:  # type: ignore[no-untyped-def]
             released = inner(known, mark, at)
             if released:
-                origin[known.symbol] = set_at.get((known.symbol, mark), time.perf_counter())
+                # From what released it: the mark's change, or the end of the min interval
+                # (a held-back move goes on the guard's timer, `at` then being its time).
+                since_at = (clock.now() - at).total_seconds()
+                origin[known.symbol] = max(set_at.get((known.symbol, mark), 0.0),
+                                           time.perf_counter() - since_at)
             return released
 
         book.on_mark = on_mark  # type: ignore[method-assign]

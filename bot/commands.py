@@ -48,6 +48,8 @@ COMMANDS: tuple[CommandSpec, ...] = (
                 __("move the stop to entry plus fees once the price moved X %")),
     CommandSpec("sl", Role.TRADER, "/sl SYMBOL PRICE|PCT%",
                 __("move the stop (further from the price asks for confirmation)")),
+    CommandSpec("tp", Role.TRADER, "/tp SYMBOL PRICE|PCT% | off",
+                __("a reduce-only take-profit for the whole position")),
     CommandSpec("lang", Role.VIEWER, "/lang en|ru", __("your language")),
     CommandSpec("hold", Role.ADMIN, "/hold [reason]",
                 __("block new entries (stops stay and protection goes on)")),

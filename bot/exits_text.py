@@ -1,4 +1,4 @@
-"""Texts for exit plans: /trail, /breakeven, /sl replies and the /positions plan line."""
+"""Texts for exit plans: /trail, /breakeven, /sl, /tp replies and the /positions plan line."""
 
 from __future__ import annotations
 
@@ -8,7 +8,14 @@ from aiogram.utils.i18n import gettext as _
 
 from bot import render
 from engine.exits.plan import ExitView
-from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus
+from engine.exits.requests import (
+    MoveResult,
+    MoveStatus,
+    PlanResult,
+    PlanStatus,
+    TakeProfitResult,
+    TakeProfitStatus,
+)
 
 
 def plan_line(view: ExitView) -> str | None:
@@ -32,6 +39,8 @@ def plan_line(view: ExitView) -> str | None:
     if plan.ladder:
         parts.append(_("ladder {steps}").format(steps=", ".join(
             f"+{render.num(s.at_percent)}→{render.num(s.lock_percent)}" for s in plan.ladder)))
+    if plan.take_profit is not None:
+        parts.append(_("take-profit {price}").format(price=render.num(plan.take_profit)))
     if not parts:
         return None
     return "  " + " · ".join(parts)
@@ -86,4 +95,26 @@ def loosen_summary(results: Sequence[MoveResult]) -> str:
         mark=render.num(r.mark))
         for r in results)
     lines.append(_("Trailing and breakeven end for these positions."))
+    return "\n".join(lines)
+
+
+def take_profit_results(results: Sequence[TakeProfitResult]) -> str:
+    lines = []
+    for r in results:
+        head = f"{r.account} · {r.symbol}: "
+        match r.status:
+            case TakeProfitStatus.SET:
+                text = _("take-profit set at {price} for the whole position (mark {mark})"
+                         ).format(price=render.num(r.price), mark=render.num(r.mark))
+            case TakeProfitStatus.OFF:
+                text = _("take-profit off; ours is cancelled")
+            case TakeProfitStatus.THROUGH_MARK:
+                text = _("{price} is at or past the mark {mark}: it would fill at once; "
+                         "refused, nothing changed").format(price=render.num(r.price),
+                                                            mark=render.num(r.mark))
+            case TakeProfitStatus.BAD_PRICE:
+                text = _("that take-profit is not a price above zero; nothing changed")
+            case _:
+                text = _("no open position; nothing changed")
+        lines.append(head + text)
     return "\n".join(lines)

@@ -207,6 +207,12 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
             return head + (_("🔒 {symbol}: stop moved {old} → {new}").format(
                 symbol=e.symbol, old=num(e.old_price), new=num(e.new_price)) if brief else
                 _("🔒 {symbol}: stop moved; /positions shows where").format(symbol=e.symbol))
+        case ev.StopMoveFailed():
+            return head + _("🚨 {symbol}: the venue did not take the stop move to {new} "
+                            "({reason} {message}); the stop still rests at {old}. Vigil tries "
+                            "again; check /positions.").format(
+                symbol=e.symbol, new=num(e.new_price), reason=e.reason, message=e.message,
+                old=num(e.old_price))
         case ev.StopCancelled(reason="duplicate"):
             return head + _("🧹 {symbol}: extra stop {order} cancelled").format(
                 symbol=e.symbol, order=e.order_id)
@@ -221,6 +227,12 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.PositionResized():
             return head + _("↕️ {symbol}: size {old} → {new}").format(
                 symbol=e.symbol, old=num(e.old_qty), new=num(e.new_qty))
+        case ev.PositionClosed(reason=ev.CloseReason.TAKE_PROFIT):
+            return head + _("🎯 {symbol}: take-profit hit: {side} {qty} closed at {price}, "
+                            "PnL {pnl}").format(
+                symbol=e.symbol, side=side_label(e.side), qty=num(e.qty),
+                price=num(e.exit_price), pnl=signed(e.realized_pnl)
+                if e.realized_pnl is not None else "—")
         case ev.PositionClosed():
             return head + _("✅ {symbol}: {side} {qty} closed at {price}, PnL {pnl}").format(
                 symbol=e.symbol, side=side_label(e.side), qty=num(e.qty),
@@ -255,6 +267,11 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.StopRejected():
             return head + _("⚠️ {symbol}: venue rejected the stop: {reason} {message}").format(
                 symbol=e.symbol, reason=e.reason, message=e.message)
+        case ev.TakeProfitRejected():
+            return head + _("⚠️ {symbol}: venue rejected the take-profit at {price}: {reason} "
+                            "{message}; the stop is unaffected").format(
+                symbol=e.symbol, price=num(e.trigger_price), reason=e.reason,
+                message=e.message)
         case ev.LossLimitHit():
             return head + _("🛑 daily loss limit {limit} reached (PnL today {pnl}): account on "
                             "HOLD; stops stay. /resume asks for a confirmation.").format(

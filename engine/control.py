@@ -14,11 +14,11 @@ from engine.domain import events as ev
 from engine.domain.pnl import MAX_REPORT_DAYS, DailyReport
 from engine.domain.reports import OrderReport
 from engine.entries.gates import RiskLimits
-from engine.entries.model import EntryPlan, EntryRequest, EntryResult
+from engine.entries.model import EntryPlan, EntryRequest, EntryResult, PriceKind, PriceSpec
 from engine.entries.service import EntryService
 from engine.errors import Rejected, RejectReason, VenueError
 from engine.exits.plan import Breakeven, ExitPlan, Trailing
-from engine.exits.requests import MoveResult, MoveStatus, PlanResult, StopSpec
+from engine.exits.requests import MoveResult, MoveStatus, PlanResult, TakeProfitResult
 from engine.pnl.service import PnlReports
 from engine.ports import StateStore
 from engine.protection.guard import AccountGuard
@@ -291,7 +291,13 @@ class ControlService:
         return [await self._guards[account].set_exit_plan(symbol, change)
                 for account, symbol in self.resolve(symbol_text)]
 
-    async def move_stop(self, symbol_text: str, spec: StopSpec, *,
+    async def set_take_profit(self, symbol_text: str, spec: PriceSpec | None
+                              ) -> list[TakeProfitResult]:
+        """The position's take-profit (/tp; None: off) on every account holding it."""
+        return [await self._guards[account].set_take_profit(symbol, spec)
+                for account, symbol in self.resolve(symbol_text)]
+
+    async def move_stop(self, symbol_text: str, spec: PriceSpec, *,
                         confirmed: bool = False) -> list[MoveResult]:
         """Move the stop by hand: tighter at once; looser only `confirmed` (after Confirm)."""
         results = []
@@ -312,8 +318,8 @@ class ControlService:
                 results.append(replace(m, status=MoveStatus.NO_POSITION))
                 continue
             try:
-                results.append(await guard.move_stop(m.symbol, StopSpec(price=m.new),
-                                                     confirmed=True))
+                results.append(await guard.move_stop(
+                    m.symbol, PriceSpec(PriceKind.PRICE, m.new), confirmed=True))
             except VenueError:
                 results.append(replace(m, status=MoveStatus.FAILED))
         return results

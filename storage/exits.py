@@ -29,6 +29,7 @@ def plan_to_json(plan: ExitPlan) -> str:
             "activation_percent": str(tr.activation_percent),
             "callback_percent": str(tr.callback_percent)},
         "ladder": [[str(s.at_percent), str(s.lock_percent)] for s in plan.ladder],
+        "take_profit": _s(plan.take_profit),
     }, sort_keys=True)
 
 
@@ -42,7 +43,8 @@ def plan_from_json(text: str) -> ExitPlan:
             fee_percent=Decimal(be["fee_percent"]), buffer_percent=Decimal(be["buffer_percent"])),
         trailing=None if tr is None else Trailing(Decimal(tr["activation_percent"]),
                                                   Decimal(tr["callback_percent"])),
-        ladder=tuple(LadderStep(Decimal(a), Decimal(b)) for a, b in raw.get("ladder", [])))
+        ladder=tuple(LadderStep(Decimal(a), Decimal(b)) for a, b in raw.get("ladder", [])),
+        take_profit=_dec(raw.get("take_profit")))
 
 
 class ExitRepo:

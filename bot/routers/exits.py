@@ -1,6 +1,7 @@
-"""/trail, /breakeven, /sl: a position's exit plan and its stop, by hand (trader and up).
+"""/trail, /breakeven, /sl, /tp: a position's exit plan and its stop, by hand (trader and up).
 
-A tighter stop is moved at once; a looser one (more risk) only after a Confirm tap."""
+A tighter stop is moved at once; a looser one (more risk) only after a Confirm tap. A
+take-profit at or past the mark is refused (it would fill at once)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from bot import exits_text, render
 from bot.approvals import ApprovalService
 from bot.commands import role_flag
 from engine.control import ControlService
+from engine.entries.model import PriceKind, PriceSpec
+from engine.entries.words import BadNumber, parse_price
 from engine.errors import Rejected
-from engine.exits.plan import Breakeven, Trailing
-from engine.exits.requests import MoveStatus, StopSpec
+from engine.exits.plan import HUNDRED, Breakeven, Trailing
+from engine.exits.requests import MoveStatus
 
 T = TypeVar("T")
 DEFAULT_ACTIVATION = Decimal(1)  # % in favour before the trail starts, when not given
@@ -44,11 +47,16 @@ def percent(text: str) -> Decimal:
     return number(text.removesuffix("%"))
 
 
-def stop_spec(text: str) -> StopSpec:
-    """`65000` (a price) or `1.5%` (that far from the mark)."""
-    if text.endswith("%"):
-        return StopSpec(percent=percent(text))
-    return StopSpec(price=number(text))
+def price_spec(text: str) -> PriceSpec:
+    """`65000` (a price) or `1.5%` (that far from the mark), as an entry reads its sl and tp;
+    a percent below 100. Raises ValueError."""
+    try:
+        spec = parse_price(text)
+    except BadNumber:
+        raise ValueError(text) from None
+    if spec.kind is PriceKind.PERCENT and spec.value >= HUNDRED:
+        raise ValueError(text)
+    return spec
 
 
 async def for_symbol(message: Message, text: str, request: Awaitable[T]) -> T | None:
@@ -118,7 +126,7 @@ def build_router() -> Router:
             await message.answer(usage)
             return
         try:
-            spec = stop_spec(args[1])
+            spec = price_spec(args[1])
         except ValueError:
             await message.answer(usage)
             return
@@ -131,5 +139,24 @@ def build_router() -> Router:
             await approvals.ask_stop_moves(message.bot, chat_id=message.chat.id,
                                            user=event_from_user,
                                            lang=get_i18n().current_locale, moves=looser)
+
+    @router.message(Command("tp"), flags=role_flag("tp"))
+    async def tp(message: Message, command: CommandObject, control: ControlService) -> None:
+        args = (command.args or "").split()
+        usage = _("Usage: /tp SYMBOL PRICE|PCT%, e.g. /tp BTCUSDT 70000 or /tp BTCUSDT 3%; "
+                  "/tp SYMBOL off")
+        if len(args) != 2:
+            await message.answer(usage)
+            return
+        spec: PriceSpec | None = None
+        if args[1].lower() != "off":
+            try:
+                spec = price_spec(args[1])
+            except ValueError:
+                await message.answer(usage)
+                return
+        results = await for_symbol(message, args[0], control.set_take_profit(args[0], spec))
+        if results is not None:
+            await message.answer(exits_text.take_profit_results(results))
 
     return router

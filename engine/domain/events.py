@@ -41,6 +41,7 @@ class CancelReason(StrEnum):
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
     ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
+    TAKE_PROFIT_OFF = "take_profit_off"  # the plan has no take-profit (any more)
 
 
 class CloseReason(StrEnum):
@@ -48,6 +49,7 @@ class CloseReason(StrEnum):
     MANUAL = "manual"  # a person asked (after an approval)
     ON_VENUE = "closed on venue"  # stopped out, closed by hand, liquidated
     ROLLBACK = "rollback"  # an entry whose stop could not rest is closed again
+    TAKE_PROFIT = "take_profit"  # our take-profit (the exit plan's) fired: the TP-hit alert
 
 
 class CrossedAction(StrEnum):
@@ -228,6 +230,20 @@ class StopMoved(SymbolEvent):
     severity = Severity.INFO
     old_price: Decimal
     new_price: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopMoveFailed(SymbolEvent):
+    """The venue did not take a stop move (refused, or failing past the retries): loud, once
+    per position until a move succeeds. The old stop still rests: the position is protected,
+    but the trail, breakeven or /sl did not happen."""
+
+    kind = "stop_move_failed"
+    severity = Severity.CRITICAL
+    old_price: Decimal | None
+    new_price: Decimal
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -417,16 +433,57 @@ class SignalsFailing(Event):
     reason: str
 
 
+# --- take-profits (issue 12): the exit plan's reduce-only TP, placed by the supervisor -------
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitIntent(SymbolEvent):
+    """About to place the position's take-profit (journaled before the venue is called)."""
+
+    kind = "take_profit_intent"
+    durable = True
+    client_id: str
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitPlaced(SymbolEvent):
+    kind = "take_profit_placed"
+    order_id: str
+    client_id: str | None
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitCancelled(SymbolEvent):
+    kind = "take_profit_cancelled"
+    order_id: str
+    reason: CancelReason
+
+
+@dataclass(frozen=True, kw_only=True)
+class TakeProfitRejected(SymbolEvent):
+    """The venue refused the take-profit; it is tried again when the plan or the size changes.
+    The stop is untouched: a take-profit is never protection."""
+
+    kind = "take_profit_rejected"
+    severity = Severity.WARNING
+    trigger_price: Decimal
+    reason: str
+    message: str
+
+
 EVENT_TYPES: dict[str, type[Event]] = {
     cls.kind: cls
     for cls in (
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
-        StopMoved,
+        StopMoved, StopMoveFailed,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
+        TakeProfitIntent, TakeProfitPlaced, TakeProfitCancelled, TakeProfitRejected,
     )
 }
 

@@ -26,3 +26,8 @@ def client_order_id(account: str, symbol: str, generation: int, purpose: OrderPu
 
 def is_ours(client_id: str | None) -> bool:
     return bool(client_id) and client_id.startswith(PREFIX) and len(client_id) == 23
+
+
+def has_purpose(client_id: str | None, purpose: OrderPurpose) -> bool:
+    """One of our ids, made for `purpose` (our take-profits are told from a person's by this)."""
+    return is_ours(client_id) and client_id is not None and client_id[len(PREFIX)] == purpose.value

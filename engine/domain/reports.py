@@ -77,6 +77,12 @@ class OrderReport:
     def covers(self, qty: Decimal) -> bool:
         return self.whole_position or self.qty is None or self.qty == qty
 
+    def is_take_profit_for(self, side: PositionSide) -> bool:
+        """A resting reduce-only take-profit that can only reduce this position. It is never
+        protection: it fires in the position's favour, and only at its price."""
+        return (self.kind is OrderKind.TAKE_PROFIT and self.side is side.close_side
+                and self.reduce_only and self.is_resting)
+
 
 @dataclass(frozen=True, slots=True)
 class PositionReport:
@@ -126,6 +132,9 @@ class StopRequest:
     qty: Decimal
     trigger_price: Decimal
     client_id: str
+    # STOP_LOSS, or TAKE_PROFIT: a reduce-only order triggered on the mark in the position's
+    # favour (the exit plan's take-profit; engine/exits).
+    kind: OrderKind = OrderKind.STOP_LOSS
 
 
 @dataclass(frozen=True, slots=True)

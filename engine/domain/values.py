@@ -94,3 +94,9 @@ class Symbol:
         if settle and settle != quote:
             raise ValueError(f"settle currency {settle} differs from quote {quote}: {text!r}")
         return cls(base, quote)
+
+
+def take_profit_on_tick(price: Decimal, side: PositionSide, tick: Decimal) -> Decimal:
+    """A take-profit on the tick, never nearer the mark than asked (up for a long, down for a
+    short): it never closes for less than the price set."""
+    return ceil_to_step(price, tick) if side is PositionSide.LONG else floor_to_step(price, tick)

@@ -52,9 +52,12 @@ from engine.entries.model import (
     EntryResult,
     EntrySource,
     EntryStatus,
+    PriceKind,
+    PriceSpec,
     Refusal,
 )
 from engine.errors import OutcomeUnknown, Rejected, RejectReason, Transient, VenueError
+from engine.exits.requests import TakeProfitStatus
 from engine.ports import Quotes, StateStore
 from engine.protection.context import AccountContext
 from engine.protection.guard import AccountGuard
@@ -636,6 +639,16 @@ class EntryService:
             sources = self._sources.setdefault(guard.account, {})
             sources[f"{run.plan.symbol}|{generation}"] = run.source.value
             await self.state.put(SOURCE_SCOPE, guard.account, sources)
+        if result.status is EntryStatus.PROTECTED and run.plan.take_profit is not None:
+            # Hand-off to the exit plan (issue 12): the position's supervisor places the
+            # take-profit, reduce-only and sized to the position; past the mark it is refused.
+            tp = await guard.set_take_profit(run.plan.symbol,
+                                             PriceSpec(PriceKind.PRICE, run.plan.take_profit))
+            if tp.status is not TakeProfitStatus.SET:  # the requester hears why it is not set
+                await self.bus.publish(ev.TakeProfitRejected(
+                    account=guard.account, symbol=run.plan.symbol,
+                    trigger_price=run.plan.take_profit, reason=tp.status.value,
+                    message=f"mark {tp.mark}" if tp.mark is not None else ""))
         pending = await self.state.get(PENDING, guard.account, [])
         await self.state.put(PENDING, guard.account, [k for k in pending if k != run.key])
 

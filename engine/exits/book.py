@@ -108,6 +108,11 @@ class ExitBook:
         self.plans: dict[str, ExitPlan] = {}  # per position, from Telegram
         self.states: dict[str, TrailState] = {}
         self.released: dict[str, Decimal] = {}  # allowed by the limits, for the supervisor
+        # A move the per-position interval held back: the latest mark that wanted it (the
+        # guard sets a timer for `held_until`, so it goes then even if no tick comes). One
+        # dict store per held tick: the tick path stays cheap.
+        self.held: dict[str, Decimal] = {}
+        self.in_flight: set[str] = set()  # an amend was sent and has not been answered yet
         self.bucket = TokenBucket(limits.account_per_minute, clock)
         self._interval = timedelta(seconds=limits.min_interval_seconds)
         self.ticks_evaluated = 0
@@ -173,10 +178,14 @@ class ExitBook:
                        current * self.limits.min_step_percent / HUNDRED)
             if abs(wanted - current) < step:
                 return False
-        if state.last_amend_at is not None and now - state.last_amend_at < self._interval:
+        if known.symbol in self.in_flight or (
+                state.last_amend_at is not None and now - state.last_amend_at < self._interval):
+            # (In flight: the interval counts from its answer, which has not come yet.)
+            self.held[known.symbol] = mark
             return False
         if not self.bucket.take():
             return False
+        self.held.pop(known.symbol, None)
         self.released[known.symbol] = wanted
         self.releases += 1
         return True
@@ -198,6 +207,19 @@ class ExitBook:
         floor = tighter(position.side, state.last_amend_price, self.released.get(symbol))
         return tighter(position.side, base, floor) or base
 
+    def held_until(self, symbol: str) -> datetime | None:
+        """When a held-back move of `symbol` may go (None: none is held)."""
+        state = self.states.get(symbol)
+        if symbol not in self.held or state is None or state.last_amend_at is None:
+            return None
+        if symbol in self.in_flight:  # look again an interval on; its answer resets the clock
+            return self.clock.now() + self._interval
+        return state.last_amend_at + self._interval
+
+    # --- the TakeProfitPricer ------------------------------------------------------------------
+    def take_profit(self, symbol: str) -> Decimal | None:
+        return self.plan_for(symbol).take_profit
+
     # --- the supervisor's hooks ------------------------------------------------------------------
     async def before_move(self, known: GuardedPosition, price: Decimal) -> None:
         """Persist the trail state with this amend before the amend is sent."""
@@ -209,10 +231,12 @@ class ExitBook:
                         wanted=tighter(state.side, state.wanted, price))
         self.states[symbol] = state
         await self._save(symbol, state)
+        self.in_flight.add(symbol)  # until after_move (the supervisor calls it, whatever comes)
 
     def after_move(self, symbol: str, price: Decimal, done: bool) -> None:
         """The interval counts from when the venue answered (retries may have taken a while;
         a lost response may have moved the stop all the same)."""
+        self.in_flight.discard(symbol)
         state = self.states.get(symbol)
         if state is not None:
             self.states[symbol] = replace(state, last_amend_at=self.clock.now())
@@ -226,6 +250,8 @@ class ExitBook:
         self.version += 1
         self.states.pop(symbol, None)
         self.released.pop(symbol, None)
+        self.held.pop(symbol, None)
+        self.in_flight.discard(symbol)
         if self.store is not None:
             await self.store.delete(self.account, symbol)
 
@@ -240,7 +266,9 @@ class ExitBook:
     async def loosen_by_hand(self, known: GuardedPosition) -> None:
         """A confirmed looser stop: the plan's moves end (else they would tighten it straight
         back) and the floor of earlier amends is dropped."""
-        self.plans[known.symbol] = ExitPlan(stop_percent=self.plan_for(known.symbol).stop_percent)
+        plan = self.plan_for(known.symbol)  # its take-profit stays: it moves no stop
+        self.plans[known.symbol] = ExitPlan(stop_percent=plan.stop_percent,
+                                            take_profit=plan.take_profit)
         self.version += 1
         state = replace(self._state(known), wanted=None, last_amend_price=None, activated=False,
                         best_mark=None)
@@ -254,12 +282,9 @@ class ExitBook:
         if state is not None and state.side is not side:
             state = None
         return ExitView(
-            plan=plan, own_plan=symbol in self.plans,
-            activated=bool(state and state.activated),
+            plan=plan, activated=bool(state and state.activated),
             best_mark=state.best_mark if state else None,
-            breakeven_done=bool(state and state.breakeven_done),
-            wanted=state.wanted if state else None,
-            last_amend_at=state.last_amend_at if state else None)
+            breakeven_done=bool(state and state.breakeven_done))
 
     # --- helpers ---------------------------------------------------------------------------------
     def _state(self, known: GuardedPosition) -> TrailState:

@@ -61,6 +61,9 @@ class ExitPlan:
     breakeven: Breakeven | None = None
     trailing: Trailing | None = None
     ladder: tuple[LadderStep, ...] = ()
+    # A reduce-only take-profit at this price, sized to the position (per position: set from
+    # /tp or the entry's `tp`; on the tick already). It never moves the stop.
+    take_profit: Decimal | None = None
 
     @property
     def moves(self) -> bool:
@@ -89,12 +92,9 @@ class ExitView:
     """A position's plan and trail state, for /positions."""
 
     plan: ExitPlan
-    own_plan: bool  # set for this position (Telegram), not the settings' default
     activated: bool
     best_mark: Decimal | None
     breakeven_done: bool
-    wanted: Decimal | None
-    last_amend_at: datetime | None
 
 
 def tighter(side: PositionSide, a: Decimal | None, b: Decimal | None) -> Decimal | None:

@@ -1,4 +1,5 @@
-"""What a person asks of a position's exits (/trail, /breakeven, /sl) and what came of it."""
+"""What a person asks of a position's exits (/trail, /breakeven, /sl, /tp) and what came of it.
+A price as typed (/sl, /tp) is the entries' `PriceSpec` (engine/entries/words.py reads it)."""
 
 from __future__ import annotations
 
@@ -6,30 +7,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from engine.domain.values import PositionSide
-from engine.exits.plan import HUNDRED, ExitView
-
-
-@dataclass(frozen=True, slots=True)
-class StopSpec:
-    """A stop price as typed: an absolute price, or a distance in % from the mark."""
-
-    price: Decimal | None = None
-    percent: Decimal | None = None
-
-    def __post_init__(self) -> None:
-        if (self.price is None) == (self.percent is None):
-            raise ValueError("a price or a percent, not both")
-        if self.price is not None and self.price <= 0:
-            raise ValueError("the price must be above 0")
-        if self.percent is not None and not Decimal(0) < self.percent < HUNDRED:
-            raise ValueError("the percent must be between 0 and 100")
-
-    def stop_for(self, side: PositionSide, mark: Decimal) -> Decimal:
-        if self.price is not None:
-            return self.price
-        assert self.percent is not None
-        return mark * (1 - self.percent / HUNDRED * side.sign)
+from engine.exits.plan import ExitView
 
 
 class PlanStatus(StrEnum):
@@ -62,4 +40,21 @@ class MoveResult:
     status: MoveStatus
     old: Decimal | None = None
     new: Decimal | None = None
+    mark: Decimal | None = None
+
+
+class TakeProfitStatus(StrEnum):
+    SET = "set"
+    OFF = "off"
+    THROUGH_MARK = "through_mark"  # at or past the mark (would fill at once): refused
+    BAD_PRICE = "bad_price"  # a percent that puts it at zero or below: refused
+    NO_POSITION = "no_position"
+
+
+@dataclass(frozen=True, slots=True)
+class TakeProfitResult:
+    account: str
+    symbol: str
+    status: TakeProfitStatus
+    price: Decimal | None = None
     mark: Decimal | None = None

@@ -27,18 +27,32 @@ from engine.domain.reports import (
     StreamStatus,
     VenueEvent,
 )
-from engine.domain.values import ZERO, PositionSide, conservative_stop
+from engine.domain.values import ZERO, PositionSide
+from engine.entries.model import EntryRefused, PriceSpec
+from engine.entries.sizing import stop_price, take_profit_price
 from engine.errors import OperatorError, VenueError
 from engine.exits.book import ExitBook
 from engine.exits.plan import ExitPlan, is_tighter
-from engine.exits.requests import MoveResult, MoveStatus, PlanResult, PlanStatus, StopSpec
+from engine.exits.requests import (
+    MoveResult,
+    MoveStatus,
+    PlanResult,
+    PlanStatus,
+    TakeProfitResult,
+    TakeProfitStatus,
+)
 from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
 from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
 from engine.protection.context import AccountContext
 from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, OrderGateway
 from engine.protection.policy import ProtectionPolicy
-from engine.protection.reconcile import CancelZombie, ZombieClock, reconcile
+from engine.protection.reconcile import (
+    CancelZombie,
+    ZombieClock,
+    reconcile,
+    take_profit_reached,
+)
 from engine.protection.supervisor import CloseResult, PositionSupervisor, SupervisorRetired
 from engine.protection.view import AccountView, read_snapshot
 from engine.results import (
@@ -79,7 +93,7 @@ class AccountGuard:
         self.account = account
         if exits is not None:  # the exit plans price the stops, over the guard's own pricer
             exits.base = policy.pricer
-            policy = replace(policy, pricer=exits)
+            policy = replace(policy, pricer=exits, take_profits=exits)
         self.exits = exits
         self.venue = venue
         self.bus = bus
@@ -105,6 +119,7 @@ class AccountGuard:
         self.last_error: str | None = None
         self.supervisors: dict[str, PositionSupervisor] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._move_timers: set[str] = set()  # symbols whose held-back move waits on a timer
         self._reconcile_lock = asyncio.Lock()
         self._sweep: asyncio.Task[Any] | None = None  # the zombie clean-up the loop started
         self._stopping = False
@@ -341,6 +356,25 @@ class AccountGuard:
         if exits.on_mark(known, mark, at or self.clock.now()):
             self.view.note_mark(sup.symbol, mark)
             sup.wake()
+        elif sup.symbol in exits.held and sup.symbol not in self._move_timers:
+            self._move_timers.add(sup.symbol)
+            self.spawn(self._move_when_due(sup), f"move timer {sup.symbol}")
+
+    async def _move_when_due(self, sup: PositionSupervisor) -> None:
+        """A move the per-position interval held back goes when the interval ends, even if no
+        tick comes by then: the mark that wanted it is evaluated again (issue 12)."""
+        symbol, exits = sup.symbol, self.exits
+        try:
+            while exits is not None and (due := exits.held_until(symbol)) is not None:
+                wait = (due - self.clock.now()).total_seconds()
+                if wait <= 0:
+                    break
+                await self.clock.sleep(wait)
+        finally:
+            self._move_timers.discard(symbol)
+        mark = exits.held.pop(symbol, None) if exits is not None else None
+        if mark is not None and self.supervisors.get(symbol) is sup:
+            self._on_mark(sup, mark)
 
     def _attend(self, symbol: str) -> None:
         """A stream event touched this symbol: its supervisor looks at once."""
@@ -561,7 +595,34 @@ class AccountGuard:
         return PlanResult(self.account, symbol, PlanStatus.SET,
                           self.exits.view(symbol, known.side))
 
-    async def move_stop(self, symbol: str, spec: StopSpec, *, confirmed: bool) -> MoveResult:
+    async def set_take_profit(self, symbol: str, spec: PriceSpec | None) -> TakeProfitResult:
+        """The position's take-profit (/tp; None: off), priced like an entry's `tp` (a percent
+        from the mark in favour, on the tick). One at or past the mark is refused: it would
+        fill at once. The supervisor places, resizes and cancels it (reconcile's
+        `plan_take_profit`)."""
+        sup = self.supervisors.get(symbol)
+        report = self.view.position(symbol)
+        known = sup.known if sup is not None else None
+        result = partial(TakeProfitResult, self.account, symbol)
+        if self.exits is None or sup is None or known is None or report is None:
+            return result(TakeProfitStatus.NO_POSITION)
+        mark = report.mark_price
+        price = None
+        if spec is not None:
+            try:
+                price = take_profit_price(spec, report.side, mark, self.venue.market(symbol))
+            except EntryRefused:
+                price = None
+            if price is None or price <= 0:
+                return result(TakeProfitStatus.BAD_PRICE, mark=mark)
+            if take_profit_reached(report.side, price, mark):
+                return result(TakeProfitStatus.THROUGH_MARK, price=price, mark=mark)
+        await self.exits.set_plan(known, replace(self.exits.plan_for(symbol), take_profit=price))
+        await sup.ensure()
+        return result(TakeProfitStatus.SET if price is not None else TakeProfitStatus.OFF,
+                      price=price, mark=mark)
+
+    async def move_stop(self, symbol: str, spec: PriceSpec, *, confirmed: bool) -> MoveResult:
         """A person's stop price (/sl). Tighter: at once. Looser: only `confirmed` (the plan's
         moves end, or they would tighten it straight back). Never through the mark."""
         sup = self.supervisors.get(symbol)
@@ -569,9 +630,8 @@ class AccountGuard:
         known = sup.known if sup is not None else None
         if self.exits is None or sup is None or known is None or report is None:
             return MoveResult(self.account, symbol, MoveStatus.NO_POSITION)
-        market = self.venue.market(symbol)
-        price = conservative_stop(spec.stop_for(report.side, report.mark_price), report.side,
-                                  market.tick)
+        # Priced as an entry's stop is (a percent from the mark; rounding never loosens it).
+        price = stop_price(spec, report.side, report.mark_price, self.venue.market(symbol))
         old = known.stop.trigger_price if known.stop is not None else None
         result = partial(MoveResult, self.account, symbol, old=old, new=price,
                          mark=report.mark_price)

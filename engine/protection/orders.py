@@ -84,10 +84,23 @@ class OrderGateway:
                          publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
         """Journal the intent, place (looking up by client id after an unknown outcome), and put
         the resting order in the view. Raises Rejected, OutcomeUnknown, AccountHalted."""
-        self._enter(request.symbol)
-        await publish(ev.StopIntent(
+        return await self._place_trigger(request, ev.StopIntent(
             account=self.account, symbol=request.symbol, action=action,
-            client_id=request.client_id, trigger_price=request.trigger_price, qty=request.qty))
+            client_id=request.client_id, trigger_price=request.trigger_price, qty=request.qty),
+            publish)
+
+    async def place_take_profit(self, request: StopRequest,
+                                publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
+        """The exit plan's reduce-only take-profit (`request.kind` TAKE_PROFIT), the same way
+        as a stop: intent first, looked up by client id after an unknown outcome."""
+        return await self._place_trigger(request, ev.TakeProfitIntent(
+            account=self.account, symbol=request.symbol, client_id=request.client_id,
+            trigger_price=request.trigger_price, qty=request.qty), publish)
+
+    async def _place_trigger(self, request: StopRequest, intent: ev.Event,
+                             publish: Callable[[ev.Event], Awaitable[None]]) -> OrderReport:
+        self._enter(request.symbol)
+        await publish(intent)
         self._still_allowed()  # HALT may have come while the intent was being written
         order = await self._create(request.symbol, request.client_id,
                                    lambda: self.venue.place_stop(request), "place_stop")

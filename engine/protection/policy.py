@@ -28,6 +28,12 @@ class StopPricer(Protocol):
         ...
 
 
+class TakeProfitPricer(Protocol):
+    def take_profit(self, symbol: str) -> Decimal | None:
+        """The price of the position's own reduce-only take-profit (None: none)."""
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class FixedDistancePricer:
     """Distance from entry in percent (per symbol or default), or the last stop we knew."""
@@ -55,6 +61,8 @@ class ProtectionPolicy:
     # How long a sent close is trusted to be in flight (the venue may answer before it fills)
     # before the position may be closed again.
     close_pending_seconds: float = 15.0
+    # The exit plans' take-profits (engine/exits); None: the supervisors place none.
+    take_profits: TakeProfitPricer | None = None
 
     def is_crossed(self, side: PositionSide, stop: Decimal, mark: Decimal) -> bool:
         return stop >= mark if side is PositionSide.LONG else stop <= mark

@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from engine.domain.ids import is_ours
+from engine.domain.ids import OrderPurpose, has_purpose, is_ours
 from engine.domain.position import GuardedPosition, StopRef
 from engine.domain.reports import MarketInfo, OrderKind, OrderReport, PositionReport
-from engine.domain.values import PositionSide, conservative_stop
+from engine.domain.values import PositionSide, conservative_stop, take_profit_on_tick
 from engine.protection.policy import CrossedPolicy, ProtectionPolicy
 
 
@@ -77,6 +77,24 @@ class CancelStop:
 
 
 @dataclass(frozen=True, slots=True)
+class PlaceTakeProfit:
+    """The exit plan's reduce-only take-profit, sized to the position (never protection)."""
+
+    symbol: str
+    trigger_price: Decimal
+    qty: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTakeProfit:
+    """One of our take-profits that is not the plan's (off, another price or size, a second)."""
+
+    symbol: str
+    order: OrderReport
+    reason: str  # take_profit_off | replaced | duplicate
+
+
+@dataclass(frozen=True, slots=True)
 class ClosePosition:
     symbol: str
     qty: Decimal
@@ -91,7 +109,7 @@ class CancelZombie:
 
 
 Action = (AdoptPosition | RecordClose | Resized | PlaceStop | AdoptStop | ResizeStop | CancelStop
-          | ClosePosition | CancelZombie | MoveStop)
+          | ClosePosition | CancelZombie | MoveStop | PlaceTakeProfit | CancelTakeProfit)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +243,38 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
         actions.append(MoveStop(report.symbol, keep, moved, qty))
     elif not keep.covers(report.qty):
         actions.append(ResizeStop(report.symbol, keep, report.qty))
-    return actions + cleanup
+    # The take-profit only once the stop rests: protection first, always.
+    return actions + cleanup + plan_take_profit(report, orders, market, policy)
+
+
+def plan_take_profit(report: PositionReport, orders: list[OrderReport], market: MarketInfo,
+                     policy: ProtectionPolicy) -> list[Action]:
+    """Our take-profit (told by its client id; a person's own TP is left alone): exactly one at
+    the plan's price, sized to the position, or none. A change is cancel-then-place: a TP is not
+    protection, so there is no gap to avoid, and two reduce-only orders never over-close."""
+    wanted = policy.take_profits.take_profit(report.symbol) if policy.take_profits else None
+    ours = sorted((o for o in orders if o.is_take_profit_for(report.side)
+                   and has_purpose(o.client_id, OrderPurpose.TAKE_PROFIT)),
+                  key=lambda o: o.order_id)
+    if wanted is None:
+        return [CancelTakeProfit(report.symbol, o, "take_profit_off") for o in ours]
+    wanted = take_profit_on_tick(wanted, report.side, market.tick)
+    fits = [o for o in ours if o.trigger_price == wanted and o.qty == report.qty]
+    keep = fits[0] if fits else None
+    actions: list[Action] = [
+        CancelTakeProfit(report.symbol, o, "duplicate" if fits else "replaced")
+        for o in ours if o is not keep]
+    if keep is None and not actions and not take_profit_reached(report.side, wanted,
+                                                                report.mark_price):
+        # Placed only while the mark has not reached it: past it, it would fill at once (the
+        # /tp that set it was refused then; a mark that ran through it since waits to return).
+        actions.append(PlaceTakeProfit(report.symbol, wanted, report.qty))
+    return actions
+
+
+def take_profit_reached(side: PositionSide, price: Decimal, mark: Decimal) -> bool:
+    """The mark is at or past the take-profit (placing it now would fill at once)."""
+    return mark >= price if side is PositionSide.LONG else mark <= price
 
 
 def moved_stop(keep: OrderReport, report: PositionReport, market: MarketInfo,

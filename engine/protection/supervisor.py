@@ -16,7 +16,7 @@ from decimal import Decimal
 from typing import TypeVar
 
 from engine.domain import events as ev
-from engine.domain.ids import OrderPurpose, client_order_id
+from engine.domain.ids import OrderPurpose, client_order_id, has_purpose
 from engine.domain.position import GuardedPosition, PositionState, StopRef
 from engine.domain.reports import (
     MarketOrderRequest,
@@ -36,9 +36,11 @@ from engine.protection.reconcile import (
     AdoptPosition,
     AdoptStop,
     CancelStop,
+    CancelTakeProfit,
     ClosePosition,
     MoveStop,
     PlaceStop,
+    PlaceTakeProfit,
     RecordClose,
     Resized,
     ResizeStop,
@@ -60,7 +62,8 @@ PERMANENT = frozenset({RejectReason.INVALID_ORDER, RejectReason.INSUFFICIENT_FUN
                        RejectReason.BAD_SYMBOL, RejectReason.TOO_MANY_STOPS})
 GIVE_UP_AFTER = 4
 GIVE_UP_PAUSE = 300.0
-VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop)
+VENUE_ACTIONS = (PlaceStop, ResizeStop, CancelStop, ClosePosition, RecordClose, MoveStop,
+                 PlaceTakeProfit, CancelTakeProfit)
 
 
 T = TypeVar("T")
@@ -97,6 +100,14 @@ class PositionSupervisor:
         self._permanent = 0  # permanent refusals in a row
         self._failures = 0  # venue failures (unknown outcome, transient) in a row
         self.entry_key = ""  # an entry of ours runs (or ran) here: its position is no stranger
+        # The take-profit (price, qty) the venue refused: not sent again until either changes.
+        self._tp_refused: tuple[Decimal, Decimal] | None = None
+        self._tp_fired = False  # the stream showed our take-profit fire (this position)
+        self._last_refused: Rejected | None = None  # the venue's last refusal, for _move
+        self._move_failing = False  # a failed move was reported; quiet until one succeeds
+        # The price of our take-profit as it rested when this supervisor last acted: what a
+        # hit closed at, where no streamed fill tells better.
+        self._tp_resting: Decimal | None = None
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -210,6 +221,11 @@ class PositionSupervisor:
                 and order.order_id == known.stop.order_id
                 and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
             known.stop_fired = True
+        if (known is not None and order.kind is OrderKind.TAKE_PROFIT
+                and has_purpose(order.client_id, OrderPurpose.TAKE_PROFIT)
+                and order.status in (OrderStatus.FILLED, OrderStatus.TRIGGERED)):
+            self._tp_fired = True
+            self._tp_resting = order.trigger_price or self._tp_resting
 
     def sla_breached(self, now: datetime) -> float | None:
         """Seconds without a stop, the first time they pass the SLA (once per episode)."""
@@ -318,6 +334,10 @@ class PositionSupervisor:
                 return await self._cancel(order, ev.CancelReason(reason))
             case ClosePosition():
                 return await self._close(action)
+            case PlaceTakeProfit():
+                return await self._place_take_profit(action)
+            case CancelTakeProfit(order=order, reason=reason):
+                return await self._cancel_take_profit(order, ev.CancelReason(reason))
         return True
 
     # --- actions -----------------------------------------------------------------------------
@@ -344,20 +364,26 @@ class PositionSupervisor:
             if fresh is not None and fresh.side is known.side:
                 return False  # our view said flat, the venue says otherwise: keep every stop
             # Flat, or flipped: the old side is closed either way (its close is recorded).
+        tp_hit = self._tp_fired or self._tp_gone(leftovers)
         for order in leftovers:  # the venue shows it flat: now, and only now, its stops may go
             if ctx.halted:
                 break  # no commands on HALT; they stay as zombies for later
-            await self._cancel(order, ev.CancelReason.POSITION_CLOSED)
+            if order.kind is OrderKind.TAKE_PROFIT:
+                await self._cancel_take_profit(order, ev.CancelReason.POSITION_CLOSED)
+            else:
+                await self._cancel(order, ev.CancelReason.POSITION_CLOSED)
         realized, exit_price = ctx.realized_since(self.symbol, known.opened_at)
         if exit_price is None:
-            exit_price = known.last_mark
+            exit_price = self._tp_resting if tp_hit else known.last_mark
             if exit_price is not None:
                 realized = (exit_price - known.entry_price) * known.qty * known.side.sign
         known.move_to(PositionState.CLOSED)
         await self._publish(ev.PositionClosed(
             account=ctx.account, symbol=self.symbol, side=known.side, qty=known.qty,
             entry_price=known.entry_price, exit_price=exit_price, realized_pnl=realized,
-            reason=ev.CloseReason.ON_VENUE))
+            reason=ev.CloseReason.TAKE_PROFIT if tp_hit else ev.CloseReason.ON_VENUE))
+        self._tp_fired, self._tp_refused, self._tp_resting = False, None, None
+        self._move_failing = False
         await ctx.store.delete(ctx.account, self.symbol)
         if ctx.exits is not None:
             await ctx.exits.forget(self.symbol)
@@ -366,7 +392,8 @@ class PositionSupervisor:
             self._finish()
         return True
 
-    async def _place(self, action: PlaceStop, *, replacing: OrderReport | None = None) -> bool:
+    async def _place(self, action: PlaceStop, *, replacing: OrderReport | None = None,
+                     moving: bool = False) -> bool:
         ctx, known = self.ctx, self.known
         assert known is not None
         now = ctx.clock.now()
@@ -398,9 +425,12 @@ class PositionSupervisor:
         except Rejected as exc:
             known.stop_seq += 1
             await ctx.store.save(known)
-            if exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None:
+            if (exc.reason is RejectReason.WOULD_TRIGGER_IMMEDIATELY and report is not None
+                    and replacing is None):
                 return await self._on_would_trigger(action, report)
-            await self._rejected(cid, exc)
+            # A replacement through the venue's fresher mark: the old stop still rests and
+            # protects; never a close for it (and the old one is not cancelled).
+            await self._rejected(cid, exc, moving=moving)
             return False
         known.stop_seq += 1
         self._succeeded()
@@ -476,14 +506,40 @@ class PositionSupervisor:
         assert known is not None
         if exits is not None:
             await exits.before_move(known, action.trigger_price)
-        done = await self._resize(action.order, action.qty, action.trigger_price)
-        if exits is not None:
-            exits.after_move(self.symbol, action.trigger_price, done)
-        if done and action.order.trigger_price is not None:
-            await self._publish(ev.StopMoved(
-                account=self.ctx.account, symbol=self.symbol,
-                old_price=action.order.trigger_price, new_price=action.trigger_price))
+        self._last_refused = None
+        done = False
+        try:
+            done = await self._resize(action.order, action.qty, action.trigger_price)
+        except Transient as exc:  # past the gateway's retries
+            await self._move_failed(action, type(exc).__name__, str(exc))
+            raise
+        finally:  # also on HALT or a bug: the book must not think it still in flight
+            if exits is not None:
+                exits.after_move(self.symbol, action.trigger_price, done)
+        if done:
+            self._move_failing = False
+            if action.order.trigger_price is not None:
+                await self._publish(ev.StopMoved(
+                    account=self.ctx.account, symbol=self.symbol,
+                    old_price=action.order.trigger_price, new_price=action.trigger_price))
+        elif (self._last_refused is not None
+              and self._last_refused.reason is not RejectReason.WOULD_TRIGGER_IMMEDIATELY):
+            # (Through the venue's fresher mark: the price came back; the next tick decides.)
+            await self._move_failed(action, self._last_refused.reason.value,
+                                    self._last_refused.message)
         return done
+
+    async def _move_failed(self, action: MoveStop, reason: str, message: str) -> None:
+        """Loud, and once per position until a move succeeds: a venue that keeps refusing
+        must page a person once, not at every tick's retry (an outcome unknown is not a
+        failure: the next look tells whether the move took)."""
+        if self._move_failing:
+            return
+        self._move_failing = True
+        await self._publish(ev.StopMoveFailed(
+            account=self.ctx.account, symbol=self.symbol,
+            old_price=action.order.trigger_price, new_price=action.trigger_price,
+            reason=reason, message=message))
 
     async def _resize(self, order: OrderReport, qty: Decimal,
                       trigger: Decimal | None = None) -> bool:
@@ -496,7 +552,8 @@ class PositionSupervisor:
             except OutcomeUnknown:
                 return False  # the next snapshot tells whether it took; the stop still rests
             except Rejected as exc:
-                await self._rejected(order.client_id or order.order_id, exc)
+                await self._rejected(order.client_id or order.order_id, exc,
+                                     moving=trigger is not None)
                 return False
             self._succeeded()
             if amended is None:
@@ -508,7 +565,8 @@ class PositionSupervisor:
             await ctx.store.save(known)
             return True
         # No amend on this venue: the new stop rests before the old one goes, never a gap.
-        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order)
+        placed = await self._place(PlaceStop(self.symbol, price, qty), replacing=order,
+                                   moving=trigger is not None)
         if placed:
             await self._cancel(order, ev.CancelReason.REPLACED)
         return placed
@@ -526,6 +584,54 @@ class PositionSupervisor:
             account=self.ctx.account, symbol=self.symbol, order_id=order.order_id,
             client_id=order.client_id, reason=reason))
         return True
+
+    async def _place_take_profit(self, action: PlaceTakeProfit) -> bool:
+        """The plan's take-profit, reduce-only, sized to the position. A refusal is reported
+        once and not retried until the price or the size changes; the stop is never touched."""
+        ctx, known = self.ctx, self.known
+        assert known is not None
+        if self._tp_refused == (action.trigger_price, action.qty):
+            return False
+        seq = await ctx.state.incr("take_profit_seq",
+                                   f"{ctx.account}|{self.symbol}|{known.generation}")
+        cid = client_order_id(ctx.account, self.symbol, known.generation,
+                              OrderPurpose.TAKE_PROFIT, seq)
+        request = StopRequest(self.symbol, known.side, action.qty, action.trigger_price, cid,
+                              kind=OrderKind.TAKE_PROFIT)
+        try:
+            order = await ctx.orders.place_take_profit(request, self._publish)
+        except Rejected as exc:
+            if exc.reason is not RejectReason.WOULD_TRIGGER_IMMEDIATELY:
+                self._tp_refused = (action.trigger_price, action.qty)  # else: the mark moved
+            await self._publish(ev.TakeProfitRejected(
+                account=ctx.account, symbol=self.symbol, trigger_price=action.trigger_price,
+                reason=exc.reason.value, message=exc.message))
+            return False
+        self._tp_refused = None
+        await self._publish(ev.TakeProfitPlaced(
+            account=ctx.account, symbol=self.symbol, order_id=order.order_id,
+            client_id=order.client_id, trigger_price=action.trigger_price, qty=action.qty))
+        return True
+
+    async def _cancel_take_profit(self, order: OrderReport, reason: ev.CancelReason) -> bool:
+        try:
+            await self.ctx.orders.cancel(order, reason, self._publish)
+        except (Rejected, OutcomeUnknown):
+            return False  # still in the view; the next look decides
+        await self._publish(ev.TakeProfitCancelled(
+            account=self.ctx.account, symbol=self.symbol, order_id=order.order_id,
+            reason=reason))
+        return True
+
+    def _tp_gone(self, leftovers: tuple[OrderReport, ...]) -> bool:
+        """Flat with our stop still resting and the plan's take-profit no longer there: it was
+        the take-profit that closed the position (what a venue without a stream tells us)."""
+        known = self.known
+        if known is None or known.stop is None or self._tp_resting is None:
+            return False
+        stop_rests = any(o.order_id == known.stop.order_id for o in leftovers)
+        tp_rests = any(o.kind is OrderKind.TAKE_PROFIT for o in leftovers)
+        return stop_rests and not tp_rests
 
     async def _close(self, action: ClosePosition, *, by: str = "") -> bool:
         ctx, known = self.ctx, self.known
@@ -570,21 +676,26 @@ class PositionSupervisor:
         return True
 
     # --- helpers -----------------------------------------------------------------------------
-    async def _rejected(self, client_id: str, exc: Rejected) -> None:
+    async def _rejected(self, client_id: str, exc: Rejected, *, moving: bool = False) -> None:
         """Back off after a hard refusal, doubling while they repeat; while the position still
         has SLA time left, the next try comes before it runs out (then the doubling goes on,
-        with the SLA alert already loud)."""
+        with the SLA alert already loud). A refused move of a resting stop (`moving`) backs
+        off the same way, but its alert is `_move`'s: the old stop still protects."""
+        self._last_refused = exc
         now = self.ctx.clock.monotonic()
         if now - self._last_rejection > REJECTIONS_FORGOTTEN_AFTER:
             self._rejections = 0  # an old refusal says nothing about this one
         pause = self._pause(self._rejections)
         self._rejections += 1
         self._last_rejection = now
-        self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
-        if self._permanent >= GIVE_UP_AFTER:
-            pause = GIVE_UP_PAUSE
+        if not moving:
+            self._permanent = self._permanent + 1 if exc.reason in PERMANENT else 0
+            if self._permanent >= GIVE_UP_AFTER:
+                pause = GIVE_UP_PAUSE
         self.backoff_until = now + pause
         self.ctx.spawn(self._wake_after(pause), f"retry {self.symbol}")
+        if moving:
+            return
         said = (exc.reason, exc.message)
         if self._rejections == 1 or said != self._last_refusal:
             # Once per streak (or when the venue says something new): a venue that keeps
@@ -674,6 +785,10 @@ class PositionSupervisor:
         report = self.ctx.view.position(self.symbol)
         if known is None or report is None:
             return
+        self._tp_resting = next(
+            (o.trigger_price for o in self.ctx.view.orders(self.symbol)
+             if o.is_take_profit_for(known.side)
+             and has_purpose(o.client_id, OrderPurpose.TAKE_PROFIT)), None)
         known.last_mark = report.mark_price
         stops = [o for o in self.ctx.view.orders(self.symbol) if o.is_stop_for(known.side)]
         if not stops and known.unprotected_since is None:

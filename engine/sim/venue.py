@@ -127,7 +127,7 @@ class SimVenue:
     async def place_stop(self, request: StopRequest) -> OrderReport:
         return await self._command("place_stop", lambda: self.exchange.place_trigger(
             symbol=request.symbol, side=request.position_side.close_side, qty=request.qty,
-            trigger_price=request.trigger_price, kind=OrderKind.STOP_LOSS,
+            trigger_price=request.trigger_price, kind=request.kind,
             client_id=request.client_id))
 
     async def amend_stop(self, order: OrderReport, trigger_price: Decimal,

@@ -38,6 +38,7 @@ from engine.domain.values import (
     Symbol,
     conservative_stop,
     floor_to_step,
+    take_profit_on_tick,
 )
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason
 from engine.results import VenueWeight
@@ -204,9 +205,15 @@ class CcxtVenue:
         """A stop sized to the position, or a whole-position stop where the sized form cannot
         rest (the position is below the venue's minimum order size)."""
         market = self.market(request.symbol)
-        whole = self._below_minimum(market, request.qty)
+        take_profit = request.kind is OrderKind.TAKE_PROFIT
+        # A take-profit is always sized (the whole-position form is for stops that must rest).
+        whole = not take_profit and self._below_minimum(market, request.qty)
         qty = None if whole else self._qty(market, request.qty)
-        trigger = self._stop_price(market, request.trigger_price, request.position_side)
+        if take_profit:
+            trigger = take_profit_on_tick(request.trigger_price, request.position_side,
+                                          market.tick)
+        else:
+            trigger = self._stop_price(market, request.trigger_price, request.position_side)
         side = request.position_side.close_side
         raw = await self._dialect.place_stop(self._rest.fresh("place_stop", Lane.PRIORITY),
                                              request, fmt(trigger),
@@ -215,7 +222,7 @@ class CcxtVenue:
             order_id=_order_id(raw, request.client_id),
             client_id=raw.get("clientOrderId") or request.client_id,
             symbol=request.symbol,
-            kind=OrderKind.STOP_LOSS,
+            kind=request.kind,
             side=side,
             qty=qty,
             trigger_price=trigger,

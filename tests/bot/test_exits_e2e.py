@@ -110,3 +110,36 @@ async def test_sl_tighter_at_once_looser_only_after_confirm(
     await r.api.wait_for("sendMessage", to(TRADER, "the callback between 0 % and 100 %"))
     r.api.push_message(VIEWER, "/trail btcusdt")
     await r.api.wait_for("sendMessage", to(VIEWER, "needs the trader role"))
+
+
+def btc_take_profits(r: Running) -> list[tuple[Decimal | None, Decimal | None]]:
+    return [(o.trigger_price, o.qty) for o in sim(r).open_orders()
+            if o.symbol == BTC and o.kind is OrderKind.TAKE_PROFIT]
+
+
+async def test_tp_rests_shows_in_positions_and_its_hit_is_reported_with_the_pnl(
+        paper: tuple[Running, ManualClock]) -> None:
+    r, clock = paper
+    qty = sim(r).positions[BTC].qty
+    r.api.push_message(TRADER, "/tp btcusdt 60000")  # a long's TP below the mark
+    await r.api.wait_for("sendMessage", to(TRADER, "is at or past the mark"))
+    r.api.push_message(TRADER, "/tp btcusdt abc")
+    await r.api.wait_for("sendMessage", to(TRADER, "Usage: /tp"))
+    r.api.push_message(VIEWER, "/tp btcusdt 66000")
+    await r.api.wait_for("sendMessage", to(VIEWER, "needs the trader role"))
+    assert btc_take_profits(r) == []
+    r.api.push_message(TRADER, "/tp btcusdt 66000")
+    await r.api.wait_for("sendMessage", to(TRADER, "take-profit set at 66000"))
+    await until(clock, lambda: bool(btc_take_profits(r)))
+    assert btc_take_profits(r) == [(D(66000), qty)]
+    assert btc_stops(r) == [D(63000)]  # the stop stays; the TP is not a stop
+    r.api.push_message(VIEWER, "/positions")
+    [shown] = await r.api.wait_for("sendMessage", to(VIEWER, "take-profit 66000"))
+    assert "stop 63000" in shown.text
+    sim(r).set_mark(BTC, D(66100))  # the TP fires on the mark and closes reduce-only
+    [alert] = await r.api.wait_for("sendMessage", to(ADMIN, f"{BTC}: take-profit hit"))
+    assert "PnL +" in alert.text
+    await until(clock, lambda: not [o for o in sim(r).open_orders() if o.symbol == BTC])
+    assert BTC not in sim(r).positions
+    r.api.push_message(TRADER, "/tp btcusdt off")
+    await r.api.wait_for("sendMessage", to(TRADER, "no open position; nothing changed"))

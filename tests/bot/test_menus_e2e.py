@@ -81,7 +81,8 @@ async def test_menus_differ_as_the_roles_do(started: FakeBotAPI) -> None:
     assert seen(api, STRANGER) == ["start", "help"]
     assert viewer == ["start", "help", "status", "positions", "pnl", "lang"]
     assert set(trader) - set(viewer) == {"fix_sl", "close", "close_all", "cancel_all",
-                                        "report", "long", "short", "trail", "breakeven", "sl"}
+                                        "report", "long", "short", "trail", "breakeven", "sl",
+                                        "tp"}
     assert set(admin) - set(trader) == {"hold", "resume"}
     assert "hold" not in trader and "fix_sl" not in viewer
     # The same in Russian, for a Russian Telegram app, stranger included.

@@ -292,3 +292,18 @@ async def test_the_exchange_process_keeps_its_state_through_a_kill_9(tmp_path: P
     finally:
         proc.kill()
         await proc.wait()
+
+
+async def test_a_take_profit_crosses_the_wire_and_fires_on_the_mark_reduce_only(
+        served: Served, venue: RemoteSimVenue) -> None:
+    await served.post("/hand/open", {"symbol": SOL, "side": "long", "qty": "2"})
+    mark = served.exchange.marks[SOL]
+    request = StopRequest(symbol=SOL, position_side=PositionSide.LONG, qty=Decimal(3),
+                          trigger_price=mark + 10, client_id="vgt-tp",
+                          kind=OrderKind.TAKE_PROFIT)
+    placed = await venue.place_stop(request)
+    assert (placed.kind, placed.reduce_only, placed.trigger_price) == (
+        OrderKind.TAKE_PROFIT, True, mark + 10)
+    served.exchange.set_mark(SOL, mark + 11)  # through it: fires, closes at most the position
+    assert SOL not in served.exchange.positions  # reduce-only: 2 closed, never a short of 1
+    assert served.exchange.open_orders(SOL) == []

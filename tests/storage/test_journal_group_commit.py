@@ -50,7 +50,8 @@ def on_disk(path: Path) -> list[tuple[int, str]]:
 
 def test_only_intents_are_marked_durable() -> None:
     durable = {kind for kind, cls in ev.EVENT_TYPES.items() if cls.durable}
-    assert durable == {"stop_intent", "close_intent", "cancel_intent", "entry_intent"}
+    assert durable == {"stop_intent", "close_intent", "cancel_intent", "entry_intent",
+                       "take_profit_intent"}
 
 
 def test_chain_hash_is_the_canonical_json_of_the_row() -> None:

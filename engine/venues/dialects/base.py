@@ -121,7 +121,9 @@ class Dialect:
     async def place_stop(self, rest: Rest, request: StopRequest, trigger: str,
                          qty: str | None) -> Raw:
         """A sized stop, or (qty None) one that closes the whole position when it fires."""
-        if qty is None:
+        if request.kind is OrderKind.TAKE_PROFIT:
+            params, amount = self.take_profit_params(request, trigger), qty
+        elif qty is None:
             params = self.whole_position_stop_params(request, trigger)
             amount = self.whole_position_amount
         else:
@@ -134,6 +136,10 @@ class Dialect:
         raise NotImplementedError
 
     def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def take_profit_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        """A sized reduce-only take-profit triggered on the mark price, closing at market."""
         raise NotImplementedError
 
     def cancel_params(self, order: OrderReport) -> dict[str, Any]:

@@ -109,6 +109,15 @@ class BinanceDialect(Dialect):
             "clientOrderId": request.client_id,  # ccxt sends it as clientAlgoId
         }
 
+    def take_profit_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        # ccxt turns takeProfitPrice into a TAKE_PROFIT_MARKET algo order, like the stop.
+        return {
+            "takeProfitPrice": trigger,
+            "reduceOnly": True,
+            "workingType": "MARK_PRICE",
+            "clientOrderId": request.client_id,
+        }
+
     def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         # closePosition=true closes whatever is held when it fires; Binance refuses it together
         # with a quantity or reduceOnly (-4137, -4138).

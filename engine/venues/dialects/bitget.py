@@ -213,6 +213,14 @@ class BitgetDialect(Dialect):
             "clientOrderId": request.client_id,  # -> clientOid
         }
 
+    def take_profit_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        return {
+            "takeProfitPrice": trigger,
+            "planType": "profit_plan",  # sized; ccxt's default pos_profit takes the whole position
+            "triggerType": "mark_price",
+            "clientOrderId": request.client_id,  # -> clientOid
+        }
+
     def cancel_params(self, order: OrderReport) -> dict[str, Any]:
         if order.kind not in TRIGGER_KINDS:
             return {}

@@ -183,6 +183,17 @@ class BybitDialect(Dialect):
             "clientOrderId": request.client_id,  # -> orderLinkId
         }
 
+    def take_profit_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
+        # A conditional reduce-only market order rising (long) or falling (short) through the
+        # mark; no closeOnTrigger: that frees margin for a stop, a take-profit needs none.
+        return {
+            "takeProfitPrice": trigger,
+            "triggerBy": "MarkPrice",
+            "reduceOnly": True,
+            "positionIdx": 0,  # one-way mode
+            "clientOrderId": request.client_id,
+        }
+
     def whole_position_stop_params(self, request: StopRequest, trigger: str) -> dict[str, Any]:
         # qty "0" with reduceOnly and closeOnTrigger: closes the whole position when it fires.
         # ccxt drops a zero amount from the body, so the qty goes as a raw param.
