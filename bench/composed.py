@@ -328,6 +328,8 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                                "python": platform.python_version()}
     big = 200 if args.quick else 1000
     sizes = (1, 100, 500) if args.quick else (1, 100, 500, 2000)
+    if args.sizes:
+        sizes = tuple(int(n) for n in args.sizes.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         runs = {} if args.cycles_only else {"burst_200": (200, 0.0), f"burst_{big}": (big, 0.0),
                                              "one_by_one_200": (200, 0.05)}
@@ -375,6 +377,8 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--cycles", type=int, default=5)
     parser.add_argument("--cycles-only", action="store_true",
                         help="only part 2 (with --latency-ms 0: CPU without the paging waits)")
+    parser.add_argument("--sizes", default="",
+                        help="comma-separated book sizes for part 2, e.g. 2000")
     return parser.parse_args()
 
 

@@ -15,6 +15,7 @@ from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain.position import GuardedPosition
 from engine.metrics import Metrics
+from engine.pacing import no_pacing
 from engine.ports import PositionStore, StateStore, Venue
 from engine.protection.orders import AccountFlags, OrderGateway
 from engine.protection.policy import ProtectionPolicy
@@ -58,6 +59,9 @@ class AccountContext:
     retire: Callable[[str, object], None]
     # Trailing / breakeven plans (None: the stop stays where it was placed).
     exits: ExitHooks | None = None
+    # Awaited before each event a supervisor publishes: thousands of supervisors ready in one
+    # loop turn take turns instead of holding the loop (engine/pacing.py).
+    pace: Callable[[], Awaitable[None]] = no_pacing
 
     @property
     def halted(self) -> str | None:

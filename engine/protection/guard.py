@@ -43,6 +43,7 @@ from engine.exits.requests import (
 )
 from engine.exits.ticks import TickFeed
 from engine.metrics import Metrics
+from engine.pacing import LoopPacer
 from engine.ports import PositionStore, StateStore, Venue, WeighsRequests
 from engine.protection.context import AccountContext
 from engine.protection.orders import AccountFlags, AccountHalted, Cancelled, OrderGateway
@@ -106,13 +107,15 @@ class AccountGuard:
         self.rng = random.Random(seed)
         self.view = AccountView(absence_grace=policy.snapshot_lag_seconds)
         self.flags = AccountFlags()
+        self.pacer = LoopPacer()
         self.orders = OrderGateway(account, venue, view=self.view, bus=bus, clock=clock,
                                    rng=self.rng, metrics=metrics, flags=self.flags)
         self.ctx = AccountContext(
             account=account, venue=venue, view=self.view, orders=self.orders, flags=self.flags,
             clock=clock, bus=bus, store=store, state=state, policy=policy, metrics=metrics,
             rng=self.rng, started_at=clock.now(), spawn=self.spawn, halt=self.halt,
-            realized_since=self.realized_since, retire=self._retire, exits=exits)
+            realized_since=self.realized_since, retire=self._retire, exits=exits,
+            pace=self.pacer)
         self.zombies = ZombieClock()
         self.stream = _Stream()
         self.last_reconcile: datetime | None = None
@@ -469,6 +472,7 @@ class AccountGuard:
         for sup in list(self.supervisors.values()):
             waited = sup.sla_breached(now)
             if waited is not None:
+                await self.pacer()  # hundreds breached at once take turns on the loop
                 await self.bus.publish(ev.SlaBreached(
                     account=self.account, symbol=sup.symbol,
                     unprotected_seconds=Decimal(str(round(waited, 1))),

@@ -284,6 +284,7 @@ class PositionSupervisor:
     async def _ensure(self) -> None:
         ctx = self.ctx
         for _ in range(MAX_ROUNDS):
+            await ctx.pace()  # a round plans over the view: ready rounds take turns
             if self.finished:
                 return
             if ctx.clock.monotonic() < self.backoff_until and not self._changed_since_give_up():
@@ -795,6 +796,7 @@ class PositionSupervisor:
             known.unprotected_since = self.ctx.clock.now()
 
     async def _publish(self, event: ev.Event) -> None:
+        await self.ctx.pace()
         self._events.append(await self.ctx.bus.publish(event))
 
     @property

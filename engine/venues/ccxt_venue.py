@@ -149,9 +149,7 @@ class CcxtVenue:
     async def snapshot(self) -> VenueSnapshot:
         """Positions (with marks) and resting stops of every symbol: two calls on every venue."""
         rest = self._rest.fresh("snapshot")
-        positions_call = rest("fetch_positions", self._exchange.fetch_positions(
-            None, self._dialect.positions_params()))
-        raw_positions, raw_orders = await _both(positions_call,
+        raw_positions, raw_orders = await _both(self._dialect.list_positions(rest),
                                                 self._dialect.list_stops(rest, None))
         now = self._clock.now()
         positions: list[PositionReport] = []

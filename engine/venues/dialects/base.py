@@ -72,13 +72,16 @@ class Dialect:
 
     async def is_hedged(self, rest: Rest) -> bool:
         """True when the account is in hedge (two-way) mode; also proves the keys can read."""
-        positions = await rest("fetch_positions", rest.exchange.fetch_positions(
-            None, self.positions_params()))
-        return any(p.get("hedged") is True for p in positions)
+        return any(p.get("hedged") is True for p in await self.list_positions(rest))
 
     # --- reading -------------------------------------------------------------------------
     def positions_params(self) -> dict[str, Any]:
         return {}
+
+    async def list_positions(self, rest: Rest) -> list[Raw]:
+        """Open positions of every symbol: one call where the venue lists them all."""
+        return await rest("fetch_positions", rest.exchange.fetch_positions(
+            None, self.positions_params()))
 
     def list_stops_params(self) -> dict[str, Any]:
         """Params for fetch_open_orders so that ONE call returns the resting stops."""

@@ -27,6 +27,7 @@ from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
 
 PAGE = 50  # /v5/order/realtime maximum page size
+POSITION_PAGE = 200  # /v5/position/list maximum page size (ccxt asks for it)
 LOG_PAGE = 50  # transaction-log maximum page size
 LOG_WINDOW_MS = 7 * 24 * 3600 * 1000  # transaction-log: endTime - startTime <= 7 days
 # Transaction-log rows that move trading money: cashFlow is realized PnL (fees and funding
@@ -100,6 +101,18 @@ class BybitDialect(Dialect):
 
     def positions_params(self) -> dict[str, Any]:
         return {"settleCoin": self.settle}
+
+    async def list_positions(self, rest: Rest) -> list[Raw]:
+        """GET /v5/position/list, following the cursor past a full page: without it a book
+        of more than 200 positions showed only the first 200 in every snapshot."""
+        fetch = rest.exchange.fetch_positions
+        params = {**self.positions_params(), "limit": POSITION_PAGE}
+        positions: list[Raw] = await rest("fetch_positions", fetch(None, params))
+        page = positions
+        while len(page) >= POSITION_PAGE and (cursor := _cursor(page)):
+            page = await rest("fetch_positions", fetch(None, {**params, "cursor": cursor}))
+            positions = positions + page
+        return positions
 
     def list_stops_params(self) -> dict[str, Any]:
         # trigger -> orderFilter=StopOrder; settleCoin makes one call cover every symbol.
