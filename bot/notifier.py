@@ -170,11 +170,12 @@ class Notifier:
     async def on_events(self, events: list[Event]) -> None:
         """Alerts for events raised together (what the bus queued meanwhile), every chat's,
         written in one outbox transaction."""
+        events = [e for e in events if e.severity >= Severity.INFO]
+        if not events:
+            return
         locales = {chat_id: await self._locale(chat_id) for chat_id in list(self.chats)}
         alerts = []
         for event in events:  # in publish order, as one at a time would write them
-            if event.severity < Severity.INFO:
-                continue
             loud, buttons = event.severity >= Severity.CRITICAL, buttons_for(event)
             for chat_id, locale in locales.items():
                 with self.i18n.context(), self.i18n.use_locale(locale):
