@@ -36,7 +36,6 @@ from engine.entries.model import (
     EntrySource,
     EntryStatus,
 )
-from engine.entries.service import SCOPE as ENTRY_SCOPE
 from engine.entries.words import BadNumber, number, parse_price, parse_size
 from engine.errors import Rejected
 from vigil.settings import SignalsSettings
@@ -118,13 +117,13 @@ class SignalEndpoint:
         """A signal above the threshold is not sent: an admin gets a Confirm in Telegram and
         the sender a 202. The same signal again says where its approval stands; once it was
         confirmed, None: the caller's open returns that entry's result (same key)."""
+        if await self.control.entries.record(entry.account, entry.key) is not None:
+            return None  # this key ran (confirmed or small): open returns its earlier result
         state = self.control.entries.state
         record = f"{entry.account}|{entry.key}"
         approval = await state.get(CONFIRM_SCOPE, record)
         if approval is not None:
             status = await confirm.status(approval)
-            if status == "done" and await state.get(ENTRY_SCOPE, record) is not None:
-                return None
             if status in ("pending", "executing"):
                 return _json(202, {"ok": True, "status": "pending_confirm",
                                    "approval": approval, "key": entry.key})

@@ -157,12 +157,16 @@ class EntryService:
             cool_down_left=await self._cool_down_left(guard.account, symbol),
             open_side=next((p.side for p in positions if p.symbol == symbol), None))
 
+    async def record(self, account: str, key: str) -> dict[str, Any] | None:
+        """The stored record of an entry request (None: this key was never opened)."""
+        return await self.state.get(SCOPE, _record_key(account, key))
+
     # --- open ----------------------------------------------------------------------------------
     async def open(self, request: EntryRequest) -> EntryResult:
         """Gate, send, protect (or roll back). The same key returns the earlier result."""
         if not request.key:
             return _refused(request.key, EntryRefused(Refusal.BAD_REQUEST, "no idempotency key"))
-        record_key = f"{request.account}|{request.key}"
+        record_key = _record_key(request.account, request.key)
         fingerprint = _fingerprint(request)
         async with self._key_lock(record_key):
             earlier = await self.state.get(SCOPE, record_key)
@@ -243,7 +247,7 @@ class EntryService:
             if only is not None and account != only:
                 continue
             for key in list(await self.state.get(PENDING, account, [])):
-                record = await self.state.get(SCOPE, f"{account}|{key}")
+                record = await self.record(account, key)
                 if record is None:
                     continue
                 run = _run_from(record)
@@ -653,7 +657,7 @@ class EntryService:
         await self.state.put(PENDING, guard.account, [k for k in pending if k != run.key])
 
     async def _save(self, run: _Run, result: EntryResult, fingerprint: str) -> None:
-        await self.state.put(SCOPE, f"{run.plan.account}|{run.key}", {
+        await self.state.put(SCOPE, _record_key(run.plan.account, run.key), {
             "fingerprint": fingerprint, "source": run.source.value, "by": run.by,
             "entry_cid": run.entry_cid, "seed": run.seed, "plan": _plain(asdict(run.plan)),
             "expires_at": run.expires_at,
@@ -756,3 +760,7 @@ def _result_from(record: dict[str, Any]) -> EntryResult:
         stop_order_id=r["stop_order_id"], time_to_protect=_dec(r["time_to_protect"]),
         refusal=Refusal(r["refusal"]) if r["refusal"] else None, detail=r["detail"],
         pnl=_dec(r["pnl"]), notes=tuple(r["notes"]))
+
+
+def _record_key(account: str, key: str) -> str:
+    return f"{account}|{key}"

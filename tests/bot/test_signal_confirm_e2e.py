@@ -85,6 +85,10 @@ async def test_a_small_signal_goes_straight_through(
     status, body = await post(url, {**BIG, "size": "$500", "id": "small-1"})
     assert (status, body["status"]) == (200, "protected"), body
     assert not [c for c in r.api.sent("sendMessage") if c.params.get("reply_markup")]
+    # The sender retries it (its position is open now): the earlier result, not a refusal.
+    status, again = await post(url, {**BIG, "size": "$500", "id": "small-1"})
+    assert (status, again["status"], again["replayed"]) == (200, "protected", True), again
+    assert len(entries(r)) == 1
 
 
 async def test_cancel_or_expiry_sends_nothing(
