@@ -569,7 +569,7 @@ class Soak:
         for _ in range(TRAIL_STEPS):
             mark *= 1 + TRAIL_STEP if long else 1 - TRAIL_STEP
             await self.mark(symbol, mark, tick)
-            await asyncio.sleep(0.6)  # a snapshot or two: the remote venue has no tick stream
+            await asyncio.sleep(0.6)  # ticks, a snapshot and the exits min interval (0.2 s)
 
     def _end_trails(self, positions: dict[str, dict[str, Any]]) -> None:
         now = time.time()

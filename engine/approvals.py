@@ -212,8 +212,14 @@ class Approvals:
                 return await self.control.confirm_stop_moves(approval.stop_moves())
 
     async def status(self, approval_id: str) -> ApprovalStatus | None:
+        """Past its expiry a pending approval is expired, as `decide` treats it, even before
+        the sweep has written that down."""
         approval = await self.store.get(approval_id)
-        return approval.status if approval is not None else None
+        if approval is None:
+            return None
+        if approval.status is ApprovalStatus.PENDING and approval.expires_at <= self.clock.now():
+            return ApprovalStatus.EXPIRED
+        return approval.status
 
     async def finish(self, approval_id: str, outcome: str) -> None:
         """Record what the action did, as shown to the person."""

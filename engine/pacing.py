@@ -5,7 +5,7 @@ round trips and venue replies come back together), and each step publishes an ev
 journal encoding): 2,000 steps held the loop ~150 ms in one block. `LoopPacer` splits such a
 turn: callers pass at once until `budget` seconds of the turn are used, the rest wait in arrival
 order and are let through, a measured batch per loop turn, so timers, stream events and the chat
-run in between. It costs nothing when the loop is not crowded (no wait, no allocation).
+run in between. When the loop is not crowded nobody waits (one scheduled callback per turn).
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ class StateRepo:
 
     async def incr(self, scope: str, key: str) -> int:
         """Atomically add one to a persisted counter and return the new value."""
-        self.db.state_cache.pop((scope, key), None)
+        if scope in CACHED_SCOPES:
+            self.db.state_cache.pop((scope, key), None)
         # One round trip to SQLite's thread: an INSERT ... RETURNING left open between fetchone
         # and close is a write in progress, and any other coroutine's commit on the shared
         # connection then fails ("cannot commit transaction - SQL statements in progress").

@@ -19,10 +19,11 @@ from bot import exits_text, render
 from bot.approvals import ApprovalService
 from bot.commands import role_flag
 from engine.control import ControlService
+from engine.domain.values import HUNDRED
 from engine.entries.model import PriceKind, PriceSpec
 from engine.entries.words import BadNumber, parse_price
 from engine.errors import Rejected
-from engine.exits.plan import HUNDRED, Breakeven, Trailing
+from engine.exits.plan import Breakeven, Trailing
 from engine.exits.requests import MoveStatus
 
 T = TypeVar("T")

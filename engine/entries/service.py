@@ -148,14 +148,15 @@ class EntryService:
     async def _picture(self, guard: AccountGuard, symbol: str,
                        equity: Decimal | None) -> AccountPicture:
         positions = guard.positions()
+        held = next((p for p in positions if p.symbol == symbol), None)
         pnl = await self.pnl_today(guard.account) if self.pnl_today is not None else None
         return AccountPicture(
             hold=self.hold_of(guard.account), halted=guard.halted, pnl_today=pnl,
             open_positions=len(positions),
             open_notional=sum((p.qty * p.mark_price for p in positions), ZERO),
-            symbol_open=any(p.symbol == symbol for p in positions), equity=equity,
+            symbol_open=held is not None, equity=equity,
             cool_down_left=await self._cool_down_left(guard.account, symbol),
-            open_side=next((p.side for p in positions if p.symbol == symbol), None))
+            open_side=held.side if held is not None else None)
 
     async def record(self, account: str, key: str) -> dict[str, Any] | None:
         """The stored record of an entry request (None: this key was never opened)."""

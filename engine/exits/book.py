@@ -20,9 +20,8 @@ from typing import Protocol
 from engine.clock import Clock
 from engine.domain.position import GuardedPosition
 from engine.domain.reports import MarketInfo, PositionReport
-from engine.domain.values import PositionSide
+from engine.domain.values import HUNDRED, PositionSide
 from engine.exits.plan import (
-    HUNDRED,
     ExitPlan,
     ExitView,
     TrailState,

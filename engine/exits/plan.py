@@ -12,9 +12,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from engine.domain.values import PositionSide
-
-HUNDRED = Decimal(100)
+from engine.domain.values import HUNDRED, PositionSide
 
 
 @dataclass(frozen=True, slots=True)

@@ -247,14 +247,18 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     return actions + cleanup + plan_take_profit(report, orders, market, policy)
 
 
+def is_our_take_profit(order: OrderReport, side: PositionSide) -> bool:
+    """Our take-profit for a position on `side` (a person's own TP is not ours to manage)."""
+    return order.is_take_profit_for(side) and has_purpose(order.client_id, OrderPurpose.TAKE_PROFIT)
+
+
 def plan_take_profit(report: PositionReport, orders: list[OrderReport], market: MarketInfo,
                      policy: ProtectionPolicy) -> list[Action]:
     """Our take-profit (told by its client id; a person's own TP is left alone): exactly one at
     the plan's price, sized to the position, or none. A change is cancel-then-place: a TP is not
     protection, so there is no gap to avoid, and two reduce-only orders never over-close."""
     wanted = policy.take_profits.take_profit(report.symbol) if policy.take_profits else None
-    ours = sorted((o for o in orders if o.is_take_profit_for(report.side)
-                   and has_purpose(o.client_id, OrderPurpose.TAKE_PROFIT)),
+    ours = sorted((o for o in orders if is_our_take_profit(o, report.side)),
                   key=lambda o: o.order_id)
     if wanted is None:
         return [CancelTakeProfit(report.symbol, o, "take_profit_off") for o in ours]

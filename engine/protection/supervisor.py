@@ -44,6 +44,7 @@ from engine.protection.reconcile import (
     RecordClose,
     Resized,
     ResizeStop,
+    is_our_take_profit,
     pick_stop,
     plan_position,
 )
@@ -631,7 +632,7 @@ class PositionSupervisor:
         if known is None or known.stop is None or self._tp_resting is None:
             return False
         stop_rests = any(o.order_id == known.stop.order_id for o in leftovers)
-        tp_rests = any(o.kind is OrderKind.TAKE_PROFIT for o in leftovers)
+        tp_rests = any(is_our_take_profit(o, known.side) for o in leftovers)
         return stop_rests and not tp_rests
 
     async def _close(self, action: ClosePosition, *, by: str = "") -> bool:
@@ -788,8 +789,7 @@ class PositionSupervisor:
             return
         self._tp_resting = next(
             (o.trigger_price for o in self.ctx.view.orders(self.symbol)
-             if o.is_take_profit_for(known.side)
-             and has_purpose(o.client_id, OrderPurpose.TAKE_PROFIT)), None)
+             if is_our_take_profit(o, known.side)), None)
         known.last_mark = report.mark_price
         stops = [o for o in self.ctx.view.orders(self.symbol) if o.is_stop_for(known.side)]
         if not stops and known.unprotected_since is None:

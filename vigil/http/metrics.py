@@ -20,7 +20,7 @@ from vigil.http.health import LoopLag
 class OpsMetrics:
     def __init__(self, *, engine_registry: CollectorRegistry, journal: Journal,
                  outbox: OutboxRepo, approvals: ApprovalRepo, loop: LoopLag,
-                 clock: Clock, reports: OpsReports | None = None) -> None:
+                 clock: Clock, reports: OpsReports) -> None:
         self.engine_registry = engine_registry
         self.journal = journal
         self.outbox = outbox
@@ -63,9 +63,8 @@ class OpsMetrics:
         self.outbox_oldest.set(0.0 if oldest is None else max(0.0, (now - oldest).total_seconds()))
         self.approvals_pending.set(len(await self.approvals.pending()))
         self.journal_ok.set(0 if self.journal.write_error else 1)
-        if self.reports is not None:
-            # The ledger read is the ops report's, cached for 5 s: scrapes cost no venue weight.
-            for day in await self.reports.days():
-                self.pnl_today.labels(day.account).set(float(day.net))
+        # The ledger read is the ops report's, cached for 5 s: scrapes cost no venue weight.
+        for day in await self.reports.days():
+            self.pnl_today.labels(day.account).set(float(day.net))
         # Two expositions, one after the other: the metric names never overlap.
         return generate_latest(self.engine_registry) + generate_latest(self.registry)
