@@ -8,6 +8,7 @@ position when it fires."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -107,12 +108,8 @@ class BybitDialect(Dialect):
         of more than 200 positions showed only the first 200 in every snapshot."""
         fetch = rest.exchange.fetch_positions
         params = {**self.positions_params(), "limit": POSITION_PAGE}
-        positions: list[Raw] = await rest("fetch_positions", fetch(None, params))
-        page = positions
-        while len(page) >= POSITION_PAGE and (cursor := _cursor(page)):
-            page = await rest("fetch_positions", fetch(None, {**params, "cursor": cursor}))
-            positions = positions + page
-        return positions
+        return await _paged(rest, "fetch_positions", lambda p: fetch(None, p), params,
+                            POSITION_PAGE)
 
     def list_stops_params(self) -> dict[str, Any]:
         # trigger -> orderFilter=StopOrder; settleCoin makes one call cover every symbol.
@@ -261,14 +258,19 @@ class BybitDialect(Dialect):
 async def _realtime(rest: Rest, symbol: str | None, params: dict[str, Any]) -> list[Raw]:
     """GET /v5/order/realtime, following the cursor past a full page."""
     fetch = rest.exchange.fetch_open_orders
-    orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
-    page = orders
-    # More than a page of orders is the only case where the listing takes more calls.
-    while len(page) >= PAGE and (cursor := _cursor(page)):
-        page = await rest("fetch_open_orders",
-                          fetch(symbol, None, PAGE, {**params, "cursor": cursor}))
-        orders = orders + page
-    return orders
+    return await _paged(rest, "fetch_open_orders", lambda p: fetch(symbol, None, PAGE, p),
+                        params, PAGE)
+
+
+async def _paged(rest: Rest, name: str, fetch: Callable[[dict[str, Any]], Awaitable[list[Raw]]],
+                 params: dict[str, Any], size: int) -> list[Raw]:
+    """Every page of a Bybit listing: a full page carries the cursor of the next."""
+    rows: list[Raw] = await rest(name, fetch(params))
+    page = rows
+    while len(page) >= size and (cursor := _cursor(page)):
+        page = await rest(name, fetch({**params, "cursor": cursor}))
+        rows = rows + page
+    return rows
 
 
 def _cursor(page: list[Raw]) -> str | None:
