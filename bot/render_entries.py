@@ -54,6 +54,8 @@ def refusal(reason: Refusal | None, detail: str) -> str:
         Refusal.LEVERAGE: _("⛔ Refused: leverage too high ({detail})."),
         Refusal.BELOW_MIN: _("⛔ Refused: below the venue's minimum ({detail})."),
         Refusal.STOP_WRONG_SIDE: _("⛔ Refused: the stop is on the wrong side ({detail})."),
+        Refusal.TAKE_PROFIT_WRONG_SIDE: _("⛔ Refused: the take-profit is on the wrong side "
+                                          "({detail})."),
         Refusal.STOP_TOO_CLOSE: _("⛔ Refused: the stop is too close to the mark ({detail})."),
         Refusal.STOP_TOO_FAR: _("⛔ Refused: the stop is too far from the mark ({detail})."),
         Refusal.COOL_DOWN: _("⛔ Refused: cooling down after a streak of stop-outs "

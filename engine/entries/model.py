@@ -50,6 +50,7 @@ class Refusal(StrEnum):
     LEVERAGE = "leverage"
     BELOW_MIN = "below_min"  # size below the venue's minimum qty / notional after rounding
     STOP_WRONG_SIDE = "stop_wrong_side"
+    TAKE_PROFIT_WRONG_SIDE = "take_profit_wrong_side"  # at or past the entry price: fills at once
     STOP_TOO_CLOSE = "stop_too_close"
     STOP_TOO_FAR = "stop_too_far"
     COOL_DOWN = "cool_down"

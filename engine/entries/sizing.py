@@ -12,6 +12,7 @@ from engine.domain.values import (
     conservative_stop,
     floor_to_step,
     round_to_step,
+    take_profit_on_tick,
 )
 from engine.entries.model import (
     Amount,
@@ -44,7 +45,7 @@ def take_profit_price(spec: PriceSpec | None, side: PositionSide, mark: Decimal,
         raise EntryRefused(Refusal.BAD_REQUEST, f"take-profit {spec.value} must be positive")
     raw = spec.value if spec.kind is PriceKind.PRICE else (
         mark * (1 + spec.value / HUNDRED * side.sign))
-    return round_to_step(raw, market.tick)
+    return take_profit_on_tick(raw, side, market.tick)
 
 
 def quantity(size: Amount, mark: Decimal, stop: Decimal, market: MarketInfo,
@@ -84,6 +85,11 @@ def plan_entry(*, account: str, symbol: str, side: PositionSide, size: Amount, s
         raise EntryRefused(Refusal.STOP_WRONG_SIDE,
                            f"stop {stop_at} must be {'below' if side.sign > 0 else 'above'} "
                            f"the {'limit' if limit is not None else 'mark'} {at}")
+    tp = take_profit_price(take_profit, side, at, market)
+    if tp is not None and (tp - at) * side.sign <= 0:
+        raise EntryRefused(Refusal.TAKE_PROFIT_WRONG_SIDE,
+                           f"take-profit {tp} must be {'above' if side.sign > 0 else 'below'} "
+                           f"the {'limit' if limit is not None else 'mark'} {at}")
     qty = quantity(size, at, stop_at, market, equity)
     notional = qty * at
     if qty < market.min_qty or notional < market.min_notional:
@@ -93,7 +99,7 @@ def plan_entry(*, account: str, symbol: str, side: PositionSide, size: Amount, s
     exit_notional = qty * stop_at
     return EntryPlan(
         account=account, symbol=symbol, side=side, qty=qty, mark=mark, stop_price=stop_at,
-        take_profit=take_profit_price(take_profit, side, at, market), notional=notional,
+        take_profit=tp, notional=notional,
         risk=abs(at - stop_at) * qty,
         fee_estimate=((notional + exit_notional) * fee_rate).quantize(Decimal("0.01")),
         attached=attached, limit_price=limit,

@@ -59,6 +59,9 @@ def test_sizes_round_down_on_the_lot_and_the_stop_never_loosens() -> None:
 
 @pytest.mark.parametrize(("kwargs", "reason"), [
     ({"stop": PriceSpec(PriceKind.PRICE, D(66000))}, Refusal.STOP_WRONG_SIDE),
+    ({"take_profit": PriceSpec(PriceKind.PRICE, D(64000))}, Refusal.TAKE_PROFIT_WRONG_SIDE),
+    ({"side": SHORT, "stop": PriceSpec(PriceKind.PRICE, D(66000)),
+      "take_profit": PriceSpec(PriceKind.PRICE, D(66000))}, Refusal.TAKE_PROFIT_WRONG_SIDE),
     ({"side": SHORT, "stop": PriceSpec(PriceKind.PRICE, D(64000))}, Refusal.STOP_WRONG_SIDE),
     ({"size": Amount(SizeKind.NOTIONAL, D(3))}, Refusal.BELOW_MIN),
     ({"size": Amount(SizeKind.QTY, D(0))}, Refusal.BAD_REQUEST),

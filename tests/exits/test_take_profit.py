@@ -18,6 +18,7 @@ from engine.entries.model import (
     EntryStatus,
     PriceKind,
     PriceSpec,
+    Refusal,
     SizeKind,
 )
 from engine.entries.service import EntryService
@@ -186,15 +187,15 @@ async def test_an_entrys_tp_goes_into_the_positions_exit_plan(tmp_path: Path) ->
         await rig.close()
 
 
-async def test_an_entrys_tp_past_the_mark_is_refused_with_the_reason(tmp_path: Path) -> None:
+async def test_an_entrys_tp_past_the_mark_is_refused_before_anything_is_sent(
+        tmp_path: Path) -> None:
     rig = await trail_rig(tmp_path, ExitPlan())
     try:
         result = await drive(rig.clock, entries(rig).open(entry(price("60000"))))
         await rig.settle()
-        assert result.status is EntryStatus.PROTECTED and len(rig.stops()) == 1
-        assert tps(rig) == [] and rig.book.plan_for(BTC).take_profit is None
-        [refused] = [e for e in rig.events if isinstance(e, ev.TakeProfitRejected)]
-        assert refused.reason == "through_mark" and refused.trigger_price == D(60000)
+        assert result.status is EntryStatus.REFUSED
+        assert result.refusal is Refusal.TAKE_PROFIT_WRONG_SIDE and "above" in result.detail
+        assert rig.exchange.positions == {} and rig.stops() == [] and tps(rig) == []
     finally:
         await rig.close()
 
