@@ -84,7 +84,7 @@ class SignalEndpoint:
         self.bus = bus
         self.confirm = confirm
         self._state: dict[str, _SourceState] = {}
-        self._asking = asyncio.Lock()  # one approval per signal, even for two at once
+        self._asking = asyncio.Lock()
 
     async def handle(self, request: web.Request) -> web.Response:
         source = request.match_info["source"]
@@ -102,9 +102,8 @@ class SignalEndpoint:
             return _json(exc.status, {"ok": False, "error": exc.reason, "detail": exc.detail})
         self._state[source].failures = 0
         if self.confirm is not None and self.settings.confirm_notional is not None:
-            async with self._asking:
-                waiting = await self._wait_for_confirm(entry, self.confirm,
-                                                       self.settings.confirm_notional)
+            waiting = await self._wait_for_confirm(entry, self.confirm,
+                                                   self.settings.confirm_notional)
             if waiting is not None:
                 return waiting
         result = await self.control.open(entry)
@@ -119,28 +118,37 @@ class SignalEndpoint:
         confirmed, None: the caller's open returns that entry's result (same key)."""
         if await self.control.entries.record(entry.account, entry.key) is not None:
             return None  # this key ran (confirmed or small): open returns its earlier result
-        state = self.control.entries.state
-        record = f"{entry.account}|{entry.key}"
-        approval = await state.get(CONFIRM_SCOPE, record)
-        if approval is not None:
-            status = await confirm.status(approval)
-            if status in ("pending", "executing"):
-                return _json(202, {"ok": True, "status": "pending_confirm",
-                                   "approval": approval, "key": entry.key})
-            return _json(409, {"ok": False, "error": "not_confirmed", "detail": status,
-                               "approval": approval, "key": entry.key})
-        try:
+        asked = await self._asked(entry, confirm)
+        if asked is not None:
+            return asked
+        try:  # outside the lock: a slow venue never holds up other signals
             plan = await self.control.preview_entry(entry)
         except EntryRefused as exc:
             return _json(422, {"ok": False, "error": "refused", "reason": exc.reason.value,
                                "detail": exc.detail, "key": entry.key})
         if plan.notional <= threshold:
             return None
-        approval = await confirm.ask(entry, plan)
-        await state.put(CONFIRM_SCOPE, record, approval)
+        async with self._asking:  # one approval per signal, even for two at once
+            asked = await self._asked(entry, confirm)
+            if asked is not None:
+                return asked
+            approval = await confirm.ask(entry, plan)
+            await self.control.entries.state.put(CONFIRM_SCOPE, _confirm_key(entry), approval)
         return _json(202, {"ok": True, "status": "pending_confirm", "approval": approval,
                            "key": entry.key, "symbol": plan.symbol, "qty": str(plan.qty),
                            "notional": str(plan.notional), "stop": str(plan.stop_price)})
+
+    async def _asked(self, entry: EntryRequest, confirm: SignalConfirm) -> web.Response | None:
+        """Where this signal's approval stands, if one was asked for (None: never asked)."""
+        approval = await self.control.entries.state.get(CONFIRM_SCOPE, _confirm_key(entry))
+        if approval is None:
+            return None
+        status = await confirm.status(approval)
+        if status in ("pending", "executing"):
+            return _json(202, {"ok": True, "status": "pending_confirm",
+                               "approval": approval, "key": entry.key})
+        return _json(409, {"ok": False, "error": "not_confirmed", "detail": status,
+                           "approval": approval, "key": entry.key})
 
     # --- the checks ---------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> bytes:
@@ -290,3 +298,6 @@ def _s(value: Decimal | None) -> str | None:
 def _json(status: int, payload: dict[str, Any]) -> web.Response:
     return web.json_response(payload, status=status)
 
+
+def _confirm_key(entry: EntryRequest) -> str:
+    return f"{entry.account}|{entry.key}"
