@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-DEFAULT_BUDGET = 0.02  # seconds of one loop turn the paced steps may use before they take turns
+DEFAULT_BUDGET = 0.01  # seconds of one loop turn the paced steps may use before they take turns
 
 
 class LoopPacer:

@@ -27,6 +27,7 @@ from engine.errors import OperatorError
 from engine.exits.book import ExitBook
 from engine.metrics import Metrics
 from engine.ops import OpsReports
+from engine.pacing import LoopPacer
 from engine.pnl.ledger_sync import LedgerSync
 from engine.pnl.schedule import DailySchedule
 from engine.pnl.service import PnlReports
@@ -121,6 +122,7 @@ class Engine:
             sims: dict[str, SimExchange] = {}
             stores: dict[str, PaperStore] = {}
             chaos = build_profile(settings.chaos.profile, settings.chaos.overrides())
+            pacer = LoopPacer()  # one loop, one budget per turn for every account's steps
             for index, account in enumerate(settings.accounts):
                 venue = venues[account.name] = with_chaos(
                     await _build_venue(account, settings, clock, db, sims, index, metrics,
@@ -131,7 +133,7 @@ class Engine:
                 guards[account.name] = AccountGuard(
                     account.name, venue, bus=bus, store=positions, state=state, policy=policy,
                     metrics=metrics, clock=clock,
-                    interval_seconds=settings.guard.interval_seconds, exits=exits)
+                    interval_seconds=settings.guard.interval_seconds, exits=exits, pacer=pacer)
             control = ControlService(
                 guards, venues_testnet={a.name: a.testnet for a in settings.accounts},
                 state=state, bus=bus, clock=clock,

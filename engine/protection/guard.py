@@ -90,7 +90,9 @@ class AccountGuard:
     def __init__(self, account: str, venue: Venue, *, bus: EventBus, store: PositionStore,
                  state: StateStore, policy: ProtectionPolicy, metrics: Metrics, clock: Clock,
                  interval_seconds: float, seed: int | None = None,
-                 exits: ExitBook | None = None) -> None:
+                 exits: ExitBook | None = None, pacer: LoopPacer | None = None) -> None:
+        """`pacer`: the engine's one pacer for its loop, shared by all accounts (a pacer per
+        account would let each use the budget of a loop turn)."""
         self.account = account
         if exits is not None:  # the exit plans price the stops, over the guard's own pricer
             exits.base = policy.pricer
@@ -107,7 +109,7 @@ class AccountGuard:
         self.rng = random.Random(seed)
         self.view = AccountView(absence_grace=policy.snapshot_lag_seconds)
         self.flags = AccountFlags()
-        self.pacer = LoopPacer()
+        self.pacer = pacer or LoopPacer()
         self.orders = OrderGateway(account, venue, view=self.view, bus=bus, clock=clock,
                                    rng=self.rng, metrics=metrics, flags=self.flags)
         self.ctx = AccountContext(

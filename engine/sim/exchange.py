@@ -144,6 +144,9 @@ class SimExchange:
         self._subscribers: list[asyncio.Queue[VenueEvent]] = []
         self._listeners: list[Callable[[VenueEvent], None]] = []
         self._mark_listeners: list[Callable[[PriceTick], None]] = []
+        # Called before an answer leaves the exchange (engine/sim/store.py batches its writes
+        # per loop turn; what it acknowledges must be on disk first).
+        self._savers: list[Callable[[], None]] = []
         # A resting limit entry's attached stop-loss (order id -> price): rests from its fill.
         self._attached: dict[str, Decimal] = {}
         # Whether position reports say when the position opened (ccxt's do not).
@@ -169,6 +172,16 @@ class SimExchange:
         Kept apart from `listen`: a busy price feed must not crowd the account's own events."""
         self._mark_listeners.append(listener)
         return lambda: self._mark_listeners.remove(listener)
+
+    def on_save(self, saver: Callable[[], None]) -> Callable[[], None]:
+        """Call `saver` in `save()`; returns the remover."""
+        self._savers.append(saver)
+        return lambda: self._savers.remove(saver)
+
+    def save(self) -> None:
+        """Make every mutation so far durable: called before an answer is sent."""
+        for saver in list(self._savers):
+            saver()
 
     def _emit(self, event: VenueEvent) -> None:
         for queue in self._subscribers:

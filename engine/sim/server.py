@@ -149,6 +149,8 @@ class PaperExchangeServer:
             return _error(503, "transient", str(exc))
         except (ValueError, KeyError, TypeError) as exc:
             return _error(422, "bad_request", f"{type(exc).__name__}: {exc}")
+        finally:
+            self.exchange.save()  # what the answer reports is on disk before it leaves
 
     def _rate_limit(self) -> None:
         if self.wire_faults.rate_limited and self._rng.random() < self.wire_faults.rate_limited:

@@ -1,15 +1,22 @@
 """The paper exchange's durable state in its own SQLite file (not Vigil's database: the exchange
 is another party, and in `vigil paper-exchange serve` another process).
 
-The store writes through: it listens to every exchange mutation and commits it at once (orders,
-fills, positions, the mark of the symbol touched); marks moved by the price feed alone are
-saved by `run_checkpoints`. Money and times are TEXT (engine/sim/wire.py's encoding). The
-ledger is the fills (engine/sim/ledger.py), and the client-id history is the orders table."""
+The store listens to every exchange mutation (orders, fills, positions, the mark of the symbol
+touched) and commits them once per event-loop turn, in one transaction: 2,000 stops placed in
+one turn are one commit, not 4,000 (each held the shared loop ~45 us). Nothing is acknowledged
+before it is on disk: `SimExchange.save()` commits at once, and the venue and the exchange server
+call it before an answer leaves, unless the answer is delayed by a sleep, which the end-of-turn
+commit always precedes. Without a running loop each mutation commits at once. Marks moved by the
+price feed alone are saved by `run_checkpoints`. Money and times are TEXT (engine/sim/wire.py's
+encoding). The ledger is the fills (engine/sim/ledger.py), and the client-id history is the
+orders table."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -63,7 +70,11 @@ class PaperStore:
                                f"{SCHEMA_VERSION}")
         self.fresh = row is None
         self.exchange: SimExchange | None = None
-        self._remove_listener: object = None
+        self._removers: list[Callable[[], None]] = []
+        # Rows of mutations not yet committed (SQL, parameters), in order; marks by symbol.
+        self._rows: list[tuple[str, tuple[object, ...]]] = []
+        self._marks: dict[str, str] = {}
+        self._flush_scheduled = False
 
     # --- attaching ---------------------------------------------------------------------------
     def attach(self, exchange: SimExchange) -> None:
@@ -75,7 +86,7 @@ class PaperStore:
             self.fresh = False
         else:
             self._load(exchange)
-        self._remove_listener = exchange.listen(self._on_event)
+        self._removers = [exchange.listen(self._on_event), exchange.on_save(self.flush)]
 
     def _load(self, exchange: SimExchange) -> None:
         markets, marks = {}, {}
@@ -98,30 +109,32 @@ class PaperStore:
     def close(self) -> None:
         if self.exchange is not None:
             self.save_marks()
-        if callable(self._remove_listener):
-            self._remove_listener()
+        for remove in self._removers:
+            remove()
+        self._removers = []
         self.conn.close()
 
     # --- writing -----------------------------------------------------------------------------
     def checkpoint(self) -> None:
         """Everything the exchange holds, in one transaction."""
         ex = self._ex()
-        with self._transaction():
-            for symbol, info in ex.markets.items():
-                self.conn.execute("INSERT OR REPLACE INTO markets VALUES (?, ?, ?, ?, ?)",
-                                  (symbol, str(info.tick), str(info.lot), str(info.min_qty),
-                                   str(ex.marks[symbol])))
-            self.conn.execute("DELETE FROM positions")
-            for symbol in ex.positions:
-                self._save_position(symbol)
-            for order in ex.orders.values():
-                self._save_order(order)
-            self.conn.execute("DELETE FROM fills")
-            for fill in ex.fills:
-                self._save_fill(fill)
+        for symbol, info in ex.markets.items():
+            self._write("INSERT OR REPLACE INTO markets VALUES (?, ?, ?, ?, ?)",
+                        (symbol, str(info.tick), str(info.lot), str(info.min_qty),
+                         str(ex.marks[symbol])))
+        self._write("DELETE FROM positions", ())
+        for symbol in ex.positions:
+            self._save_position(symbol)
+        for order in ex.orders.values():
+            self._save_order(order)
+        self._write("DELETE FROM fills", ())
+        for fill in ex.fills:
+            self._save_fill(fill)
+        self.flush()
 
     def save_marks(self) -> None:
         ex = self._ex()
+        self.flush()
         with self._transaction():
             self.conn.executemany("UPDATE markets SET mark = ? WHERE symbol = ?",
                                   [(str(mark), symbol) for symbol, mark in ex.marks.items()])
@@ -131,6 +144,19 @@ class PaperStore:
         while True:
             await clock.sleep(interval)
             self.save_marks()
+
+    def flush(self) -> None:
+        """Commit the mutations seen so far, in one transaction."""
+        self._flush_scheduled = False
+        if not self._rows and not self._marks:
+            return
+        rows, self._rows = self._rows, []
+        marks, self._marks = self._marks, {}
+        with self._transaction():
+            for sql, params in rows:
+                self.conn.execute(sql, params)
+            self.conn.executemany("UPDATE markets SET mark = ? WHERE symbol = ?",
+                                  [(mark, symbol) for symbol, mark in marks.items()])
 
     def _on_event(self, event: VenueEvent) -> None:
         ex = self._ex()
@@ -145,26 +171,37 @@ class PaperStore:
                 self._save_position(symbol)
             case _:
                 return
-        self.conn.execute("UPDATE markets SET mark = ? WHERE symbol = ?",
-                          (str(ex.marks[symbol]), symbol))
+        self._marks[symbol] = str(ex.marks[symbol])
+        if self._flush_scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (tools, sync tests): write through
+            self.flush()
+            return
+        self._flush_scheduled = True
+        loop.call_soon(self.flush)  # at the start of the next turn, before any timer fires
+
+    def _write(self, sql: str, params: tuple[object, ...]) -> None:
+        self._rows.append((sql, params))
 
     def _save_order(self, order: OrderReport) -> None:
-        self.conn.execute("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)",
-                          (int(order.order_id), order.client_id, order.symbol,
-                           order.status.value, json.dumps(encode(order))))
+        self._write("INSERT OR REPLACE INTO orders VALUES (?, ?, ?, ?, ?)",
+                    (int(order.order_id), order.client_id, order.symbol,
+                     order.status.value, json.dumps(encode(order))))
 
     def _save_fill(self, fill: Fill) -> None:
-        self.conn.execute("INSERT INTO fills (order_id, body) VALUES (?, ?)",
-                          (fill.order_id, json.dumps(encode(fill))))
+        self._write("INSERT INTO fills (order_id, body) VALUES (?, ?)",
+                    (fill.order_id, json.dumps(encode(fill))))
 
     def _save_position(self, symbol: str) -> None:
         pos = self._ex().positions.get(symbol)
         if pos is None:
-            self.conn.execute("DELETE FROM positions WHERE symbol = ?", (symbol,))
+            self._write("DELETE FROM positions WHERE symbol = ?", (symbol,))
             return
-        self.conn.execute("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?)",
-                          (symbol, pos.side.value, str(pos.qty), str(pos.entry_price),
-                           _time_text(pos.opened_at), str(pos.realized_pnl)))
+        self._write("INSERT OR REPLACE INTO positions VALUES (?, ?, ?, ?, ?, ?)",
+                    (symbol, pos.side.value, str(pos.qty), str(pos.entry_price),
+                     _time_text(pos.opened_at), str(pos.realized_pnl)))
 
     def _transaction(self) -> sqlite3.Connection:
         self.conn.execute("BEGIN")

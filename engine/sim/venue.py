@@ -237,7 +237,11 @@ class SimVenue:
         if roll < f.reject:
             raise self._fault(Rejected(RejectReason.OTHER, f"simulated rejection of {method}"))
         roll -= f.reject
-        result = execute()
+        try:
+            result = execute()
+        finally:
+            if not self.latency:  # answered at once: durable first (else the turn's commit is)
+                self.exchange.save()
         if self.latency:
             await self.clock.sleep(self.latency / 2)
         if roll < f.lost_response:

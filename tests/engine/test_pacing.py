@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 from decimal import Decimal
 from itertools import count
+from pathlib import Path
 
 import pytest
 
+from engine.clock import ManualClock
 from engine.domain.reports import MarketInfo
 from engine.domain.values import PositionSide
 from engine.pacing import LoopPacer
 from engine.sim.exchange import HandApi
 from tests.engine.conftest import RigFactory
+from vigil.runtime import Engine
+from vigil.settings import load_settings
 
 
 class StepTimer:
@@ -173,3 +177,18 @@ async def test_the_guard_paces_a_big_first_cycle_and_protects_every_position(
     assert len(report.unprotected_before) == 300 and report.unprotected_after == ()
     assert all(len(rig.stops(s)) == 1 for s in symbols)
     assert rig.guard.pacer.waits > 0 and rig.guard.pacer.turns > 0
+
+
+async def test_every_account_of_an_engine_shares_the_one_pacer_of_its_loop(
+        tmp_path: Path) -> None:
+    """One loop, one budget per turn: a pacer per account would let each account's steps use
+    a whole budget of the same turn."""
+    settings = load_settings(None, data_dir=tmp_path / "data",
+                             accounts=[{"name": "a"}, {"name": "b"}, {"name": "c"}])
+    engine = await Engine.build(settings, ManualClock())
+    try:
+        pacers = {id(guard.pacer) for guard in engine.guards.values()}
+        assert len(engine.guards) == 3 and len(pacers) == 1
+        assert all(guard.ctx.pace is guard.pacer for guard in engine.guards.values())
+    finally:
+        await engine.close()

@@ -3,6 +3,9 @@ data_dir, a restart of Vigil finds its positions and stops, and the demo is crea
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+from contextlib import closing
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -10,12 +13,13 @@ from pathlib import Path
 import pytest
 
 from engine.clock import ManualClock
-from engine.domain.reports import OrderKind
+from engine.domain.reports import OrderKind, StopRequest
 from engine.domain.values import OrderSide, PositionSide
 from engine.errors import Rejected, RejectReason
 from engine.sim.exchange import HandApi
 from engine.sim.ledger import sim_ledger
 from engine.sim.store import PaperStore, open_paper_exchange
+from engine.sim.venue import SimVenue
 from vigil.runtime import Engine
 from vigil.settings import load_settings
 
@@ -109,3 +113,65 @@ def test_a_store_of_another_schema_version_is_refused(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(RuntimeError, match="schema 99"):
         PaperStore(path)
+
+
+def _saved_orders(path: Path) -> int:
+    """What another process would find in the file (a kill -9 loses the rest)."""
+    with closing(sqlite3.connect(path)) as reader:
+        return int(reader.execute("SELECT COUNT(*) FROM orders").fetchone()[0])
+
+
+async def test_mutations_of_one_loop_turn_are_one_commit_made_before_any_answer(
+        tmp_path: Path) -> None:
+    path = tmp_path / "paper.sqlite3"
+    exchange, store = open_paper_exchange(path, ManualClock(), seed=1)
+    commits: list[str] = []
+    store.conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    try:
+        before = _saved_orders(path)
+        hand = HandApi(exchange)
+        for symbol in (SOL, ETH, BTC):
+            hand.open(symbol, PositionSide.LONG, Decimal("1"))
+        assert commits == []  # nothing written inside the turn...
+        await asyncio.sleep(0)
+        assert commits == ["COMMIT"]  # ...and one transaction for all of it after it
+        assert _saved_orders(path) == before + 3
+
+        # An answer sent at once (no latency): what it reports is on disk when it arrives.
+        venue = SimVenue(exchange, ManualClock())
+        stop = await venue.place_stop(StopRequest(
+            symbol=SOL, position_side=PositionSide.LONG, qty=Decimal("1"),
+            trigger_price=Decimal("1"), client_id="vg-durable"))
+        assert _saved_orders(path) == before + 4
+        assert stop.client_id == "vg-durable"
+    finally:
+        store.close()
+
+
+async def test_an_answer_after_latency_finds_the_turns_commit_already_made(
+        tmp_path: Path) -> None:
+    path = tmp_path / "paper.sqlite3"
+    clock = ManualClock()
+    exchange, store = open_paper_exchange(path, clock, seed=1)
+    try:
+        HandApi(exchange).open(SOL, PositionSide.LONG, Decimal("1"))
+        await asyncio.sleep(0)
+        before = _saved_orders(path)
+        venue = SimVenue(exchange, clock, latency=0.05)
+        seen: list[int] = []
+
+        async def place() -> None:
+            await venue.place_stop(StopRequest(
+                symbol=SOL, position_side=PositionSide.LONG, qty=Decimal("1"),
+                trigger_price=Decimal("1"), client_id="vg-later"))
+            seen.append(_saved_orders(path))
+
+        task = asyncio.create_task(place())
+        await asyncio.sleep(0)  # on its way
+        await clock.advance(0.025)  # the order reached the exchange: executed this turn
+        assert "vg-later" in {o.client_id for o in exchange.open_orders()}
+        await clock.advance(0.025)  # the answer travels back
+        await task
+        assert seen == [before + 1]
+    finally:
+        store.close()
