@@ -4,9 +4,9 @@ is another party, and in `vigil paper-exchange serve` another process).
 The store listens to every exchange mutation (orders, fills, positions, the mark of the symbol
 touched) and commits them once per event-loop turn, in one transaction: 2,000 stops placed in
 one turn are one commit, not 4,000 (each held the shared loop ~45 us). Nothing is acknowledged
-before it is on disk: `SimExchange.save()` commits at once, and the venue and the exchange server
-call it before an answer leaves, unless the answer is delayed by a sleep, which the end-of-turn
-commit always precedes. Without a running loop each mutation commits at once. Marks moved by the
+before it is on disk: the venue (engine/sim/venue.py) and the exchange server call
+`SimExchange.save()` before an answer leaves, which commits what the turn's commit has not yet.
+Without a running loop each mutation commits at once. Marks moved by the
 price feed alone are saved by `run_checkpoints`. Money and times are TEXT (engine/sim/wire.py's
 encoding). The ledger is the fills (engine/sim/ledger.py), and the client-id history is the
 orders table."""
@@ -150,13 +150,14 @@ class PaperStore:
         self._flush_scheduled = False
         if not self._rows and not self._marks:
             return
-        rows, self._rows = self._rows, []
-        marks, self._marks = self._marks, {}
+        rows, marks = self._rows, self._marks
         with self._transaction():
             for sql, params in rows:
                 self.conn.execute(sql, params)
             self.conn.executemany("UPDATE markets SET mark = ? WHERE symbol = ?",
                                   [(mark, symbol) for symbol, mark in marks.items()])
+        # only once committed: a failed commit keeps them for the next try, and raises
+        self._rows, self._marks = [], {}
 
     def _on_event(self, event: VenueEvent) -> None:
         ex = self._ex()

@@ -237,13 +237,10 @@ class SimVenue:
         if roll < f.reject:
             raise self._fault(Rejected(RejectReason.OTHER, f"simulated rejection of {method}"))
         roll -= f.reject
-        try:
-            result = execute()
-        finally:
-            if not self.latency:  # answered at once: durable first (else the turn's commit is)
-                self.exchange.save()
+        result = execute()
         if self.latency:
             await self.clock.sleep(self.latency / 2)
+        self.exchange.save()  # durable before the answer (after a sleep the turn's commit was)
         if roll < f.lost_response:
             raise self._fault(OutcomeUnknown(f"simulated timeout in {method} (executed)"))
         roll -= f.lost_response

@@ -175,3 +175,21 @@ async def test_an_answer_after_latency_finds_the_turns_commit_already_made(
         assert seen == [before + 1]
     finally:
         store.close()
+
+
+async def test_a_commit_that_fails_keeps_its_rows_for_the_next_one(tmp_path: Path) -> None:
+    path = tmp_path / "paper.sqlite3"
+    exchange, store = open_paper_exchange(path, ManualClock(), seed=1)
+    try:
+        before = _saved_orders(path)
+        store.conn.execute("PRAGMA busy_timeout = 0")
+        HandApi(exchange).open(SOL, PositionSide.LONG, Decimal("1"))
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN EXCLUSIVE")  # the disk refuses the write for now
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                exchange.save()  # what an answer would wait for: it fails loudly
+            other.execute("ROLLBACK")
+        exchange.save()
+        assert _saved_orders(path) == before + 1
+    finally:
+        store.close()
