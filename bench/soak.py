@@ -18,15 +18,18 @@ records (GET /state):
              (at least once), as the fake Bot API recorded it
   approvals  no approval executed twice: at most one close filled per `/close` approval,
              however often Confirm was tapped (twice, right before a kill, again after the
-             position was re-opened)
+             position was re-opened); the same for [Close] tapped on a "found on the venue"
+             alert, and that button, tapped again after the position was closed and re-opened,
+             does not even ask
   entries    never two entries for one idempotency key (`POST /signal/soak`, re-sent after
              kills), from the exchange's fills
   trailing   a `/trail`ed position's stop never loosens, across kills, from the exchange's
              record of every trigger its stops took
 
 Vigil runs with a Telegram token pointed at the fake Bot API (tests/fakes/bot_api.py) in this
-process: an admin asks `/close SYMBOL` and taps Confirm, sets `/trail`, and alerts go to a group
-chat. The exchange is SIGKILLed too and restarted on its SQLite file (Vigil reconnects).
+process: an admin asks `/close SYMBOL` and taps Confirm, taps [Close] on alerts, sets `/trail`,
+and alerts go to a group chat. The exchange is SIGKILLed too and restarted on its SQLite file
+(Vigil reconnects).
 
 Human-readable lines first; the last line is one JSON object with the figures.
 
@@ -57,8 +60,10 @@ import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bot.alert_buttons import AlertCallback
 from bot.approvals import ApprovalCallback
 from engine.domain.ids import OrderPurpose, client_order_id, is_ours
+from engine.outbox import AlertAction
 from tests.fakes import FakeBotAPI, SentCall
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -121,6 +126,8 @@ class Figures:
     approvals: int = 0  # /close approvals asked
     approval_taps: int = 0  # Confirm taps sent (doubles, and late ones, included)
     approval_closes: int = 0  # closes the exchange filled for them
+    alert_closes: int = 0  # [Close] taps on "found on the venue" alerts that asked approval
+    stale_taps: int = 0  # [Close] taps on an alert about a position since closed and re-opened
     entries: int = 0  # idempotency keys sent
     entry_sends: int = 0  # POSTs (re-sends after kills and doubles included)
     entry_fills: int = 0
@@ -448,10 +455,10 @@ class Soak:
             return None
         return calls[before]
 
-    async def tap(self, approval_id: str, message_id: int) -> str:
+    async def tap(self, approval_id: str, message_id: int, *, chat_id: int = ADMIN) -> str:
         self.figures.approval_taps += 1
         return self.api.push_callback(ADMIN, ApprovalCallback(id=approval_id, yes=True).pack(),
-                                      message_id=message_id)
+                                      message_id=message_id, chat_id=chat_id)
 
     async def approve(self, rng: random.Random) -> None:
         """`/close SYMBOL`, then Confirm: sometimes twice, sometimes with a kill before or right
@@ -490,6 +497,108 @@ class Soak:
                             "never answered")
         await self.sync_history()
         self._check_approval(approval_id, symbol, begun)
+
+    async def approve_by_alert(self, rng: random.Random) -> None:
+        """The hand opens a position; Vigil's "found on the venue" alert carries [Close]: the
+        admin taps it and confirms (sometimes twice, sometimes with a kill after the tap).
+        Checked: at most one close filled for it. Then the hand re-opens the symbol, and once
+        Vigil has adopted the new position the admin taps the old alert's [Close] again:
+        it must not even ask (the button is pinned to the position it was sent about)."""
+        positions = await self.positions()
+        flat = [s for s in SYMBOLS if s not in positions and s not in self.trailed]
+        if not flat:
+            return
+        symbol, side = rng.choice(flat), rng.choice(["long", "short"])
+        state = await self.call("GET", "/state?after=1000000000")
+        info = next(m for m in state["markets"] if m["symbol"] == symbol)
+        qty = str(Decimal(info["min_qty"]) * rng.randint(1, 5))
+        since = len(self.api.sent("sendMessage", chat_id=ALERTS))
+        await self.call("POST", "/hand/open", {"symbol": symbol, "side": side, "qty": qty})
+        button = await self._close_button(symbol, since)
+        if button is None:
+            return  # the position was gone already (a stop fired), or the alert was slow
+        begun = time.time()
+        prompt = await self._tap_alert(button)
+        if prompt is None:
+            return
+        self.figures.alert_closes += 1
+        approval_id, message_id = prompt
+        for _ in range(2 if rng.random() < 0.3 else 1):
+            await self.tap(approval_id, message_id, chat_id=ALERTS)
+        if rng.random() < 0.3:  # killed while the close may be on its way
+            await asyncio.sleep(rng.uniform(0, 0.3))
+            await self.kill_and_restart(rng, quiet=True)
+        flat_again = await self._flat(symbol, CHAT_WAIT_SECONDS)
+        await self.sync_history()
+        self._check_approval(approval_id, symbol, begun)
+        if not flat_again:
+            return
+        generation = self._generation(symbol)
+        await self.call("POST", "/hand/open", {"symbol": symbol, "side": side, "qty": qty})
+        deadline = time.monotonic() + CHAT_WAIT_SECONDS
+        while self._generation(symbol) <= generation:  # Vigil adopted the new position
+            if time.monotonic() > deadline:
+                return
+            await asyncio.sleep(0.05)
+        self.figures.stale_taps += 1
+        if await self._tap_alert(button) is not None:
+            self._break(f"seed {self.seed}: alert buttons: a [Close] sent about an earlier "
+                        f"position on {symbol} asked to close the re-opened one")
+
+    async def _close_button(self, symbol: str, since: int) -> tuple[int, int] | None:
+        """(outbox row, message id) of the first alert about `symbol` sent to the alert chat
+        after its first `since` messages that carries [Close]."""
+        deadline = time.monotonic() + CHAT_WAIT_SECONDS
+        while time.monotonic() < deadline:
+            rows = {}
+            for call in self.api.sent("sendMessage", chat_id=ALERTS)[since:]:
+                if call.response is None:
+                    continue
+                for row in (call.params.get("reply_markup") or {}).get("inline_keyboard", []):
+                    for button in row:
+                        data = button.get("callback_data") or ""
+                        if data.startswith(AlertCallback.__prefix__ + ":"):
+                            tap = AlertCallback.unpack(data)
+                            if tap.do is AlertAction.CLOSE:
+                                rows[tap.row] = int(call.response["result"]["message_id"])
+            if rows:
+                marks = ",".join("?" * len(rows))
+                with self._db() as db:
+                    about = {row: json.loads(spec)["symbol"] for row, spec in db.execute(
+                        f"SELECT id, buttons FROM outbox WHERE id IN ({marks})", tuple(rows))}
+                for row in sorted(rows):
+                    if about.get(row) == symbol:
+                        return row, rows[row]
+            await asyncio.sleep(0.1)
+        return None
+
+    async def _tap_alert(self, button: tuple[int, int]) -> tuple[str, int] | None:
+        """Tap [Close] on an alert; the approval prompt it brought (id, message), or None once
+        the bot answered the tap without one."""
+        row, message_id = button
+        before = len(self.api.sent("sendMessage", chat_id=ALERTS))
+        tap = self.api.push_callback(ADMIN, AlertCallback(row=row, do=AlertAction.CLOSE).pack(),
+                                     message_id=message_id, chat_id=ALERTS)
+        try:
+            await self.api.wait_for("answerCallbackQuery",
+                                    lambda c: c.params.get("callback_query_id") == tap,
+                                    timeout=CHAT_WAIT_SECONDS)
+        except AssertionError:
+            self._break(f"seed {self.seed}: alert buttons: a tap on row {row} was never "
+                        "answered")
+            return None
+        await asyncio.sleep(0.2)  # the prompt follows the answer
+        for call in self.api.sent("sendMessage", chat_id=ALERTS)[before:]:
+            if (prompt := _approval_buttons(call)) is not None:
+                return prompt
+        return None
+
+    def _generation(self, symbol: str) -> int:
+        """Vigil's generation counter for the symbol: +1 at each position it adopts."""
+        with self._db() as db:
+            row = db.execute("SELECT value FROM state WHERE scope = 'generation' AND key = ?",
+                             (f"{ACCOUNT}|{symbol}",)).fetchone()
+        return int(row[0]) if row else 0
 
     def _check_approval(self, approval_id: str, symbol: str, begun: float) -> None:
         """At most one close of Vigil's filled on the symbol since `/close` was asked (nothing
@@ -624,7 +733,8 @@ class Soak:
         kill_at = sorted(rng.sample(range(self.ops_per_seed), min(kills, self.ops_per_seed)))
         exchange_at = set(rng.sample(range(self.ops_per_seed),
                                      min(exchange_kills, self.ops_per_seed)))
-        scenarios = [self.approve, self.enter, self.trail]  # each once a seed, at random
+        # each once a seed, at random
+        scenarios = [self.approve, self.approve_by_alert, self.enter, self.trail]
         planned = dict(zip(rng.sample(range(self.ops_per_seed),
                                       min(len(scenarios), self.ops_per_seed)), scenarios,
                            strict=False))
@@ -857,7 +967,8 @@ async def soak(seeds: int, restarts: int, *, ops_per_seed: int, op_gap: float,
         "sla_s": SLA_SECONDS, "alerts_pending_at_kills": f.alerts_checked,
         "alerts_dropped_by_policy": f.alerts_dropped, "journal_verifies": f.journal_verifies,
         "approvals": f.approvals, "approval_taps": f.approval_taps,
-        "approval_closes": f.approval_closes, "entry_keys": f.entries,
+        "approval_closes": f.approval_closes, "alert_closes": f.alert_closes,
+        "stale_taps": f.stale_taps, "entry_keys": f.entries,
         "entry_sends": f.entry_sends, "entry_fills": f.entry_fills,
         "entry_answers": f.entry_answers, "trails": f.trails, "trail_moves": f.trail_moves,
         "vigil_rss_mb_max": round(max((kb for life in runner.lives for kb in life.rss_kb),

@@ -39,6 +39,7 @@ async def test_short_soak_keeps_every_promise_across_kills(tmp_path: Path) -> No
     # fake Bot API and the webhook, and the exchange's records show them done
     assert figures["approvals"] >= 1 and figures["approval_taps"] > figures["approvals"]
     assert figures["approval_closes"] >= 1
+    assert figures["alert_closes"] >= 1  # [Close] tapped on a "found on the venue" alert
     assert figures["entry_keys"] >= 1 and figures["entry_fills"] >= 1
     assert figures["trails"] >= 1
     assert figures["alerts_pending_at_kills"] >= 1
