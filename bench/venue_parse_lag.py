@@ -19,7 +19,12 @@ block (`json.loads`) and what the fake venue spends encoding it (`json.dumps`, a
 the network that a real venue does not cost us; it is inside the lag figures).
 
 Human-readable lines first; the last line is one JSON object.
-Run: `.venv/bin/python bench/venue_parse_lag.py` (options: --sizes, --snapshots, --tick).
+`--parse thread` measures the alternative to parsing in turns (each listing parsed in
+`asyncio.to_thread`); `--gc-freeze` calls `gc.freeze()` once the venue has started, so that a
+full garbage collection no longer traverses what start-up built (without it, one now and then
+sets the maximum: docs/BENCHMARKS.md).
+Run: `.venv/bin/python bench/venue_parse_lag.py` (options: --sizes, --snapshots, --tick,
+--parse, --gc-freeze).
 """
 
 from __future__ import annotations
