@@ -27,14 +27,40 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from engine.clock import SystemClock
+from engine.domain.reports import VenueSnapshot
 from tests.venues.book import Book, client_id, serve, symbols
 from tests.venues.conftest import VENUES, build
+
+Measure = Callable[[str, int], Awaitable[dict[str, Any]]]
+
+
+def saw_everything(snapshot: VenueSnapshot, size: int) -> bool:
+    """Every position and every stop of a book of `size` is in the snapshot."""
+    return (sorted(p.symbol for p in snapshot.positions) == symbols(size)
+            and sorted(o.client_id for o in snapshot.orders) == [client_id(i) for i in range(size)])
+
+
+async def per_venue(measure: Measure, sizes: list[int], figures: dict[str, Any]) -> None:
+    """`figures["venues"][venue][size]` for each venue and book size, and whether every stop
+    was seen in all of them."""
+    figures["venues"] = {venue: {str(n): await measure(venue, n) for n in sizes}
+                         for venue in VENUES}
+    figures["every_stop_seen"] = all(f["every_stop_seen"] for v in figures["venues"].values()
+                                     for f in v.values())
+
+
+def book_parser(doc: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--sizes", default="1,100,500,2000")
+    parser.add_argument("--snapshots", type=int, default=3)
+    return parser
 
 
 async def measure(venue: str, size: int, snapshots: int) -> dict[str, Any]:
@@ -56,9 +82,7 @@ async def measure(venue: str, size: int, snapshots: int) -> dict[str, Any]:
         calls.append(len(harness.since(mark)))
         weights.append(snapshot.weight)
         assert snapshot.calls == calls[-1], "the snapshot's own count disagrees with the wire"
-        complete &= (sorted(p.symbol for p in snapshot.positions) == symbols(size)
-                     and sorted(o.client_id for o in snapshot.orders)
-                     == [client_id(i) for i in range(size)])
+        complete &= saw_everything(snapshot, size)
     await harness.venue.close()
     return {"positions": size, "calls": int(statistics.median(calls)),
             "weight": statistics.median(weights),
@@ -69,20 +93,13 @@ async def measure(venue: str, size: int, snapshots: int) -> dict[str, Any]:
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     sizes = [int(n) for n in args.sizes.split(",")]
     figures: dict[str, Any] = {"bench": "venue_paging", "cores": os.cpu_count(),
-                               "python": platform.python_version(), "venues": {}}
-    for venue in VENUES:
-        figures["venues"][venue] = {
-            str(n): await measure(venue, n, args.snapshots) for n in sizes}
-    figures["every_stop_seen"] = all(f["every_stop_seen"] for v in figures["venues"].values()
-                                     for f in v.values())
+                               "python": platform.python_version()}
+    await per_venue(lambda venue, n: measure(venue, n, args.snapshots), sizes, figures)
     return figures
 
 
 def parse() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1,100,500,2000")
-    parser.add_argument("--snapshots", type=int, default=3)
-    return parser.parse_args()
+    return book_parser(__doc__).parse_args()
 
 
 if __name__ == "__main__":

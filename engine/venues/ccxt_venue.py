@@ -10,10 +10,10 @@ import asyncio
 import contextlib
 import dataclasses
 import random
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, TypeVar
 
 from engine.clock import Clock, SystemClock
 from engine.domain.ledger import LedgerEntry
@@ -50,6 +50,9 @@ from engine.venues.ledger import tidy, to_ms
 from engine.venues.rest import Raw, Rest
 from engine.venues.streams import Backoff, ExchangeWatcher, StreamMux, Watcher
 from engine.venues.ticks import ExchangeMarkWatcher, MarkWatcher, watch_marks
+from engine.venues.turns import in_turns
+
+Made = TypeVar("Made", OrderReport, PositionReport)
 
 
 class CcxtVenue:
@@ -152,18 +155,10 @@ class CcxtVenue:
         raw_positions, raw_orders = await _both(self._dialect.list_positions(rest),
                                                 self._dialect.list_stops(rest, None))
         now = self._clock.now()
-        positions: list[PositionReport] = []
-        for raw in raw_positions:
-            if raw.get("hedged") is True:  # a mode switch while running: positions show it
-                raise self._hedge_mode()
-            if not self._is_perpetual_symbol(raw.get("symbol")):
-                continue
-            self._dialect.observe_position(raw)
-            report = position_report(raw, self._dialect, now)
-            if report is not None:
-                positions.append(report)
-        orders = tuple(self._orders(raw_orders))
-        return VenueSnapshot(tuple(positions), orders, taken_at=now, calls=rest.calls,
+        # in turns of the loop, like the dialect's parsing (engine/venues/turns.py)
+        positions = await in_turns(raw_positions, lambda rows: self._positions(rows, now))
+        orders = await in_turns(raw_orders, lambda rows: self._orders(rows, now))
+        return VenueSnapshot(tuple(positions), tuple(orders), taken_at=now, calls=rest.calls,
                              weight=rest.weight)
 
     async def fetch_open_orders(self) -> list[OrderReport]:
@@ -173,7 +168,9 @@ class CcxtVenue:
         if not self._exchange.markets:  # asked before start() finished: symbols need markets
             await rest("load_markets", self._exchange.load_markets())
         raws = await self._dialect.list_orders(rest)
-        return [o for o in self._orders(raws) if o.kind not in TRIGGER_KINDS and o.is_resting]
+        now = self._clock.now()
+        orders = await in_turns(raws, lambda rows: self._orders(rows, now))
+        return [o for o in orders if o.kind not in TRIGGER_KINDS and o.is_resting]
 
     async def fetch_ledger(self, since: datetime) -> list[LedgerEntry]:
         """Realized PnL, fees and funding since `since` (all symbols), oldest first, each
@@ -344,16 +341,27 @@ class CcxtVenue:
         return OperatorError(
             f"hedge mode is not supported: switch account {self.account} to one-way mode")
 
-    def _orders(self, raws: list[Raw]) -> list[OrderReport]:
-        now = self._clock.now()
-        reports: list[OrderReport] = []
+    def _positions(self, raws: Sequence[Raw], now: datetime) -> list[PositionReport]:
+        if any(raw.get("hedged") is True for raw in raws):  # a mode switch while running
+            raise self._hedge_mode()
+        return self._reports(raws, self._dialect.observe_position, position_report, now)
+
+    def _orders(self, raws: Sequence[Raw], now: datetime | None = None) -> list[OrderReport]:
+        return self._reports(raws, self._dialect.observe_order, order_report,
+                             now or self._clock.now())
+
+    def _reports(self, raws: Sequence[Raw], observe: Callable[[Raw], None],
+                 report: Callable[[Raw, Dialect, datetime], Made | None],
+                 now: datetime) -> list[Made]:
+        """Our reports of the rows on guarded perpetuals (None: a row that says nothing)."""
+        reports: list[Made] = []
         for raw in raws:
             if not self._is_perpetual_symbol(raw.get("symbol")):
                 continue
-            self._dialect.observe_order(raw)
-            report = order_report(raw, self._dialect, now)
-            if report is not None:
-                reports.append(report)
+            observe(raw)
+            made = report(raw, self._dialect, now)
+            if made is not None:
+                reports.append(made)
         return reports
 
     def _perpetual(self, symbol: str) -> dict[str, Any]:

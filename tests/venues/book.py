@@ -77,8 +77,15 @@ def _limit(request: Request, sizes: tuple[int, int]) -> int:
     return min(int(asked), most) if asked else default
 
 
+def _of_symbol(rows: list[Json], request: Request) -> list[Json]:
+    """A listing asked for one symbol holds that symbol's rows only."""
+    symbol = request.params.get("symbol")
+    return rows if symbol is None else [r for r in rows if r.get("symbol") == symbol]
+
+
 def _cursor_page(rows: list[Json], request: Request, sizes: tuple[int, int]) -> Json:
     """Bybit: an opaque cursor (here the offset); empty on the last page."""
+    rows = _of_symbol(rows, request)
     start = int(request.params.get("cursor") or 0)
     end = start + _limit(request, sizes)
     return p.bybit_ok({"category": "linear", "list": rows[start:end],
@@ -88,7 +95,8 @@ def _cursor_page(rows: list[Json], request: Request, sizes: tuple[int, int]) -> 
 def _id_page(rows: list[Json], request: Request, sizes: tuple[int, int]) -> Json:
     """Bitget: newest first; `idLessThan` continues below the last page's `endId`."""
     below = request.params.get("idLessThan")
-    older = [r for r in rows if below is None or int(r["orderId"]) < int(below)]
+    older = [r for r in _of_symbol(rows, request)
+             if below is None or int(r["orderId"]) < int(below)]
     page = older[:_limit(request, sizes)]
     return p.bitget_ok({"entrustedList": page or None,
                         "endId": page[-1]["orderId"] if page else None})

@@ -62,6 +62,8 @@ class Recorder:
         self.timeout_on_exit = 0  # ccxt's close() waits 250 ms for aiohttp: nothing to wait for
         self.requests: list[Request] = []
         self.routes: dict[tuple[str, str], Route] = {}
+        # False: the answer is ready in the same turn (tests rely on that order of events)
+        self.answer_later = False
 
     def route(self, method: str, path: str, answer: Any) -> None:
         """`answer`: JSON, a Reply, an exception to raise, or a callable(Request) of those."""
@@ -71,6 +73,8 @@ class Recorder:
                     body: Any = None) -> Any:
         request = _parse(url, method, headers, body)
         self.requests.append(request)
+        if self.answer_later:  # in a later turn of the loop, as off the network
+            await asyncio.sleep(0)
         handler = self.routes.get((method, request.path))
         if handler is None:
             raise AssertionError(f"no canned reply for {method} {request.path}")
@@ -85,7 +89,10 @@ class Recorder:
         self.handle_errors(reply.status, "", url, method, {}, text, reply.body,  # type: ignore[attr-defined]
                            headers, body)
         self.handle_http_status_code(reply.status, "", url, method, text)  # type: ignore[attr-defined]
-        return reply.body
+        # decoded afresh, as ccxt's fetch does: its JSON decoding is on the loop in the figures,
+        # and what ccxt writes into a parsed answer never leaks into the canned one
+        decoded = self.parse_json(text)  # type: ignore[attr-defined]
+        return reply.body if decoded is None else decoded  # a bare scalar: as canned
 
     def sent(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == path]

@@ -6,6 +6,7 @@ engine/venues/."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, ClassVar, Literal
@@ -25,6 +26,7 @@ from engine.venues.budget import BudgetLimits
 from engine.venues.convert import dec, positive
 from engine.venues.errors import VenueCodes
 from engine.venues.rest import Raw, Rest
+from engine.venues.turns import in_turns
 
 TRIGGER_KINDS = frozenset({OrderKind.STOP_LOSS, OrderKind.TAKE_PROFIT, OrderKind.OTHER_TRIGGER})
 
@@ -75,34 +77,22 @@ class Dialect:
         return any(p.get("hedged") is True for p in await self.list_positions(rest))
 
     # --- reading -------------------------------------------------------------------------
-    def positions_params(self) -> dict[str, Any]:
-        return {}
-
+    # Listings go to ccxt's implicit endpoint with the request its unified method would send,
+    # and ccxt's own parse_* read the rows in turns of the loop (`ccxt_positions`,
+    # `ccxt_orders`): the unified methods parse a whole answer in one piece.
     async def list_positions(self, rest: Rest) -> list[Raw]:
-        """Open positions of every symbol: one call where the venue lists them all."""
-        return await rest("fetch_positions", rest.exchange.fetch_positions(
-            None, self.positions_params()))
-
-    def list_stops_params(self) -> dict[str, Any]:
-        """Params for fetch_open_orders so that ONE call returns the resting stops."""
-        return {"trigger": True}
+        """Open positions of every symbol, as ccxt's fetch_positions gives them."""
+        raise NotImplementedError
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
-        """Resting trigger orders, all symbols when `symbol` is None."""
-        return await rest("fetch_open_orders", rest.exchange.fetch_open_orders(
-            symbol, None, None, self.list_stops_params()))
-
-    def list_orders_params(self) -> dict[str, Any]:
-        """Params for fetch_open_orders (no symbol) so that ONE call returns the resting
-        non-trigger orders (limit entries, plain reduce-only limit take-profits) of every
-        symbol."""
-        return {}
+        """Resting trigger orders, all symbols when `symbol` is None, as ccxt's
+        fetch_open_orders gives them."""
+        raise NotImplementedError
 
     async def list_orders(self, rest: Rest) -> list[Raw]:
-        """Resting non-trigger orders of every symbol (the venue may mix in trigger orders: the
-        caller drops them by kind)."""
-        return await rest("fetch_open_orders", rest.exchange.fetch_open_orders(
-            None, None, None, self.list_orders_params()))
+        """Resting non-trigger orders (limit entries, plain reduce-only limit take-profits) of
+        every symbol (the venue may mix in trigger orders: the caller drops them by kind)."""
+        raise NotImplementedError
 
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         """An order that is no longer resting, by our client id; None where it cannot be found."""
@@ -229,3 +219,16 @@ def flag(raw_info: Raw, *keys: str) -> bool:
         elif isinstance(value, str) and value.lower() in ("true", "yes", "1"):
             return True
     return False
+
+
+async def ccxt_positions(rows: list[Raw], parse: Callable[[Raw], Raw]) -> list[Raw]:
+    """ccxt's `parse` (its parse_position, or the venue's variant) over a listing's raw rows,
+    in turns of the loop."""
+    return await in_turns(rows, lambda chunk: [parse(row) for row in chunk])
+
+
+async def ccxt_orders(exchange: Any, rows: list[Raw], market: Raw | None = None) -> list[Raw]:
+    """ccxt's parse_orders over a listing's raw rows, in turns of the loop; in ccxt's order
+    (oldest first), as its fetch_open_orders returns them."""
+    parsed = await in_turns(rows, lambda chunk: exchange.parse_orders(chunk, market))
+    return exchange.sort_by(parsed, "timestamp")

@@ -17,7 +17,7 @@ from engine.domain.values import PositionSide
 from engine.errors import Rejected, RejectReason
 from engine.venues.budget import BudgetLimits
 from engine.venues.convert import dec, info, positive
-from engine.venues.dialects.base import Dialect, flag
+from engine.venues.dialects.base import Dialect, ccxt_orders, ccxt_positions, flag
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol
 from engine.venues.rest import Raw, Rest
@@ -75,6 +75,28 @@ class BinanceDialect(Dialect):
     async def is_hedged(self, rest: Rest) -> bool:
         mode = await rest("fetch_position_mode", rest.exchange.fetch_position_mode())
         return mode.get("hedged") is True
+
+    async def list_positions(self, rest: Rest) -> list[Raw]:
+        # GET /fapi/v3/positionRisk, every symbol in one answer; like ccxt's fetch_positions,
+        # only the rows with an entry price, through its parse_position_risk.
+        exchange = rest.exchange
+        rows: list[Raw] = await rest("fetch_positions", _position_risk(exchange))
+        held = [row for row in rows or [] if positive(row.get("entryPrice")) is not None]
+        return await ccxt_positions(held, exchange.parse_position_risk)
+
+    async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
+        # GET /fapi/v1/openAlgoOrders: where ccxt's fetch_open_orders goes with trigger=True
+        exchange = rest.exchange
+        market = exchange.market(symbol) if symbol else None
+        request = {"symbol": market["id"]} if market else {}
+        rows = await rest("fetch_open_orders", exchange.fapiPrivateGetOpenAlgoOrders(request))
+        return await ccxt_orders(exchange, rows, market)
+
+    async def list_orders(self, rest: Rest) -> list[Raw]:
+        # GET /fapi/v1/openOrders without a symbol (weight 40; warnWithoutSymbol is off)
+        exchange = rest.exchange
+        rows = await rest("fetch_open_orders", exchange.fapiPrivateGetOpenOrders({}))
+        return await ccxt_orders(exchange, rows)
 
     async def fetch_ledger(self, rest: Rest, since_ms: int, until_ms: int) -> list[LedgerEntry]:
         # GET /fapi/v1/income without incomeType: every type and symbol in one call (weight 30),
@@ -183,3 +205,9 @@ class BinanceDialect(Dialect):
     def _reduces(raw: Raw) -> bool:
         return raw.get("reduceOnly") is True or flag(info(raw), "reduceOnly", "R",
                                                      "closePosition", "cp")
+
+
+async def _position_risk(exchange: Any) -> list[Raw]:
+    # parse_position_risk reads the leverage brackets: loaded by prepare(), so no request here
+    await exchange.load_leverage_brackets()
+    return await exchange.fapiPrivateV3GetPositionRisk({})  # type: ignore[no-any-return]

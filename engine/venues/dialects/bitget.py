@@ -8,6 +8,7 @@ listed with planType=profit_loss; every cancel must name the order's planType or
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import Any
 
@@ -23,7 +24,13 @@ from engine.domain.values import OrderSide, PositionSide
 from engine.errors import Rejected, RejectReason
 from engine.venues.budget import BudgetLimits
 from engine.venues.convert import fmt, info, positive
-from engine.venues.dialects.base import TRIGGER_KINDS, Dialect, Subscription
+from engine.venues.dialects.base import (
+    TRIGGER_KINDS,
+    Dialect,
+    Subscription,
+    ccxt_orders,
+    ccxt_positions,
+)
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
@@ -89,8 +96,13 @@ class BitgetDialect(Dialect):
         if testnet:
             exchange.enable_demo_trading(True)  # PAPTRADING: 1 on every request
 
-    def positions_params(self) -> dict[str, Any]:
-        return {"productType": PRODUCT_TYPE}
+    async def list_positions(self, rest: Rest) -> list[Raw]:
+        # GET all-position: every symbol of the product type in one answer
+        exchange = rest.exchange
+        response = await rest("fetch_positions", exchange.privateMixGetV2MixPositionAllPosition(
+            {"marginCoin": self.settle, "productType": PRODUCT_TYPE}))
+        return await ccxt_positions(exchange.safe_list(response, "data", []),
+                                    exchange.parse_position)
 
     def list_stops_params(self) -> dict[str, Any]:
         # planType=profit_loss lists pos_loss/loss_plan/pos_profit/profit_plan, all symbols;
@@ -98,15 +110,13 @@ class BitgetDialect(Dialect):
         return {"planType": "profit_loss", "productType": PRODUCT_TYPE, "type": "swap"}
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
-        return await _pending(rest, symbol, self.list_stops_params())
-
-    def list_orders_params(self) -> dict[str, Any]:
-        # No planType and no trigger: GET /api/v2/mix/order/orders-pending (every symbol of the
-        # product type). type=swap because ccxt's default type without a symbol is spot.
-        return {"productType": PRODUCT_TYPE, "type": "swap"}
+        # GET orders-plan-pending (ccxt's fetch_open_orders with the params above)
+        return await _pending(rest, symbol, rest.exchange.privateMixGetV2MixOrderOrdersPlanPending,
+                              {"planType": "profit_loss"})
 
     async def list_orders(self, rest: Rest) -> list[Raw]:
-        return await _pending(rest, None, self.list_orders_params())
+        # No planType: GET /api/v2/mix/order/orders-pending (every symbol of the product type)
+        return await _pending(rest, None, rest.exchange.privateMixGetV2MixOrderOrdersPending, {})
 
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         exchange = rest.exchange
@@ -351,22 +361,30 @@ def _plan_type(raw: Raw) -> str | None:
     return _WS_PLAN_TYPES.get(str(plan_type), str(plan_type))
 
 
-async def _pending(rest: Rest, symbol: str | None, params: dict[str, Any]) -> list[Raw]:
+async def _pending(rest: Rest, symbol: str | None,
+                   call: Callable[[dict[str, Any]], Awaitable[Raw]],
+                   request: dict[str, Any]) -> list[Raw]:
     """orders-pending / orders-plan-pending, older pages by idLessThan past a full page."""
-    fetch = rest.exchange.fetch_open_orders
-    orders: list[Raw] = await rest("fetch_open_orders", fetch(symbol, None, PAGE, params))
-    page = orders
+    exchange = rest.exchange
+    market = exchange.market(symbol) if symbol else None
+    request = {**request, "productType": PRODUCT_TYPE, "limit": PAGE}
+    if market is not None:
+        request["symbol"] = market["id"]
+    rows: list[Raw] = []
+    below: str | None = None
     # More than a page of orders is the only case where the listing takes more calls.
-    while len(page) >= PAGE and (oldest := _oldest_id(page)):
-        page = await rest("fetch_open_orders",
-                          fetch(symbol, None, PAGE, {**params, "idLessThan": oldest}))
-        orders = orders + page
-    return orders
+    while True:
+        response = await rest("fetch_open_orders",
+                              call({**request, "idLessThan": below} if below else request))
+        page = exchange.safe_list(exchange.safe_dict(response, "data"), "entrustedList", [])
+        rows.extend(page)
+        if len(page) < PAGE or not (below := _oldest_id(page)):
+            return await ccxt_orders(exchange, rows, market)
 
 
 def _oldest_id(page: list[Raw]) -> str | None:
     """Bitget ids grow with time; the smallest of a page is where the next page starts."""
-    ids = [int(str(o["id"])) for o in page if str(o.get("id") or "").isdigit()]
+    ids = [int(str(o["orderId"])) for o in page if str(o.get("orderId") or "").isdigit()]
     return str(min(ids)) if ids else None
 
 

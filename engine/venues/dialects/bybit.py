@@ -22,7 +22,7 @@ from engine.domain.reports import (
 )
 from engine.venues.budget import BudgetLimits
 from engine.venues.convert import dec, fmt, info, positive
-from engine.venues.dialects.base import Dialect, flag
+from engine.venues.dialects.base import Dialect, ccxt_orders, ccxt_positions, flag
 from engine.venues.errors import VenueCodes
 from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
@@ -100,31 +100,26 @@ class BybitDialect(Dialect):
         if exchange.options.get("enableUnifiedAccount") is None:
             await rest("is_unified_enabled", exchange.is_unified_enabled())
 
-    def positions_params(self) -> dict[str, Any]:
-        return {"settleCoin": self.settle}
-
     async def list_positions(self, rest: Rest) -> list[Raw]:
         """GET /v5/position/list, following the cursor past a full page: without it a book
         of more than 200 positions showed only the first 200 in every snapshot."""
-        fetch = rest.exchange.fetch_positions
-        params = {**self.positions_params(), "limit": POSITION_PAGE}
-        return await _paged(rest, "fetch_positions", lambda p: fetch(None, p), params,
+        exchange = rest.exchange
+        request = {"category": "linear", "settleCoin": self.settle, "limit": POSITION_PAGE}
+        rows = await _pages(rest, "fetch_positions", exchange.privateGetV5PositionList, request,
                             POSITION_PAGE)
-
-    def list_stops_params(self) -> dict[str, Any]:
-        # trigger -> orderFilter=StopOrder; settleCoin makes one call cover every symbol.
-        return {"trigger": True, "settleCoin": self.settle}
+        return await ccxt_positions(rows, exchange.parse_position)
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
-        return await _realtime(rest, symbol, self.list_stops_params())
-
-    def list_orders_params(self) -> dict[str, Any]:
-        # Without orderFilter a unified account answers every kind, conditional ones included:
-        # orderFilter=Order keeps the active (non-conditional) orders only.
-        return {"orderFilter": "Order", "settleCoin": self.settle}
+        # orderFilter=StopOrder (ccxt's trigger=True); settleCoin makes one call cover every
+        # symbol.
+        return await _realtime(rest, symbol, {"orderFilter": "StopOrder",
+                                              "settleCoin": self.settle})
 
     async def list_orders(self, rest: Rest) -> list[Raw]:
-        return await _realtime(rest, None, self.list_orders_params())
+        # Without orderFilter a unified account answers every kind, conditional ones included:
+        # orderFilter=Order keeps the active (non-conditional) orders only.
+        return await _realtime(rest, None, {"orderFilter": "Order", "settleCoin": self.settle})
+
     async def find_closed(self, rest: Rest, symbol: str, client_id: str) -> Raw | None:
         exchange = rest.exchange
         # realtime by orderLinkId also answers recently closed orders on unified accounts.
@@ -255,28 +250,30 @@ class BybitDialect(Dialect):
         return status if status is not None else super().order_status(raw, kind)
 
 
-async def _realtime(rest: Rest, symbol: str | None, params: dict[str, Any]) -> list[Raw]:
+async def _realtime(rest: Rest, symbol: str | None, request: dict[str, Any]) -> list[Raw]:
     """GET /v5/order/realtime, following the cursor past a full page."""
-    fetch = rest.exchange.fetch_open_orders
-    return await _paged(rest, "fetch_open_orders", lambda p: fetch(symbol, None, PAGE, p),
-                        params, PAGE)
+    exchange = rest.exchange
+    market = exchange.market(symbol) if symbol else None
+    request = {**request, "category": "linear", "limit": PAGE}
+    if market is not None:
+        request["symbol"] = market["id"]
+    rows = await _pages(rest, "fetch_open_orders", exchange.privateGetV5OrderRealtime, request,
+                        PAGE)
+    return await ccxt_orders(exchange, rows, market)
 
 
-async def _paged(rest: Rest, name: str, fetch: Callable[[dict[str, Any]], Awaitable[list[Raw]]],
-                 params: dict[str, Any], size: int) -> list[Raw]:
-    """Every page of a Bybit listing: a full page carries the cursor of the next."""
-    rows: list[Raw] = await rest(name, fetch(params))
-    page = rows
-    while len(page) >= size and (cursor := _cursor(page)):
-        page = await rest(name, fetch({**params, "cursor": cursor}))
-        rows = rows + page
-    return rows
-
-
-def _cursor(page: list[Raw]) -> str | None:
-    """ccxt pins Bybit's nextPageCursor on the first raw order of the page."""
-    for order in page:
-        cursor = info(order).get("nextPageCursor")
-        if cursor:
-            return str(cursor)
-    return None
+async def _pages(rest: Rest, name: str, call: Callable[[dict[str, Any]], Awaitable[Raw]],
+                 request: dict[str, Any], size: int) -> list[Raw]:
+    """The raw rows of every page of a Bybit listing: a full page carries the cursor of the
+    next. ccxt's own helper reads each answer (and pins the cursor on its first row, as the
+    unified methods do)."""
+    exchange = rest.exchange
+    rows: list[Raw] = []
+    cursor: str | None = None
+    while True:
+        response = await rest(name, call({**request, "cursor": cursor} if cursor else request))
+        page: list[Raw] = exchange.add_pagination_cursor_to_result(response)
+        rows.extend(page)
+        cursor = str(page[0].get("nextPageCursor") or "") if page else ""
+        if len(page) < size or not cursor:
+            return rows
