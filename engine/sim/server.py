@@ -208,6 +208,7 @@ class PaperExchangeServer:
     async def _stream(self, request: web.Request) -> web.WebSocketResponse:
         """The event stream: every position, order and fill update, one message each."""
         async def send(ws: web.WebSocketResponse, events: list[VenueEvent]) -> bool:
+            self.exchange.save()  # a streamed change is on disk before it leaves, as an answer
             for event in events:
                 await ws.send_json(encode_event(event))
                 drop = self.wire_faults.stream_drop

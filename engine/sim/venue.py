@@ -176,6 +176,7 @@ class SimVenue:
                 sent, event = await queue.get()
                 if self.latency:
                     await self.clock.sleep(sent + self.latency / 2 - self.clock.monotonic())
+                self.exchange.save()  # what the stream tells is on disk, as for an answer
                 yield event
         finally:
             stop_listening()
