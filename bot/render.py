@@ -251,6 +251,12 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.CloseSubmitted():
             return head + _("📤 {symbol}: reduce-only close for {qty} sent").format(
                 symbol=e.symbol, qty=num(e.qty))
+        case ev.CloseSideGone():
+            return head + _("⚠️ {symbol}: the close of the {side} {qty} did not run: it is not on "
+                            "the venue and the position was reversed there, it is {now} now. "
+                            "Vigil guards the new position; nothing of it was closed.").format(
+                symbol=e.symbol, side=side_label(e.side), qty=num(e.qty),
+                now=side_label(e.now))
         case ev.ZombieCancelled():
             return head + _("🧟 {symbol}: orphaned {kind} order {order} cancelled "
                             "(no position)").format(symbol=e.symbol, kind=e.order_kind,

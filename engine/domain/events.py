@@ -322,6 +322,19 @@ class CloseSubmitted(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CloseSideGone(SymbolEvent):
+    """Our close was not found on the venue and the position is on the other side now:
+    someone else reversed it. The close did not run (reduce-only, it cannot); never "closed"."""
+
+    kind = "close_side_gone"
+    severity = Severity.WARNING
+    client_id: str
+    side: PositionSide  # the side the close was for
+    now: PositionSide  # the side the venue shows
+    qty: Decimal
+
+
+@dataclass(frozen=True, kw_only=True)
 class ZombieCancelled(SymbolEvent):
     kind = "zombie_cancelled"
     severity = Severity.WARNING
@@ -480,7 +493,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopMoved, StopMoveFailed,
-        StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
+        StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted, CloseSideGone,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
         TakeProfitIntent, TakeProfitPlaced, TakeProfitCancelled, TakeProfitRejected,

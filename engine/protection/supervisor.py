@@ -29,7 +29,7 @@ from engine.domain.reports import (
 from engine.domain.values import ZERO, PositionSide
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.protection.context import AccountContext
-from engine.protection.orders import AccountHalted, Cancelled
+from engine.protection.orders import AccountHalted, Cancelled, SideGone
 from engine.protection.policy import CrossedPolicy
 from engine.protection.reconcile import (
     Action,
@@ -171,6 +171,9 @@ class PositionSupervisor:
                     return
                 qty = report.qty if max_qty is None else min(max_qty, report.qty)
                 await self._close(ClosePosition(self.symbol, qty, reason), by=by)
+                gone = next((e for e in self._events if isinstance(e, ev.CloseSideGone)), None)
+                if gone is not None:  # reversed by someone else: not closed, say what it is
+                    status.append(CloseResult(CloseStatus.CHANGED, detail=gone.now.value))
                 await self._ensure()
 
             events = await self._run(do)
@@ -656,6 +659,13 @@ class PositionSupervisor:
             known.close_seq += 1  # used up, as for stops
             await ctx.store.save(known)
             raise
+        except SideGone as exc:  # not a refusal to back off from: the position changed
+            known.close_seq += 1
+            await ctx.store.save(known)
+            await self._publish(ev.CloseSideGone(
+                account=ctx.account, symbol=self.symbol, client_id=cid, side=known.side,
+                now=exc.side, qty=action.qty))
+            return True  # the view shows the new side: plan again (its stop comes next)
         except Rejected as exc:
             known.close_seq += 1
             await ctx.store.save(known)
