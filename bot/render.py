@@ -330,6 +330,9 @@ def close_outcomes(outcomes: Sequence[CloseOutcome]) -> str:
     lines = []
     for o in outcomes:
         where = f"{o.account} · {o.symbol}"
+        if o.entry_cut:
+            lines.append(_("✂️ {where}: the unfilled rest of the limit entry was cancelled "
+                           "first (verified gone)").format(where=where))
         match o.status:
             case CloseStatus.CLOSED:
                 lines.append(_("✅ {where}: closed {qty} at {price}, PnL {pnl}; stop cancelled "

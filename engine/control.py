@@ -220,6 +220,9 @@ class ControlService:
         already closing position is a no-op that says so."""
         outcomes = []
         for t in targets:
+            # A limit entry resting there holds the symbol's writer lock until its timeout:
+            # it cancels its rest now and protects what filled; then the close runs.
+            cut = self.entries.cut_short(t.account, t.symbol)
             try:
                 result = await self._guards[t.account].close_position(
                     t.symbol, by=by, side=t.side, max_qty=t.qty, generation=t.generation)
@@ -227,8 +230,9 @@ class ControlService:
                 outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.FAILED,
                                              detail=str(exc)))
                 continue
-            outcomes.append(_close_outcome(t.account, t.symbol, result.status, result.events,
-                                           result.detail))
+            outcome = _close_outcome(t.account, t.symbol, result.status, result.events,
+                                     result.detail)
+            outcomes.append(replace(outcome, entry_cut=True) if cut else outcome)
         return outcomes
 
     async def resting_orders(self, account: str) -> list[OrderReport]:
