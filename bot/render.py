@@ -251,6 +251,11 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.CloseSubmitted():
             return head + _("📤 {symbol}: reduce-only close for {qty} sent").format(
                 symbol=e.symbol, qty=num(e.qty))
+        case ev.ExitPlanDropped() if e.take_profit is not None or e.trailing or e.breakeven:
+            return head + _("ℹ️ {symbol}: the exit plan ({plan}) of an earlier position was "
+                            "dropped: that position is gone (closed or re-opened while Vigil "
+                            "was stopped). Set /trail or /tp again for the position open now."
+                            ).format(symbol=e.symbol, plan=_plan_parts(e))
         case ev.CloseSideGone():
             return head + _("⚠️ {symbol}: the close of the {side} {qty} did not run: it is not on "
                             "the venue and the position was reversed there, it is {now} now. "
@@ -304,6 +309,17 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
             text = render_entries.alert(e)
             return head + text if text else None
     return None
+
+
+def _plan_parts(e: ev.ExitPlanDropped) -> str:
+    parts = []
+    if e.trailing:
+        parts.append(_("trailing"))
+    if e.breakeven:
+        parts.append(_("breakeven"))
+    if e.take_profit is not None:
+        parts.append(_("take-profit {price}").format(price=num(e.take_profit)))
+    return ", ".join(parts)
 
 
 # --- approvals --------------------------------------------------------------------------------

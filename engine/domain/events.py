@@ -171,6 +171,22 @@ class PositionClosed(SymbolEvent):
     reason: CloseReason
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExitPlanDropped(SymbolEvent):
+    """A stored exit plan (or trail state) whose position is gone: closed while Vigil was
+    stopped, or the symbol now holds another position. Dropped, never inherited by it."""
+
+    kind = "exit_plan_dropped"
+    severity = Severity.INFO
+    generation: int | None  # the position it was made for
+    side: PositionSide | None
+    entry_price: Decimal | None
+    why: str  # "position_gone" (not in the journal) | "position_replaced" (the venue's differs)
+    take_profit: Decimal | None = None
+    trailing: bool = False
+    breakeven: bool = False  # or a step ladder
+
+
 # --- protection ----------------------------------------------------------------------------
 @dataclass(frozen=True, kw_only=True)
 class StopMissing(SymbolEvent):
@@ -492,6 +508,7 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
+        ExitPlanDropped,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopMoved, StopMoveFailed,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted, CloseSideGone,

@@ -109,6 +109,7 @@ class PositionSupervisor:
         # The price of our take-profit as it rested when this supervisor last acted: what a
         # hit closed at, where no streamed fill tells better.
         self._tp_resting: Decimal | None = None
+        self._resumed = known is not None  # from the journal: its exit plan is checked once
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -294,6 +295,8 @@ class PositionSupervisor:
             if ctx.clock.monotonic() < self.backoff_until and not self._changed_since_give_up():
                 return
             await self._confirm_after_gap()
+            if self._resumed:
+                await self._check_resumed_plan()
             actions = plan_position(self.known, ctx.view.position(self.symbol),
                                     ctx.view.orders(self.symbol), ctx.venue.market(self.symbol),
                                     ctx.policy, ctx.clock.now())
@@ -346,6 +349,20 @@ class PositionSupervisor:
         return True
 
     # --- actions -----------------------------------------------------------------------------
+    async def _check_resumed_plan(self) -> None:
+        """The first look after a restart: is the venue's position still the one its exit plan
+        was made for (`ExitBook.check_resumed`)? Else the plan goes, said and journaled."""
+        known, report, exits = self.known, self.ctx.view.position(self.symbol), self.ctx.exits
+        if known is None or report is None or report.side is not known.side:
+            return  # gone or flipped: recording the close forgets the plan
+        self._resumed = False
+        stop = known.stop
+        rests = stop is not None and any(
+            o.order_id == stop.order_id for o in self.ctx.view.orders(self.symbol))
+        if exits is not None and (
+                dropped := await exits.check_resumed(known, report.entry_price, rests)):
+            await self._publish(dropped)
+
     async def _adopt(self, report: PositionReport) -> None:
         ctx = self.ctx
         generation = await ctx.state.incr("generation", f"{ctx.account}|{self.symbol}")
