@@ -11,8 +11,9 @@ from decimal import Decimal
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
+from engine.domain.ids import OrderPurpose, has_purpose
 from engine.domain.pnl import MAX_REPORT_DAYS, DailyReport
-from engine.domain.reports import OrderReport
+from engine.domain.reports import OrderReport, OrderStatus
 from engine.entries.gates import RiskLimits
 from engine.entries.model import EntryPlan, EntryRequest, EntryResult, PriceKind, PriceSpec
 from engine.entries.service import EntryService
@@ -269,8 +270,16 @@ class ControlService:
             if order is None:
                 outcomes.append(CancelOutcome(target, False, CancelSkip.GONE))
                 continue
+            # Our resting limit entry holds its symbol's writer lock: it cancels its own rest now
+            # (verified gone, what filled protected) instead of at its timeout.
+            cut = has_purpose(order.client_id, OrderPurpose.ENTRY) and self.entries.cut_short(
+                target.account, target.symbol)
             try:
                 skipped = await guard.cancel_order(order, by=by)
+                ended = self.entries.cut_ended(target.account, target.symbol) if cut else None
+                if (skipped is CancelSkip.GONE and ended is not None
+                        and ended.status is OrderStatus.CANCELLED):
+                    skipped = None  # gone because the entry cancelled it just now
             except Rejected as exc:
                 outcomes.append(CancelOutcome(target, False, exc.message or str(exc)))
                 continue

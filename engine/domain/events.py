@@ -41,7 +41,7 @@ class CancelReason(StrEnum):
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
     ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
-    ENTRY_CLOSED = "entry_closed"  # ... ended early: a close of its symbol came (/close)
+    ENTRY_CUT = "entry_cut"  # ... ended early: a /close or /cancel_all of its symbol came
     TAKE_PROFIT_OFF = "take_profit_off"  # the plan has no take-profit (any more)
 
 

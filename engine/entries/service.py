@@ -119,6 +119,9 @@ class EntryService:
         # the resting rest is cancelled at once instead of holding the writer lock (and the
         # close) until its timeout.
         self._resting: dict[tuple[str, str], asyncio.Event] = {}
+        # How each cut-short limit ended (its final order), until the canceller asks
+        # (`cut_ended`); at most one per symbol.
+        self._cut_ended: dict[tuple[str, str], OrderReport] = {}
 
     async def load(self) -> None:
         for account in self._guards:
@@ -230,6 +233,10 @@ class EntryService:
             return False
         cut.set()
         return True
+
+    def cut_ended(self, account: str, symbol: str) -> OrderReport | None:
+        """The limit entry order a cut ended, as the venue showed it gone (once)."""
+        return self._cut_ended.pop((account, symbol), None)
 
     def _cut(self, ctx: AccountContext, run: _Run) -> bool:
         cut = self._resting.get((ctx.account, run.plan.symbol))
@@ -453,7 +460,7 @@ class EntryService:
         if position is None or position.side is not plan.side:
             if order.filled_qty == 0:
                 return await self._not_filled(ctx, run, "the limit did not fill before " + (
-                    "a close of the symbol" if run.cut else "its timeout")
+                    "a /close or /cancel_all of the symbol" if run.cut else "its timeout")
                     + "; the order is cancelled")
             return EntryResult(EntryStatus.CLOSED, run.key, plan, order.filled_qty,
                                detail="filled, then flat before it could be protected")
@@ -529,13 +536,15 @@ class EntryService:
         outcome: the continuation looks again."""
         plan = run.plan
         run.cut = self._cut(ctx, run)
-        reason = ev.CancelReason.ENTRY_CLOSED if run.cut else ev.CancelReason.ENTRY_TIMEOUT
+        reason = ev.CancelReason.ENTRY_CUT if run.cut else ev.CancelReason.ENTRY_TIMEOUT
         await ctx.orders.cancel(order, reason, self.bus.publish)
         found = await retry_transient(
             lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
         if found is not None and found.is_resting:
             raise OutcomeUnknown(f"limit entry {order.order_id} still rests after its cancel")
         ended = found or replace(order, status=OrderStatus.CANCELLED)
+        if run.cut:
+            self._cut_ended[(ctx.account, plan.symbol)] = ended
         await self._step(ctx, run, "limit_cancelled", f"{ended.order_id} filled "
                          f"{ended.filled_qty} of {ended.qty}")
         return ended

@@ -295,7 +295,7 @@ async def test_a_close_while_the_limit_rests_cancels_the_rest_and_closes_at_once
     order = entry_order(rig)  # the rest is gone from the venue, its fill kept
     assert order.status is OrderStatus.CANCELLED and order.filled == D("0.003")
     cancels = await rig.rows("cancel_intent")
-    assert cancels[0]["reason"] == "entry_closed"
+    assert cancels[0]["reason"] == "entry_cut"
     assert outcome.entry_cut and outcome.status is CloseStatus.CLOSED
     assert outcome.qty == D("0.003")
     assert BTC not in rig.exchange.positions and rig.exchange.open_orders() == []
@@ -304,15 +304,26 @@ async def test_a_close_while_the_limit_rests_cancels_the_rest_and_closes_at_once
         "position_closed")
 
 
-async def test_a_close_of_another_symbol_leaves_a_resting_limit_alone(
+async def test_cancel_all_of_a_resting_limit_entry_does_not_wait_for_its_timeout(
         spy_rig: SpyRigFactory) -> None:
+    """/cancel_all lists our resting limit entry; its cancel went through the symbol's writer,
+    which the entry holds until its timeout. Now the entry cancels its own rest at once."""
     rig, _ = await spy_rig()
     control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
                              bus=rig.guard.bus, clock=rig.clock, mode="paper",
-                             limits=RiskLimits(limit_timeout_seconds=3))
+                             limits=RiskLimits(limit_timeout_seconds=600))
     entry = asyncio.ensure_future(control.open(limit_long()))
     await eventually(lambda: any(o.kind is OrderKind.LIMIT for o in rig.exchange.orders.values()))
-    assert control.entries.cut_short(ACCOUNT, "ETH/USDT:USDT") is False
-    result = await drive(rig.clock, entry)
-    assert result.status is EntryStatus.NOT_FILLED and "timeout" in result.detail
-    assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_timeout"]
+    assert control.entries.cut_short(ACCOUNT, "ETH/USDT:USDT") is False  # nothing rests there
+    start = rig.clock.monotonic()
+    targets = await control.cancel_targets()
+    assert [t.order_id for t in targets] == [entry_order(rig).order_id]
+    [outcome] = await drive(rig.clock, control.cancel(targets, "a"), limit=10)
+    result = await drive(rig.clock, entry, limit=1)
+    assert rig.clock.monotonic() - start < 5
+    assert outcome.cancelled  # the entry cancelled it, verified gone: said as "cancelled"
+    assert result.status is EntryStatus.NOT_FILLED and "/cancel_all" in result.detail
+    assert entry_order(rig).status is OrderStatus.CANCELLED
+    # the entry's own cancel first; /cancel_all's, under the lock after it, finds it gone
+    assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_cut", "cancel_all"]
+    assert rig.exchange.positions == {} and rig.exchange.open_orders() == []
