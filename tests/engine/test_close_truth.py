@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
+from bot import render
+from bot.i18n import build_i18n
 from engine.control import CloseStatus, CloseTarget, ControlService
 from engine.domain import events as ev
 from engine.domain.reports import OrderKind, OrderSide
@@ -50,6 +52,14 @@ async def test_a_close_overtaken_by_a_reversal_is_reported_as_not_run(
     assert "stop_rejected" not in kinds  # not a refused stop either
     [gone] = [e for e in rig.events if isinstance(e, ev.CloseSideGone)]
     assert (gone.side, gone.now, gone.qty) == (LONG, SHORT, D("0.5"))
+    i18n = build_i18n("en")
+    with i18n.context(), i18n.use_locale("en"):
+        alert = render.event(gone) or ""
+        reply = render.close_outcomes([outcome])
+    assert "close of the LONG 0.5 did not run" in alert and "it is SHORT now" in alert
+    assert reply.endswith("the position is SHORT now; not closed")
+    with i18n.context(), i18n.use_locale("ru"):
+        assert "не выполнено" in (render.event(gone) or "")
     # the old long's end is journaled as the venue's doing, and the short is guarded
     closed = await rig.rows("position_closed")
     assert [(r["side"], r["reason"]) for r in closed] == [("long", "closed on venue")]

@@ -9,6 +9,8 @@ from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+from bot import render
+from bot.i18n import build_i18n
 from engine.domain import events as ev
 from engine.domain.reports import OrderKind, OrderReport
 from engine.domain.values import PositionSide
@@ -79,6 +81,12 @@ async def test_a_position_reopened_while_down_on_a_venue_without_open_times_star
         assert (event.why, event.take_profit, event.trailing) == (
             "position_replaced", D(70000), True)
         assert event.entry_price is not None and event.entry_price != entry
+        i18n = build_i18n("en")
+        with i18n.context(), i18n.use_locale("en"):
+            alert = render.event(event) or ""
+            # a trail state under the settings' default plan goes silently (journal only)
+            assert render.event(replace(event, take_profit=None, trailing=False)) is None
+        assert "exit plan (trailing, take-profit 70000) of an earlier position" in alert
         rows = await ExitRepo(again.db).load("paper")
         assert all(r.plan is None or r.plan.take_profit is None for r in rows)
         view = again.guard.positions()[0].exit
