@@ -278,6 +278,7 @@ class ControlService:
                 skipped = await guard.cancel_order(order, by=by)
                 ended = self.entries.cut_ended(target.account, target.symbol) if cut else None
                 if (skipped is CancelSkip.GONE and ended is not None
+                        and ended.order_id == order.order_id
                         and ended.status is OrderStatus.CANCELLED):
                     skipped = None  # gone because the entry cancelled it just now
             except Rejected as exc:

@@ -231,6 +231,7 @@ class EntryService:
         cut = self._resting.get((account, symbol))
         if cut is None:
             return False
+        self._cut_ended.pop((account, symbol), None)  # an earlier cut's answer is not this one's
         cut.set()
         return True
 
