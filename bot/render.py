@@ -251,6 +251,17 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.CloseSubmitted():
             return head + _("📤 {symbol}: reduce-only close for {qty} sent").format(
                 symbol=e.symbol, qty=num(e.qty))
+        case ev.ExitPlanDropped() if e.take_profit is not None or e.trailing or e.breakeven:
+            return head + _("ℹ️ {symbol}: the exit plan ({plan}) of an earlier position was "
+                            "dropped: that position is gone (closed or re-opened while Vigil "
+                            "was stopped). Set /trail or /tp again for the position open now."
+                            ).format(symbol=e.symbol, plan=_plan_parts(e))
+        case ev.CloseSideGone():
+            return head + _("⚠️ {symbol}: the close of the {side} {qty} did not run: it is not on "
+                            "the venue and the position was reversed there, it is {now} now. "
+                            "Vigil guards the new position; nothing of it was closed.").format(
+                symbol=e.symbol, side=side_label(e.side), qty=num(e.qty),
+                now=side_label(e.now))
         case ev.ZombieCancelled():
             return head + _("🧟 {symbol}: orphaned {kind} order {order} cancelled "
                             "(no position)").format(symbol=e.symbol, kind=e.order_kind,
@@ -300,6 +311,17 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
     return None
 
 
+def _plan_parts(e: ev.ExitPlanDropped) -> str:
+    parts = []
+    if e.trailing:
+        parts.append(_("trailing"))
+    if e.breakeven:
+        parts.append(_("breakeven"))
+    if e.take_profit is not None:
+        parts.append(_("take-profit {price}").format(price=num(e.take_profit)))
+    return ", ".join(parts)
+
+
 # --- approvals --------------------------------------------------------------------------------
 def close_summary(targets: Sequence[CloseTarget]) -> str:
     lines = [_("Close with reduce-only market orders:")]
@@ -324,6 +346,9 @@ def close_outcomes(outcomes: Sequence[CloseOutcome]) -> str:
     lines = []
     for o in outcomes:
         where = f"{o.account} · {o.symbol}"
+        if o.entry_cut:
+            lines.append(_("✂️ {where}: the unfilled rest of the limit entry was cancelled "
+                           "first (verified gone)").format(where=where))
         match o.status:
             case CloseStatus.CLOSED:
                 lines.append(_("✅ {where}: closed {qty} at {price}, PnL {pnl}; stop cancelled "

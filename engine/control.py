@@ -11,8 +11,9 @@ from decimal import Decimal
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
+from engine.domain.ids import OrderPurpose, has_purpose
 from engine.domain.pnl import MAX_REPORT_DAYS, DailyReport
-from engine.domain.reports import OrderReport
+from engine.domain.reports import OrderReport, OrderStatus
 from engine.entries.gates import RiskLimits
 from engine.entries.model import EntryPlan, EntryRequest, EntryResult, PriceKind, PriceSpec
 from engine.entries.service import EntryService
@@ -220,6 +221,9 @@ class ControlService:
         already closing position is a no-op that says so."""
         outcomes = []
         for t in targets:
+            # A limit entry resting there holds the symbol's writer lock until its timeout:
+            # it cancels its rest now and protects what filled; then the close runs.
+            cut = self.entries.cut_short(t.account, t.symbol)
             try:
                 result = await self._guards[t.account].close_position(
                     t.symbol, by=by, side=t.side, max_qty=t.qty, generation=t.generation)
@@ -227,8 +231,9 @@ class ControlService:
                 outcomes.append(CloseOutcome(t.account, t.symbol, CloseStatus.FAILED,
                                              detail=str(exc)))
                 continue
-            outcomes.append(_close_outcome(t.account, t.symbol, result.status, result.events,
-                                           result.detail))
+            outcome = _close_outcome(t.account, t.symbol, result.status, result.events,
+                                     result.detail)
+            outcomes.append(replace(outcome, entry_cut=True) if cut else outcome)
         return outcomes
 
     async def resting_orders(self, account: str) -> list[OrderReport]:
@@ -265,8 +270,17 @@ class ControlService:
             if order is None:
                 outcomes.append(CancelOutcome(target, False, CancelSkip.GONE))
                 continue
+            # Our resting limit entry holds its symbol's writer lock: it cancels its own rest now
+            # (verified gone, what filled protected) instead of at its timeout.
+            cut = has_purpose(order.client_id, OrderPurpose.ENTRY) and self.entries.cut_short(
+                target.account, target.symbol)
             try:
                 skipped = await guard.cancel_order(order, by=by)
+                ended = self.entries.cut_ended(target.account, target.symbol) if cut else None
+                if (skipped is CancelSkip.GONE and ended is not None
+                        and ended.order_id == order.order_id
+                        and ended.status is OrderStatus.CANCELLED):
+                    skipped = None  # gone because the entry cancelled it just now
             except Rejected as exc:
                 outcomes.append(CancelOutcome(target, False, exc.message or str(exc)))
                 continue

@@ -158,6 +158,7 @@ class CloseOutcome:
     exit_price: Decimal | None = None
     realized_pnl: Decimal | None = None
     detail: str = ""
+    entry_cut: bool = False  # a limit entry resting on the symbol was cancelled for this close
 
 
 @dataclass(frozen=True, slots=True)

@@ -41,6 +41,7 @@ class CancelReason(StrEnum):
     ZOMBIE = "zombie"
     CANCEL_ALL = "cancel_all"
     ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
+    ENTRY_CUT = "entry_cut"  # ... ended early: a /close or /cancel_all of its symbol came
     TAKE_PROFIT_OFF = "take_profit_off"  # the plan has no take-profit (any more)
 
 
@@ -168,6 +169,22 @@ class PositionClosed(SymbolEvent):
     exit_price: Decimal | None
     realized_pnl: Decimal | None
     reason: CloseReason
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExitPlanDropped(SymbolEvent):
+    """A stored exit plan (or trail state) whose position is gone: closed while Vigil was
+    stopped, or the symbol now holds another position. Dropped, never inherited by it."""
+
+    kind = "exit_plan_dropped"
+    severity = Severity.INFO
+    generation: int | None  # the position it was made for
+    side: PositionSide | None
+    entry_price: Decimal | None
+    why: str  # "position_gone" (not in the journal) | "position_replaced" (the venue's differs)
+    take_profit: Decimal | None = None
+    trailing: bool = False
+    breakeven: bool = False  # or a step ladder
 
 
 # --- protection ----------------------------------------------------------------------------
@@ -319,6 +336,19 @@ class CloseSubmitted(SymbolEvent):
     qty: Decimal
     reason: CloseReason
     by: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseSideGone(SymbolEvent):
+    """Our close was not found on the venue and the position is on the other side now:
+    someone else reversed it. The close did not run (reduce-only, it cannot); never "closed"."""
+
+    kind = "close_side_gone"
+    severity = Severity.WARNING
+    client_id: str
+    side: PositionSide  # the side the close was for
+    now: PositionSide  # the side the venue shows
+    qty: Decimal
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -478,9 +508,10 @@ EVENT_TYPES: dict[str, type[Event]] = {
     for cls in (
         EngineStarted, EngineStopped, HoldSet, HoldReleased, LossLimitHit, AccountHalted,
         VenueFailure, StreamChanged, PositionAdopted, PositionResized, PositionClosed,
+        ExitPlanDropped,
         StopMissing, StopIntent, CancelIntent, StopPlaced, StopAdopted, StopAmended, StopCancelled,
         StopMoved, StopMoveFailed,
-        StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted,
+        StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted, CloseSideGone,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
         EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
         TakeProfitIntent, TakeProfitPlaced, TakeProfitCancelled, TakeProfitRejected,

@@ -99,6 +99,7 @@ class _Run:
     entry_cid: str
     seed: int  # the key's number: every client id of this entry derives from it
     expires_at: str | None = None  # a limit entry: when its unfilled rest is cancelled (UTC)
+    cut: bool = False  # a /close ended its resting limit early (not stored: it ended)
 
 
 class EntryService:
@@ -114,6 +115,13 @@ class EntryService:
         self._keys: dict[str, _KeyLock] = {}  # only while a request for the key runs
         # Who opened each position: (account, symbol, generation) -> source; no entry: by hand.
         self._sources: dict[str, dict[str, str]] = {}
+        # Limit entries running now, by (account, symbol): set by a /close of the symbol, so
+        # the resting rest is cancelled at once instead of holding the writer lock (and the
+        # close) until its timeout.
+        self._resting: dict[tuple[str, str], asyncio.Event] = {}
+        # How each cut-short limit ended (its final order), until the canceller asks
+        # (`cut_ended`); at most one per symbol.
+        self._cut_ended: dict[tuple[str, str], OrderReport] = {}
 
     async def load(self) -> None:
         for account in self._guards:
@@ -216,7 +224,36 @@ class EntryService:
             if held.users == 0:
                 del self._keys[record_key]
 
+    def cut_short(self, account: str, symbol: str) -> bool:
+        """A close of `symbol` is coming: a limit entry resting there cancels its unfilled
+        rest now (verified gone, as at its timeout) and protects what filled, then lets the
+        close have the symbol. True: one was running."""
+        cut = self._resting.get((account, symbol))
+        if cut is None:
+            return False
+        self._cut_ended.pop((account, symbol), None)  # an earlier cut's answer is not this one's
+        cut.set()
+        return True
+
+    def cut_ended(self, account: str, symbol: str) -> OrderReport | None:
+        """The limit entry order a cut ended, as the venue showed it gone (once)."""
+        return self._cut_ended.pop((account, symbol), None)
+
+    def _cut(self, ctx: AccountContext, run: _Run) -> bool:
+        cut = self._resting.get((ctx.account, run.plan.symbol))
+        return cut is not None and cut.is_set()
+
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
+        if run.plan.limit_price is None:
+            return await self._run_steps(guard, run, first=first)
+        key = (guard.account, run.plan.symbol)  # one writer per symbol: one entry at a time
+        self._resting[key] = asyncio.Event()
+        try:
+            return await self._run_steps(guard, run, first=first)
+        finally:
+            self._resting.pop(key, None)
+
+    async def _run_steps(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         """The entry as the symbol's writer. A venue that keeps failing a read (past the
         retries) interrupts it: the continuation is tried again (it never re-sends the entry);
         still failing, the entry stays pending (the next start resumes it; the supervisor
@@ -415,7 +452,7 @@ class EntryService:
             if not order.is_resting:
                 break
             left = (expires - ctx.clock.now()).total_seconds()
-            if left <= 0:
+            if left <= 0 or self._cut(ctx, run):  # its timeout, or a /close of the symbol
                 order = await self._cancel_rest(ctx, run, order)
                 continue  # protect what filled up to the cancel, then end
             order = await self._next_look(ctx, run, order, min(LIMIT_POLL_SECONDS, left))
@@ -423,8 +460,9 @@ class EntryService:
         position = snapshot.position(plan.symbol)
         if position is None or position.side is not plan.side:
             if order.filled_qty == 0:
-                return await self._not_filled(ctx, run, "the limit did not fill before its "
-                                              "timeout; the order is cancelled")
+                return await self._not_filled(ctx, run, "the limit did not fill before " + (
+                    "a /close or /cancel_all of the symbol" if run.cut else "its timeout")
+                    + "; the order is cancelled")
             return EntryResult(EntryStatus.CLOSED, run.key, plan, order.filled_qty,
                                detail="filled, then flat before it could be protected")
         ctx.view.set_position(plan.symbol, position)
@@ -452,6 +490,8 @@ class EntryService:
             step = min(VIEW_PAUSE, seconds - waited)
             await ctx.clock.sleep(step)
             waited += step
+            if self._cut(ctx, run):
+                return order  # a close waits: the rest is cancelled now
             seen = next((o for o in ctx.view.orders(plan.symbol)
                          if o.client_id == run.entry_cid), None)
             if seen is not None and seen.filled_qty > order.filled_qty:
@@ -496,12 +536,16 @@ class EntryService:
         it ended (with its final fill). A rest still resting after its cancel is an unknown
         outcome: the continuation looks again."""
         plan = run.plan
-        await ctx.orders.cancel(order, ev.CancelReason.ENTRY_TIMEOUT, self.bus.publish)
+        run.cut = self._cut(ctx, run)
+        reason = ev.CancelReason.ENTRY_CUT if run.cut else ev.CancelReason.ENTRY_TIMEOUT
+        await ctx.orders.cancel(order, reason, self.bus.publish)
         found = await retry_transient(
             lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
         if found is not None and found.is_resting:
             raise OutcomeUnknown(f"limit entry {order.order_id} still rests after its cancel")
         ended = found or replace(order, status=OrderStatus.CANCELLED)
+        if run.cut:
+            self._cut_ended[(ctx.account, plan.symbol)] = ended
         await self._step(ctx, run, "limit_cancelled", f"{ended.order_id} filled "
                          f"{ended.filled_qty} of {ended.qty}")
         return ended
@@ -644,7 +688,8 @@ class EntryService:
             sources = self._sources.setdefault(guard.account, {})
             sources[f"{run.plan.symbol}|{generation}"] = run.source.value
             await self.state.put(SOURCE_SCOPE, guard.account, sources)
-        if result.status is EntryStatus.PROTECTED and run.plan.take_profit is not None:
+        if (result.status is EntryStatus.PROTECTED and run.plan.take_profit is not None
+                and not run.cut):  # cut short for a close: no take-profit on what it closes
             # Hand-off to the exit plan (issue 12): the position's supervisor places the
             # take-profit, reduce-only and sized to the position; past the mark it is refused.
             tp = await guard.set_take_profit(run.plan.symbol,

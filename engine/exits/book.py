@@ -11,13 +11,14 @@ mark), and a restart resumes from the stored state.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Protocol
 
 from engine.clock import Clock
+from engine.domain import events as ev
 from engine.domain.position import GuardedPosition
 from engine.domain.reports import MarketInfo, PositionReport
 from engine.domain.values import HUNDRED, PositionSide
@@ -253,6 +254,43 @@ class ExitBook:
         self.in_flight.discard(symbol)
         if self.store is not None:
             await self.store.delete(self.account, symbol)
+
+    # --- a plan belongs to its position (its generation), never to the symbol ------------------
+    async def prune(self, alive: Mapping[str, GuardedPosition]) -> list[ev.ExitPlanDropped]:
+        """Start-up, after the journal's positions are loaded: a plan or trail state whose
+        position the journal no longer holds (or holds another generation or side of) is
+        dropped, so a later position on the symbol never inherits it."""
+        dropped = []
+        for symbol in sorted(set(self.plans) | set(self.states)):
+            known, state = alive.get(symbol), self.states.get(symbol)
+            if (known is None or state is None or state.generation != known.generation
+                    or state.side is not known.side):
+                dropped.append(await self._drop(symbol, "position_gone"))
+        return dropped
+
+    async def check_resumed(self, known: GuardedPosition, entry_price: Decimal,
+                            stop_rests: bool) -> ev.ExitPlanDropped | None:
+        """The first look at a journaled position after a restart. Venues without open times
+        (ccxt) show a position closed while Vigil was stopped and re-opened on the same side
+        as the same one: another entry price with our stop gone means it is not the position
+        the plan was made for (an add keeps our stop resting: the plan stays)."""
+        if known.symbol not in self.plans and known.symbol not in self.states:
+            return None
+        if entry_price == known.entry_price or stop_rests:
+            return None
+        return await self._drop(known.symbol, "position_replaced")
+
+    async def _drop(self, symbol: str, why: str) -> ev.ExitPlanDropped:
+        plan, state = self.plans.get(symbol), self.states.get(symbol)
+        await self.forget(symbol)
+        return ev.ExitPlanDropped(
+            account=self.account, symbol=symbol,
+            generation=state.generation if state is not None else None,
+            side=state.side if state is not None else None,
+            entry_price=state.entry if state is not None else None, why=why,
+            take_profit=plan.take_profit if plan is not None else None,
+            trailing=plan is not None and plan.trailing is not None,
+            breakeven=plan is not None and (plan.breakeven is not None or bool(plan.ladder)))
 
     async def move_by_hand(self, known: GuardedPosition, price: Decimal) -> None:
         """A person asked for a tighter stop (/sl): released at once, past the rate limits."""

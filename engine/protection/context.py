@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from engine.bus import EventBus
 from engine.clock import Clock
+from engine.domain import events as ev
 from engine.domain.position import GuardedPosition
 from engine.metrics import Metrics
 from engine.pacing import no_pacing
@@ -30,6 +31,9 @@ class ExitHooks(Protocol):
     def after_move(self, symbol: str, price: Decimal, done: bool) -> None: ...
 
     async def forget(self, symbol: str) -> None: ...
+
+    async def check_resumed(self, known: GuardedPosition, entry_price: Decimal,
+                            stop_rests: bool) -> ev.ExitPlanDropped | None: ...
 
 
 Spawn = Callable[[Coroutine[Any, Any, Any], str], "asyncio.Task[Any]"]

@@ -151,6 +151,10 @@ class AccountGuard:
             await self.exits.load()
         for known in await self.store.load(self.account):
             self.supervisors[known.symbol] = PositionSupervisor(self.ctx, known.symbol, known)
+        if self.exits is not None:  # a plan whose position the journal no longer holds goes
+            alive = {s: sup.known for s, sup in self.supervisors.items() if sup.known}
+            for dropped in await self.exits.prune(alive):
+                await self.bus.publish(dropped)
 
     async def start_venue(self, *, retry: bool = True) -> None:
         """The venue's start-up self-check (markets, account readable). Each distinct failure

@@ -46,6 +46,18 @@ class AccountHalted(Exception):
     """The account is on HALT: no venue command is sent (journal-only work may go on)."""
 
 
+class SideGone(Rejected):
+    """A close whose side is no longer held: the position flipped (someone else reversed it)
+    and the close was not found on the venue, so it did not run, and being reduce-only it
+    cannot. Never reported as "ran": the caller says what the position is now."""
+
+    def __init__(self, symbol: str, side: PositionSide) -> None:
+        super().__init__(RejectReason.REDUCE_ONLY_REJECTED,
+                         f"close {symbol}: the position is now {side.value}; nothing of the "
+                         "side this close was for is left")
+        self.side = side
+
+
 class Cancelled(StrEnum):
     DONE = "done"
     GONE = "gone"  # the venue no longer had it (filled, triggered, cancelled meanwhile)
@@ -238,9 +250,7 @@ class OrderGateway:
                         return self._ran(request)  # nothing left to reduce: the first send ran
                     # Nothing of the side this close was for is left because the position
                     # flipped, not because the first send ran: say so (refused, not "ran").
-                    raise Rejected(RejectReason.REDUCE_ONLY_REJECTED,
-                                   f"close {symbol}: the position is now {flipped.value}; "
-                                   f"nothing of the side this close was for is left") from exc
+                    raise SideGone(symbol, flipped) from exc
                 if exc.reason is not RejectReason.DUPLICATE_CLIENT_ID:
                     raise
             except (Transient, OutcomeUnknown):
@@ -257,8 +267,11 @@ class OrderGateway:
             now = snapshot.position(symbol)
             if now is not None:
                 self.view.set_position(symbol, now)
-            if before is not None and now is not None and (
-                    now.side is not before.side or now.qty <= before.qty - request.qty):
+            if before is not None and now is not None and now.side is not before.side:
+                # Flipped, and our close not found: someone else reversed the position. A
+                # reduce-only close of the old side cannot have made the new one: not "ran".
+                raise SideGone(symbol, now.side)
+            if before is not None and now is not None and now.qty <= before.qty - request.qty:
                 return self._ran(request)  # not found by id (yet), but the position shrank
             # Still the size it was, or absent (REST may lag): a resend is safe, being
             # reduce-only it can never open or grow a position.

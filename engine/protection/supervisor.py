@@ -29,7 +29,7 @@ from engine.domain.reports import (
 from engine.domain.values import ZERO, PositionSide
 from engine.errors import OperatorError, OutcomeUnknown, Rejected, RejectReason, Transient
 from engine.protection.context import AccountContext
-from engine.protection.orders import AccountHalted, Cancelled
+from engine.protection.orders import AccountHalted, Cancelled, SideGone
 from engine.protection.policy import CrossedPolicy
 from engine.protection.reconcile import (
     Action,
@@ -109,6 +109,7 @@ class PositionSupervisor:
         # The price of our take-profit as it rested when this supervisor last acted: what a
         # hit closed at, where no streamed fill tells better.
         self._tp_resting: Decimal | None = None
+        self._resumed = known is not None  # from the journal: its exit plan is checked once
 
     # --- requests ----------------------------------------------------------------------------
     async def ensure(self) -> list[ev.Event]:
@@ -171,6 +172,9 @@ class PositionSupervisor:
                     return
                 qty = report.qty if max_qty is None else min(max_qty, report.qty)
                 await self._close(ClosePosition(self.symbol, qty, reason), by=by)
+                gone = next((e for e in self._events if isinstance(e, ev.CloseSideGone)), None)
+                if gone is not None:  # reversed by someone else: not closed, say what it is
+                    status.append(CloseResult(CloseStatus.CHANGED, detail=gone.now.value))
                 await self._ensure()
 
             events = await self._run(do)
@@ -291,6 +295,8 @@ class PositionSupervisor:
             if ctx.clock.monotonic() < self.backoff_until and not self._changed_since_give_up():
                 return
             await self._confirm_after_gap()
+            if self._resumed:
+                await self._check_resumed_plan()
             actions = plan_position(self.known, ctx.view.position(self.symbol),
                                     ctx.view.orders(self.symbol), ctx.venue.market(self.symbol),
                                     ctx.policy, ctx.clock.now())
@@ -343,6 +349,20 @@ class PositionSupervisor:
         return True
 
     # --- actions -----------------------------------------------------------------------------
+    async def _check_resumed_plan(self) -> None:
+        """The first look after a restart: is the venue's position still the one its exit plan
+        was made for (`ExitBook.check_resumed`)? Else the plan goes, said and journaled."""
+        known, report, exits = self.known, self.ctx.view.position(self.symbol), self.ctx.exits
+        if known is None or report is None or report.side is not known.side:
+            return  # gone or flipped: recording the close forgets the plan
+        self._resumed = False
+        stop = known.stop
+        rests = stop is not None and any(
+            o.order_id == stop.order_id for o in self.ctx.view.orders(self.symbol))
+        if exits is not None and (
+                dropped := await exits.check_resumed(known, report.entry_price, rests)):
+            await self._publish(dropped)
+
     async def _adopt(self, report: PositionReport) -> None:
         ctx = self.ctx
         generation = await ctx.state.incr("generation", f"{ctx.account}|{self.symbol}")
@@ -656,6 +676,13 @@ class PositionSupervisor:
             known.close_seq += 1  # used up, as for stops
             await ctx.store.save(known)
             raise
+        except SideGone as exc:  # not a refusal to back off from: the position changed
+            known.close_seq += 1
+            await ctx.store.save(known)
+            await self._publish(ev.CloseSideGone(
+                account=ctx.account, symbol=self.symbol, client_id=cid, side=known.side,
+                now=exc.side, qty=action.qty))
+            return True  # the view shows the new side: plan again (its stop comes next)
         except Rejected as exc:
             known.close_seq += 1
             await ctx.store.save(known)

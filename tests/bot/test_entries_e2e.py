@@ -3,6 +3,8 @@ simulated exchange behind the engine, approvals in SQLite."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal as D
 from pathlib import Path
@@ -104,3 +106,31 @@ async def test_a_limit_long_shows_its_price_and_opens_through_the_same_confirm(
     await edited(flat, message, "opened; stop 64680")
     [limit] = [o for o in sim(flat).orders.values() if o.kind is OrderKind.LIMIT]
     assert limit.price == D(66000) and sim(flat).positions[BTC].qty == D("0.01")
+
+
+async def test_close_while_a_limit_long_rests_cancels_the_rest_then_closes_the_fill(
+        flat: Running) -> None:
+    """/close does not wait for the limit's 60 s timeout: one reply says the unfilled rest was
+    cancelled first and what filled was closed; the /long's own message ends as opened."""
+    approval, message = await ask(flat, TRADER, "/long BTCUSDT 0.01 @64000 sl 2%")
+    tap(flat, TRADER, approval, message)  # its answer comes once the entry has ended
+    exchange = sim(flat)
+    for _ in range(500):
+        limits = [o for o in exchange.open_orders() if o.kind is OrderKind.LIMIT]
+        if limits:
+            break
+        await asyncio.sleep(0.01)
+    exchange.fill_limit(limits[0].order_id, D("0.004"))
+    for _ in range(500):  # the fill is protected while the rest still rests
+        if [o for o in exchange.open_orders() if o.kind is OrderKind.STOP_LOSS] and \
+                flat.control.close_targets("BTCUSDT"):
+            break
+        await asyncio.sleep(0.01)
+    started = time.monotonic()
+    close_id, close_message = await ask(flat, TRADER, "/close BTCUSDT")
+    tap(flat, TRADER, close_id, close_message)
+    final = await edited(flat, close_message, "cancelled first")
+    assert time.monotonic() - started < 30  # not the limit's 60 s
+    assert "closed 0.004" in (final.text or "")
+    assert BTC not in exchange.positions and exchange.open_orders() == []
+    await edited(flat, message, "opened; stop 62720")  # the entry ended protected, then closed

@@ -10,6 +10,7 @@ from decimal import Decimal as D
 
 import pytest
 
+from engine.control import CloseStatus, CloseTarget, ControlService
 from engine.domain.reports import OrderKind, OrderStatus
 from engine.domain.values import PositionSide
 from engine.entries.gates import RiskLimits
@@ -28,7 +29,17 @@ from engine.entries.model import (
 )
 from engine.entries.service import EntryService
 from engine.errors import Rejected, RejectReason
-from tests.engine.conftest import ACCOUNT, BTC, Rig, SpyRigFactory, SpyVenue, StopWatch, drive
+from storage.repositories import StateRepo
+from tests.engine.conftest import (
+    ACCOUNT,
+    BTC,
+    Rig,
+    SpyRigFactory,
+    SpyVenue,
+    StopWatch,
+    drive,
+    eventually,
+)
 
 LIMIT = D(64000)  # under the 65,000 mark: a buy rests
 
@@ -255,3 +266,64 @@ async def test_halt_while_the_limit_rests_sends_nothing_and_a_resume_ends_it(
     [resumed] = await drive(rig.clock, entries.resume())
     assert resumed.status is EntryStatus.PROTECTED and resumed.filled_qty == D("0.003")
     assert not entry_order(rig).is_resting and spy.commands().count("market_order") == 1
+
+
+async def test_a_close_while_the_limit_rests_cancels_the_rest_and_closes_at_once(
+        spy_rig: SpyRigFactory) -> None:
+    """/close of a symbol whose limit entry rests (it holds the symbol's writer lock): the rest
+    is cancelled now and seen gone, what filled is protected and handed over, then the close
+    runs; nobody waits for the 600 s timeout."""
+    rig, spy = await spy_rig()
+    control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
+                             bus=rig.guard.bus, clock=rig.clock, mode="paper",
+                             limits=RiskLimits(limit_timeout_seconds=600))
+    fills_at(rig, spy, {2: D("0.003")})
+    entry = asyncio.ensure_future(control.open(limit_long()))
+    while not rig.stops(BTC):  # the first fill is protected while the rest still rests
+        await asyncio.sleep(0.001)
+        await rig.clock.advance(0.05)
+    assert entry_order(rig).is_resting and not entry.done()
+    start = rig.clock.monotonic()
+    # what the Confirm approved: the filled part (the guard's view lists it; generation None:
+    # not adopted yet while the entry holds the symbol)
+    target = CloseTarget(ACCOUNT, BTC, PositionSide.LONG, D("0.003"), D(65000), D(0))
+    [outcome] = await drive(rig.clock, control.close([target], "a"), limit=10)
+    result = await drive(rig.clock, entry, limit=1)
+    assert rig.clock.monotonic() - start < 5  # at once, not at the limit's timeout
+
+    assert result.status is EntryStatus.PROTECTED and result.filled_qty == D("0.003")
+    order = entry_order(rig)  # the rest is gone from the venue, its fill kept
+    assert order.status is OrderStatus.CANCELLED and order.filled == D("0.003")
+    cancels = await rig.rows("cancel_intent")
+    assert cancels[0]["reason"] == "entry_cut"
+    assert outcome.entry_cut and outcome.status is CloseStatus.CLOSED
+    assert outcome.qty == D("0.003")
+    assert BTC not in rig.exchange.positions and rig.exchange.open_orders() == []
+    kinds = await rig.kinds()
+    assert kinds.index("entry_protected") < kinds.index("close_intent") < kinds.index(
+        "position_closed")
+
+
+async def test_cancel_all_of_a_resting_limit_entry_does_not_wait_for_its_timeout(
+        spy_rig: SpyRigFactory) -> None:
+    """/cancel_all lists our resting limit entry; its cancel went through the symbol's writer,
+    which the entry holds until its timeout. Now the entry cancels its own rest at once."""
+    rig, _ = await spy_rig()
+    control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
+                             bus=rig.guard.bus, clock=rig.clock, mode="paper",
+                             limits=RiskLimits(limit_timeout_seconds=600))
+    entry = asyncio.ensure_future(control.open(limit_long()))
+    await eventually(lambda: any(o.kind is OrderKind.LIMIT for o in rig.exchange.orders.values()))
+    assert control.entries.cut_short(ACCOUNT, "ETH/USDT:USDT") is False  # nothing rests there
+    start = rig.clock.monotonic()
+    targets = await control.cancel_targets()
+    assert [t.order_id for t in targets] == [entry_order(rig).order_id]
+    [outcome] = await drive(rig.clock, control.cancel(targets, "a"), limit=10)
+    result = await drive(rig.clock, entry, limit=1)
+    assert rig.clock.monotonic() - start < 5
+    assert outcome.cancelled  # the entry cancelled it, verified gone: said as "cancelled"
+    assert result.status is EntryStatus.NOT_FILLED and "/cancel_all" in result.detail
+    assert entry_order(rig).status is OrderStatus.CANCELLED
+    # the entry's own cancel first; /cancel_all's, under the lock after it, finds it gone
+    assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_cut", "cancel_all"]
+    assert rig.exchange.positions == {} and rig.exchange.open_orders() == []
