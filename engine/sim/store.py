@@ -2,14 +2,15 @@
 is another party, and in `vigil paper-exchange serve` another process).
 
 The store listens to every exchange mutation (orders, fills, positions, the mark of the symbol
-touched) and commits them once per event-loop turn, in one transaction: 2,000 stops placed in
-one turn are one commit, not 4,000 (each held the shared loop ~45 us). Nothing is acknowledged
-before it is on disk: the venue (engine/sim/venue.py) and the exchange server call
-`SimExchange.save()` before an answer leaves, which commits what the turn's commit has not yet.
-Without a running loop each mutation commits at once. Marks moved by the
-price feed alone are saved by `run_checkpoints`. Money and times are TEXT (engine/sim/wire.py's
-encoding). The ledger is the fills (engine/sim/ledger.py), and the client-id history is the
-orders table."""
+touched) and commits them in one transaction at the end of the event-loop turn, or earlier
+when an answer is about to leave: the venue (engine/sim/venue.py: commands, reads and its
+stream) and the exchange server call `SimExchange.save()` first, so nothing is reported before
+it is on disk. At 50 ms of latency the 2,000 stops of a first cycle, executed in one turn, are
+one commit instead of 4,000 (each held the shared loop ~45 us); an answer sent at once (no
+latency) is still one commit per answer. Without a running loop each mutation commits at once.
+Marks moved by the price feed alone are saved by `run_checkpoints`. Money and times are TEXT
+(engine/sim/wire.py's encoding). The ledger is the fills (engine/sim/ledger.py), and the
+client-id history is the orders table."""
 
 from __future__ import annotations
 

@@ -222,6 +222,7 @@ class SimVenue:
             await self.clock.sleep(self.latency)
         if can_fail and self.faults.transient and self._rng.random() < self.faults.transient:
             raise self._fault(Transient(f"simulated network error in {method}"))
+        self.exchange.save()  # what a read reports is on disk, as for a command's answer
 
     async def _command(self, method: str, execute: Callable[[], T]) -> T:
         self._count(method)

@@ -170,6 +170,7 @@ async def test_an_answer_after_latency_finds_the_turns_commit_already_made(
         await asyncio.sleep(0)  # on its way
         await clock.advance(0.025)  # the order reached the exchange: executed this turn
         assert "vg-later" in {o.client_id for o in exchange.open_orders()}
+        assert _saved_orders(path) == before + 1  # the turn's commit, no answer needed
         await clock.advance(0.025)  # the answer travels back
         await task
         assert seen == [before + 1]

@@ -36,6 +36,7 @@ from engine.venues.ledger import entry, unified_symbol, windows
 from engine.venues.rest import Raw, Rest
 
 PRODUCT_TYPE = "USDT-FUTURES"
+STOP_PLAN_TYPE = "profit_loss"  # lists pos_loss/loss_plan/pos_profit/profit_plan: our stops and TPs
 PAGE = 100  # orders-pending and orders-plan-pending maximum page size
 # The orders-algo websocket channel abbreviates the planType of the REST API.
 _WS_PLAN_TYPES = {"sl": "loss_plan", "psl": "pos_loss", "tp": "profit_plan",
@@ -107,12 +108,12 @@ class BitgetDialect(Dialect):
     def list_stops_params(self) -> dict[str, Any]:
         # planType=profit_loss lists pos_loss/loss_plan/pos_profit/profit_plan, all symbols;
         # {'trigger': True} alone would list normal_plan orders and miss every stop.
-        return {"planType": "profit_loss", "productType": PRODUCT_TYPE, "type": "swap"}
+        return {"planType": STOP_PLAN_TYPE, "productType": PRODUCT_TYPE, "type": "swap"}
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
         # GET orders-plan-pending (ccxt's fetch_open_orders with the params above)
         return await _pending(rest, symbol, rest.exchange.privateMixGetV2MixOrderOrdersPlanPending,
-                              {"planType": "profit_loss"})
+                              {"planType": STOP_PLAN_TYPE})
 
     async def list_orders(self, rest: Rest) -> list[Raw]:
         # No planType: GET /api/v2/mix/order/orders-pending (every symbol of the product type)

@@ -107,7 +107,8 @@ class BybitDialect(Dialect):
         request = {"category": "linear", "settleCoin": self.settle, "limit": POSITION_PAGE}
         rows = await _pages(rest, "fetch_positions", exchange.privateGetV5PositionList, request,
                             POSITION_PAGE)
-        return await ccxt_positions(rows, exchange.parse_position)
+        return await ccxt_positions(
+            rows, lambda row: exchange.parse_position(_unwrapped_position(row)))
 
     async def list_stops(self, rest: Rest, symbol: str | None) -> list[Raw]:
         # orderFilter=StopOrder (ccxt's trigger=True); settleCoin makes one call cover every
@@ -277,3 +278,11 @@ async def _pages(rest: Rest, name: str, call: Callable[[dict[str, Any]], Awaitab
         cursor = str(page[0].get("nextPageCursor") or "") if page else ""
         if len(page) < size or not cursor:
             return rows
+
+
+def _unwrapped_position(row: Raw) -> Raw:
+    """A row as ccxt's fetch_positions hands it to parse_position: futures rows may come
+    wrapped as {"data": ..., "is_valid": ...}."""
+    if "data" in row and "is_valid" in row:
+        return row["data"] or {}
+    return row
