@@ -356,6 +356,8 @@ class PositionSupervisor:
         if known is None or report is None or report.side is not known.side:
             return  # gone or flipped: recording the close forgets the plan
         self._resumed = False
+        if report.opened_at is not None and report.opened_at == known.opened_at:
+            return  # a venue that tells open times: the same position (another is re-adopted)
         stop = known.stop
         rests = stop is not None and any(
             o.order_id == stop.order_id for o in self.ctx.view.orders(self.symbol))

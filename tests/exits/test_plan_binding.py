@@ -146,3 +146,27 @@ async def test_the_plan_of_the_position_still_open_survives_a_restart(tmp_path: 
         assert [s.trigger_price for s in again.stops()] == [D("66665.0")]
     finally:
         await again.close()
+
+
+async def test_on_a_venue_with_open_times_an_add_and_a_cancelled_stop_keep_the_plan(
+        tmp_path: Path) -> None:
+    """The venue says when the position opened: added to (another entry price) and our stop
+    cancelled by hand while Vigil was down, it is still the same position, so its trail and
+    take-profit stay and the stop is placed again from the stored trail."""
+    rig = await trail_rig(tmp_path, ExitPlan())
+    await opened(rig)
+    await trailing_with_tp(rig)
+    await rig.close()
+    rig.hand.open(BTC, LONG, D("0.01"))  # down: an add, and our stop cancelled by hand
+    for stop in rig.stops():
+        rig.hand.cancel(stop.order_id)
+
+    again = await restarted(rig, tmp_path)
+    try:
+        assert dropped(again) == []
+        view = again.guard.positions()[0].exit
+        assert view is not None and view.plan.trailing is not None
+        assert view.plan.take_profit == D(70000)
+        assert [s.trigger_price for s in again.stops()] == [D("66665.0")]
+    finally:
+        await again.close()
