@@ -1,0 +1,230 @@
+"""No alert lost in a crash (issue 16 item 2): the outbox records, in the transaction that
+writes a batch's alerts, the journal sequence the notifier got to; on start the notifier turns
+the journal's events after it into alerts. Real SQLite files, a real Notifier, the real Runtime
+over the fake Bot API for the restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from aiogram import Bot
+
+from bot.i18n import build_i18n
+from bot.notifier import Notifier
+from bot.roles import RoleBook
+from engine.bus import EventBus
+from engine.clock import Clock, ManualClock, SystemClock
+from engine.domain import events as ev
+from storage.db import Database, bundled_migrations
+from storage.journal import Journal, chain_hash
+from storage.outbox import OutboxRepo
+from storage.repositories import StateRepo
+from tests.bot.conftest import ADMIN, running, telegram_settings
+from tests.fakes import FakeBotAPI
+from vigil.runtime import Engine
+
+GROUP = -500
+
+
+def hold(reason: str) -> ev.HoldSet:
+    return ev.HoldSet(account="paper", reason=reason, by="test")
+
+
+def rows_with(db_path: Path, marker: str) -> list[tuple[int, int]]:
+    """(chat, count) of every outbox row whose text has `marker`, as another process sees it."""
+    with closing(sqlite3.connect(db_path)) as conn:
+        return conn.execute("SELECT chat_id, count FROM outbox WHERE text LIKE ? ORDER BY id",
+                            (f"%{marker}%",)).fetchall()
+
+
+def checkpoint_and_end(db_path: Path) -> tuple[int, int]:
+    with closing(sqlite3.connect(db_path)) as conn:
+        seen = conn.execute("SELECT MAX((SELECT journal_seq FROM outbox_checkpoint),"
+                            " COALESCE((SELECT MAX(journal_seq) FROM outbox), 0))").fetchone()[0]
+        end = conn.execute("SELECT COALESCE(MAX(id), 0) FROM journal").fetchone()[0]
+    return seen, end
+
+
+def notifier_on(db: Database, journal: Journal | None, chats: tuple[int, ...] = (ADMIN,),
+                clock: Clock | None = None) -> Notifier:
+    """The runtime's notifier (never sending here: only its enqueue path runs)."""
+    return Notifier(Bot("123456:catchup"), chats=chats, roles=RoleBook(admins=(ADMIN,)),
+                    i18n=build_i18n(), state=StateRepo(db), clock=clock or ManualClock(),
+                    outbox=OutboxRepo(db), journal=journal)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = await Database.open(tmp_path / "v.db")
+    yield database
+    await database.close()
+
+
+async def test_alerts_journaled_before_a_crash_are_written_once_after_it(
+        api: FakeBotAPI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no stray .env
+    data = tmp_path / "data"
+    settings = telegram_settings(api, data)
+    # The first process: its notifier writes one alert, then the process dies with events
+    # journaled (committed) whose alerts were never written: the notifier's queue is gone.
+    # The system clock, as the runtime after it: an alert from a manual clock's 2026-01-05
+    # would be dropped as stale there.
+    engine = await Engine.build(settings, SystemClock())
+    notifier = notifier_on(engine.db, engine.journal, clock=SystemClock())
+    unsubscribe = engine.bus.subscribe(notifier.on_event, batch=notifier.on_published)
+    assert await notifier.catch_up() == 0
+    await engine.bus.publish(hold("written-before"))
+    await engine.bus.stop()
+    unsubscribe()  # the crash, as far as the notifier is concerned: its consumer never runs
+    await engine.bus.publish(ev.AccountHalted(account="paper", reason="lost-halt"))
+    await engine.bus.publish(hold("lost-hold"))
+    await engine.bus.publish(ev.EngineStopped(account="engine"))  # nothing to say
+    await engine.close()  # the journal's batch commits; nothing else runs
+    db_path = settings.db_path
+    assert rows_with(db_path, "written-before") == [(ADMIN, 1)]
+    assert rows_with(db_path, "lost-") == []
+    seen, end = checkpoint_and_end(db_path)
+    assert seen == end - 3
+
+    async with running(api, data) as r:  # the restart: the journal's tail becomes alerts
+        assert r.runtime.notifier is not None
+        assert rows_with(db_path, "lost-halt") == [(ADMIN, 1)]
+        assert rows_with(db_path, "lost-hold") == [(ADMIN, 1)]
+        await api.wait_for("sendMessage", lambda c: "lost-halt" in (c.text or ""))
+    assert rows_with(db_path, "written-before") == [(ADMIN, 1)]
+    seen, end = checkpoint_and_end(db_path)
+    assert seen == end  # a clean stop: the notifier saw the journal to its end
+
+    async with running(api, data):  # a clean restart writes nothing twice
+        pass
+    for marker in ("written-before", "lost-halt", "lost-hold"):
+        assert rows_with(db_path, marker) == [(ADMIN, 1)], marker
+    assert [t for t in api.texts(ADMIN) if "lost-halt" in t] != []
+    assert sum("lost-halt" in t for t in api.texts(ADMIN)) == 1
+
+
+async def test_an_event_the_journal_lost_gets_no_alert(db: Database) -> None:
+    """Group commit: the notifier sees an event before its batch commits. It writes the alert
+    only after that commit; a batch that fails takes the event from the journal, and then
+    there is no alert and the checkpoint stays."""
+    journal = Journal(db, background=True, linger=3600)  # batches close only when awaited
+    bus = EventBus(journal.append)
+    notifier = notifier_on(db, journal)
+    bus.subscribe(notifier.on_event, queued=True, batch=notifier.on_published)
+    await bus.publish(hold("kept-first"))
+    await bus.stop()
+    # Another writer takes the next id behind our back: the next batch cannot be written.
+    with closing(sqlite3.connect(db.path)) as other:
+        prev = other.execute("SELECT hash FROM journal").fetchone()[0]
+        at, payload = "2026-01-05T12:00:00.000000Z", '{"account":"engine"}'
+        other.execute("INSERT INTO journal VALUES (2, ?, 'engine', 'engine_stopped', ?, ?, ?)",
+                      (at, payload, prev, chain_hash(prev, at, "engine", "engine_stopped",
+                                                     payload)))
+        other.commit()
+    await bus.publish(hold("never-journaled"))  # queued in the open batch, then refused
+    await bus.stop()
+    outbox = OutboxRepo(db)
+    assert rows_with(db.path, "kept-first") == [(ADMIN, 1)]
+    assert rows_with(db.path, "never-journaled") == []
+    assert await outbox.pending_count() == 1
+    assert await outbox.journal_checkpoint() == 1
+
+    await bus.publish(hold("kept-after"))  # the chain goes on from the other writer's row
+    await bus.stop()
+    assert rows_with(db.path, "kept-after") == [(ADMIN, 1)]
+    assert await outbox.journal_checkpoint() == 3
+    assert await notifier_on(db, journal).catch_up() == 0  # nothing left behind
+
+
+async def test_batches_with_nothing_to_say_move_the_checkpoint(db: Database) -> None:
+    journal = Journal(db, background=True)
+    bus = EventBus(journal.append)
+    notifier = notifier_on(db, journal, chats=(ADMIN, GROUP))
+    bus.subscribe(notifier.on_event, queued=True, batch=notifier.on_published)
+    outbox = OutboxRepo(db)
+    for _ in range(3):
+        await bus.publish(ev.EngineStopped(account="engine"))  # journaled only
+    await bus.stop()
+    assert await outbox.pending_count() == 0
+    assert await outbox.journal_checkpoint() == 3
+    await bus.publish(hold("said"))
+    await bus.stop()
+    assert rows_with(db.path, "said") == [(ADMIN, 1), (GROUP, 1)]
+    assert await outbox.journal_checkpoint() == 4
+    assert await notifier_on(db, journal).catch_up() == 0
+
+
+async def test_catch_up_and_live_events_together_are_each_written_once(db: Database) -> None:
+    journal = Journal(db, background=True)
+    bus = EventBus(journal.append)
+    for i in range(5):  # a crashed process's tail: journaled, never alerted
+        await bus.publish(hold(f"tail-{i}"))
+    await journal.flush()
+    notifier = notifier_on(db, journal)
+    bus.subscribe(notifier.on_event, queued=True, batch=notifier.on_published)
+    catching_up = asyncio.create_task(notifier.catch_up())
+    for i in range(5):  # live while the catch-up reads and writes
+        await bus.publish(hold(f"live-{i}"))
+    assert await asyncio.wait_for(catching_up, 5) >= 5
+    await bus.stop()
+    for marker in [f"tail-{i}" for i in range(5)] + [f"live-{i}" for i in range(5)]:
+        assert rows_with(db.path, marker) == [(ADMIN, 1)], marker
+    assert await OutboxRepo(db).journal_checkpoint() == 10
+
+
+async def test_catch_up_reads_the_journal_in_pages(db: Database,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("bot.notifier.CATCH_UP_PAGE", 2)
+    journal = Journal(db, background=True)
+    for i in range(5):
+        await journal.append(hold(f"paged-{i}"))
+    await journal.append(ev.EngineStopped(account="engine"))
+    await journal.flush()
+    statements: list[str] = []
+    await db.run(lambda conn: conn.set_trace_callback(statements.append))
+    assert await notifier_on(db, journal).catch_up() == 6
+    await db.run(lambda conn: conn.set_trace_callback(None))
+    assert sum(s.startswith("COMMIT") for s in statements) == 3  # a transaction per page
+    for i in range(5):
+        assert rows_with(db.path, f"paged-{i}") == [(ADMIN, 1)]
+    assert await OutboxRepo(db).journal_checkpoint() == 6
+
+
+async def test_pruning_old_alerts_keeps_the_checkpoint(db: Database) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from engine.outbox import NewAlert
+
+    outbox = OutboxRepo(db)
+    t0 = datetime(2026, 1, 5, tzinfo=UTC)
+    (row,) = await outbox.enqueue_many([NewAlert(ADMIN, "old")], now=t0, journal_seq=41)
+    await outbox.mark_sent(row, now=t0)
+    assert await outbox.journal_checkpoint() == 41
+    assert await outbox.prune(t0 + timedelta(days=1)) == 1
+    assert await outbox.journal_checkpoint() == 41
+    with pytest.raises(ValueError, match="journal_seq must be 0 or more, got -1"):
+        await outbox.enqueue_many([], now=t0, journal_seq=-1)
+    assert await outbox.journal_checkpoint() == 41
+
+
+async def test_an_existing_journal_is_not_replayed_after_the_upgrade(tmp_path: Path) -> None:
+    """Migration 008 starts the checkpoint at the journal's end: history before the upgrade
+    was alerted (or not) by the code before, and is never replayed."""
+    path = tmp_path / "old.db"
+    old = await Database.open(path, migrations=bundled_migrations()[:7])
+    journal = Journal(old)
+    for i in range(3):
+        await journal.append(hold(f"history-{i}"))
+    await old.close()
+    db = await Database.open(path)
+    try:
+        assert await OutboxRepo(db).journal_checkpoint() == 3
+        assert await notifier_on(db, Journal(db)).catch_up() == 0
+        assert rows_with(path, "history-") == []
+    finally:
+        await db.close()
