@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import sys
+import textwrap
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
@@ -29,6 +31,7 @@ from tests.fakes import FakeBotAPI
 from vigil.runtime import Engine
 
 GROUP = -500
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def hold(reason: str) -> ev.HoldSet:
@@ -228,3 +231,66 @@ async def test_an_existing_journal_is_not_replayed_after_the_upgrade(tmp_path: P
         assert rows_with(path, "history-") == []
     finally:
         await db.close()
+
+
+KILLED = textwrap.dedent("""
+    import asyncio, os, sys
+    from pathlib import Path
+    from aiogram import Bot
+    from bot.i18n import build_i18n
+    from bot.notifier import Notifier
+    from bot.roles import RoleBook
+    from engine.bus import EventBus
+    from engine.clock import SystemClock
+    from engine.domain import events as ev
+    from storage.db import Database
+    from storage.journal import Journal
+    from storage.outbox import OutboxRepo
+    from storage.repositories import StateRepo
+
+    async def main():
+        db = await Database.open(Path(sys.argv[1]))
+        journal = Journal(db, background=True, linger=0.002)  # as the runtime's
+        bus = EventBus(journal.append, queue_subscribers=True)
+        notifier = Notifier(Bot("123456:killed"), chats=(100,), roles=RoleBook(admins=(100,)),
+                            i18n=build_i18n(), state=StateRepo(db), clock=SystemClock(),
+                            outbox=OutboxRepo(db), journal=journal)
+        bus.subscribe(notifier.on_event, batch=notifier.on_published)
+        await notifier.catch_up()
+        for i in range(int(sys.argv[2])):
+            await bus.publish(ev.HoldSet(account="paper", reason=f"burst-{i}", by="test"))
+            if i % 7 == 0:  # let the journal and the notifier get part of the way
+                await asyncio.sleep(0.001)
+        if sys.argv[3] == "committed":
+            await journal.flush()  # the kill lands between the journal's commit and the outbox's
+        os._exit(9)  # kill -9: no close, the notifier's queue gone
+
+    asyncio.run(main())
+""")
+
+
+@pytest.mark.parametrize(("events", "kill"), [(200, "open batch"), (200, "committed")])
+async def test_a_killed_process_leaves_every_journaled_alert_written_exactly_once(
+        tmp_path: Path, events: int, kill: str) -> None:
+    path = tmp_path / "killed.db"
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", KILLED, str(path), str(events), kill, cwd=ROOT,
+        stderr=asyncio.subprocess.PIPE)
+    _, stderr = await asyncio.wait_for(child.communicate(), 60)
+    assert child.returncode == 9, stderr.decode()[-2000:]
+
+    db = await Database.open(path)
+    try:
+        journal = Journal(db, background=True)
+        replayed = await notifier_on(db, journal).catch_up()
+        journaled = {r.payload["reason"] for r in await journal.rows(limit=10_000)}
+    finally:
+        await db.close()
+    with closing(sqlite3.connect(path)) as conn:
+        alerted = [t for (t,) in conn.execute("SELECT text FROM outbox WHERE count = 1")]
+        assert conn.execute("SELECT COUNT(*) FROM outbox WHERE count != 1").fetchone()[0] == 0
+    reasons = [t.split("HOLD by test: ")[1].split(".")[0] for t in alerted]
+    assert sorted(reasons) == sorted(journaled)  # each journaled event once, nothing else
+    assert 0 < len(journaled) <= events
+    if kill == "committed":  # the window was crossed: these alerts came from the catch-up
+        assert replayed > 0
