@@ -211,19 +211,25 @@ class Notifier:
         """On start: the journal's events after the outbox's checkpoint (journaled, but the
         process stopped before their alerts were written) go through `on_events`, a page per
         transaction; returns how many events were read. Subscribe `on_published` first: its
-        batches wait for this and skip what it wrote."""
+        batches wait for this and skip what it wrote. A failure is logged and ends the catch-up
+        (start-up goes on: alerts must never keep protection from starting); the events not
+        caught up have no alert, as a failing batch from the bus."""
         if self.journal is None:
             return 0
         read = 0
         async with self._journal_lock:
-            after = max(self._consumed, await self.outbox.journal_checkpoint())
-            while True:
-                last, page = await self.journal.events_after(after, CATCH_UP_PAGE)
-                if last == after:
-                    break
-                await self.on_events([p.event for p in page], seq=last)
-                read += last - after
-                after = self._consumed = last
+            try:
+                after = max(self._consumed, await self.outbox.journal_checkpoint())
+                while True:
+                    last, page = await self.journal.events_after(after, CATCH_UP_PAGE)
+                    if last == after:
+                        break
+                    await self.on_events([p.event for p in page], seq=last)
+                    read += last - after
+                    after = self._consumed = last
+            except Exception:
+                logger.exception("alerts: catching up with the journal failed after {} events; "
+                                 "the rest have no alert", read)
         if read:
             logger.info("alerts: {} journal events after the last checkpoint replayed", read)
         return read

@@ -227,6 +227,8 @@ class EventBus:
         return event
 
     async def _room(self) -> None:
+        if all(e.room.is_set() for e in self._queued):
+            return  # the usual case: nobody is over the mark
         current = asyncio.current_task()
         if any(e.consumer is current for e in self._queued):
             return  # a subscriber publishing: waiting could wait on itself, or on a cycle

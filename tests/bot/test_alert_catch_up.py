@@ -294,3 +294,36 @@ async def test_a_killed_process_leaves_every_journaled_alert_written_exactly_onc
     assert 0 < len(journaled) <= events
     if kill == "committed":  # the window was crossed: these alerts came from the catch-up
         assert replayed > 0
+
+
+async def test_a_row_that_no_longer_decodes_is_skipped_and_the_rest_caught_up(
+        db: Database) -> None:
+    journal = Journal(db, background=True)
+    await journal.append(hold("before-it"))
+    await journal.flush()
+    with closing(sqlite3.connect(db.path)) as other:  # a kind this version does not know
+        prev = other.execute("SELECT hash FROM journal").fetchone()[0]
+        at, payload = "2026-01-05T12:00:00.000000Z", '{"account":"paper"}'
+        other.execute("INSERT INTO journal VALUES (2, ?, 'paper', 'from_the_future', ?, ?, ?)",
+                      (at, payload, prev, chain_hash(prev, at, "paper", "from_the_future",
+                                                     payload)))
+        other.commit()
+    journal = Journal(db, background=True)  # a new process: reads the chain's end
+    await journal.append(hold("after-it"))
+    assert await notifier_on(db, journal).catch_up() == 3
+    assert rows_with(db.path, "before-it") == rows_with(db.path, "after-it") == [(ADMIN, 1)]
+    assert await OutboxRepo(db).journal_checkpoint() == 3
+
+
+async def test_a_failing_outbox_ends_the_catch_up_without_failing_the_start(
+        db: Database) -> None:
+    journal = Journal(db, background=True)
+    await journal.append(hold("while-the-disk-is-full"))
+    await journal.flush()
+    with closing(sqlite3.connect(db.path)) as other:
+        other.execute("CREATE TRIGGER full BEFORE INSERT ON outbox"
+                      " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        other.commit()
+    notifier = notifier_on(db, journal)
+    assert await notifier.catch_up() == 0  # logged, not raised
+    assert await OutboxRepo(db).journal_checkpoint() == 0  # nothing was recorded as done
