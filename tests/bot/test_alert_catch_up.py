@@ -53,6 +53,18 @@ def checkpoint_and_end(db_path: Path) -> tuple[int, int]:
     return seen, end
 
 
+def other_writer_appends(db_path: Path, kind: str) -> None:
+    """Another connection chains a row on the journal's last one (as another process would)."""
+    with closing(sqlite3.connect(db_path)) as other:
+        last_id, prev = other.execute(
+            "SELECT id, hash FROM journal ORDER BY id DESC LIMIT 1").fetchone()
+        at, payload = "2026-01-05T12:00:00.000000Z", '{"account":"paper"}'
+        other.execute("INSERT INTO journal VALUES (?, ?, 'paper', ?, ?, ?, ?)",
+                      (last_id + 1, at, kind, payload, prev,
+                       chain_hash(prev, at, "paper", kind, payload)))
+        other.commit()
+
+
 def notifier_on(db: Database, journal: Journal | None, chats: tuple[int, ...] = (ADMIN,),
                 clock: Clock | None = None) -> Notifier:
     """The runtime's notifier (never sending here: only its enqueue path runs)."""
@@ -122,13 +134,7 @@ async def test_an_event_the_journal_lost_gets_no_alert(db: Database) -> None:
     await bus.publish(hold("kept-first"))
     await bus.stop()
     # Another writer takes the next id behind our back: the next batch cannot be written.
-    with closing(sqlite3.connect(db.path)) as other:
-        prev = other.execute("SELECT hash FROM journal").fetchone()[0]
-        at, payload = "2026-01-05T12:00:00.000000Z", '{"account":"engine"}'
-        other.execute("INSERT INTO journal VALUES (2, ?, 'engine', 'engine_stopped', ?, ?, ?)",
-                      (at, payload, prev, chain_hash(prev, at, "engine", "engine_stopped",
-                                                     payload)))
-        other.commit()
+    other_writer_appends(db.path, "engine_stopped")
     await bus.publish(hold("never-journaled"))  # queued in the open batch, then refused
     await bus.stop()
     outbox = OutboxRepo(db)
@@ -301,13 +307,7 @@ async def test_a_row_that_no_longer_decodes_is_skipped_and_the_rest_caught_up(
     journal = Journal(db, background=True)
     await journal.append(hold("before-it"))
     await journal.flush()
-    with closing(sqlite3.connect(db.path)) as other:  # a kind this version does not know
-        prev = other.execute("SELECT hash FROM journal").fetchone()[0]
-        at, payload = "2026-01-05T12:00:00.000000Z", '{"account":"paper"}'
-        other.execute("INSERT INTO journal VALUES (2, ?, 'paper', 'from_the_future', ?, ?, ?)",
-                      (at, payload, prev, chain_hash(prev, at, "paper", "from_the_future",
-                                                     payload)))
-        other.commit()
+    other_writer_appends(db.path, "from_the_future")  # a kind this version does not know
     journal = Journal(db, background=True)  # a new process: reads the chain's end
     await journal.append(hold("after-it"))
     assert await notifier_on(db, journal).catch_up() == 3
