@@ -69,22 +69,33 @@ class _Slot:
         self.event: Event | None = None
 
 
+class _Marks:
+    """The bus's high- and low-water marks, and how many subscribers are over the high one (so
+    `publish` checks nothing else while none is)."""
+
+    __slots__ = ("high", "low", "over")
+
+    def __init__(self, high: int, low: int) -> None:
+        self.high, self.low, self.over = high, low, 0
+
+
 class _Queued:
     """One queued subscriber: its pending events and the task delivering them (while any)."""
 
-    __slots__ = ("active", "batch", "consumer", "delivering", "high", "low", "pending", "room",
+    __slots__ = ("active", "batch", "consumer", "delivering", "full", "marks", "pending", "room",
                  "subscriber")
 
-    def __init__(self, subscriber: Subscriber, batch: BatchSubscriber | None, high: int,
-                 low: int) -> None:
+    def __init__(self, subscriber: Subscriber, batch: BatchSubscriber | None,
+                 marks: _Marks) -> None:
         self.subscriber = subscriber
         self.batch = batch  # takes everything queued at once (one outbox transaction)
         self.pending: deque[_Slot] = deque()
         self.delivering = 0  # events handed to the subscriber and not yet done with
         self.consumer: asyncio.Task[None] | None = None
-        self.high, self.low = high, low
+        self.marks = marks
         self.room = asyncio.Event()  # cleared at the high-water mark, set below the low one
         self.room.set()
+        self.full = False  # room is cleared (a plain flag: checked per event)
         self.active = True  # False once unsubscribed
 
     @property
@@ -94,10 +105,12 @@ class _Queued:
     def reserve(self) -> _Slot:
         slot = _Slot()
         self.pending.append(slot)
-        if self.backlog >= self.high and self.room.is_set():
+        if not self.full and len(self.pending) + self.delivering >= self.marks.high:
+            self.full = True
             self.room.clear()
+            self.marks.over += 1
             logger.warning("a bus subscriber is {} events behind: publishing waits until it "
-                           "is below {}", self.backlog, self.low)
+                           "is below {}", self.backlog, self.marks.low)
         return slot
 
     def ready(self) -> None:
@@ -117,11 +130,17 @@ class _Queued:
     def must_wait(self) -> bool:
         """Whether a publisher waits for this subscriber: over the mark, and someone is working
         the backlog off."""
-        return self.active and not self.room.is_set() and self.consumer is not None
+        return self.active and self.full and self.consumer is not None
+
+    def open_room(self) -> None:
+        if self.full:
+            self.full = False
+            self.room.set()
+            self.marks.over -= 1
 
     def _freed(self) -> None:
-        if self.backlog < self.low or not self.active:
-            self.room.set()
+        if self.full and (self.backlog < self.marks.low or not self.active):
+            self.open_room()
 
     def _take(self) -> list[Published]:
         """The delivered-in-order prefix: filled slots up to the first unfilled one."""
@@ -147,7 +166,7 @@ class _Queued:
         finally:  # the queue is empty, its front still being appended, or we were cancelled
             self.delivering = 0
             self.consumer = None
-            self.room.set()  # nobody works the backlog off now: nobody may wait for it
+            self.open_room()  # nobody works the backlog off now: nobody may wait for it
 
 
 async def _deliver(subscriber: Callable[[Any], Awaitable[None]],
@@ -175,7 +194,7 @@ class EventBus:
         self._append = journal_append
         self._clock = clock
         self._queue_by_default = queue_subscribers
-        self._high, self._low = high_water, low_water
+        self._marks = _Marks(high_water, low_water)
         self._inline: list[Subscriber] = []
         self._queued: list[_Queued] = []
         self.waits = 0  # publishes that waited for a subscriber's backlog (metrics)
@@ -189,20 +208,21 @@ class EventBus:
         if not (self._queue_by_default if queued is None else queued):
             self._inline.append(subscriber)
             return lambda: self._inline.remove(subscriber)
-        entry = _Queued(subscriber, batch, self._high, self._low)
+        entry = _Queued(subscriber, batch, self._marks)
         self._queued.append(entry)
 
         def unsubscribe() -> None:
             self._queued.remove(entry)
             entry.active = False
             entry.pending.clear()
-            entry.room.set()  # whoever waited for it goes on
+            entry.open_room()  # whoever waited for it goes on
         return unsubscribe
 
     async def publish(self, event: Event) -> Event:
         """Journal, log and fan out one event; returns it as journaled (stamped). Waits first
         while a queued subscriber is over its high-water mark."""
-        await self._room()
+        if self._marks.over:
+            await self._room()
         if self._clock is not None:
             event = replace(event, at=self._clock.now())
         # Places in the queues are taken in call order, which is the journal's order: a later
@@ -227,8 +247,6 @@ class EventBus:
         return event
 
     async def _room(self) -> None:
-        if all(e.room.is_set() for e in self._queued):
-            return  # the usual case: nobody is over the mark
         current = asyncio.current_task()
         if any(e.consumer is current for e in self._queued):
             return  # a subscriber publishing: waiting could wait on itself, or on a cycle
