@@ -59,8 +59,9 @@ class JournalFeed(Protocol):
 
 
 class _Slot:
-    """An event's place in a queue, taken when `publish` starts, in call order (the journal's
-    order): it is delivered once its append returned, never before an earlier one."""
+    """An event's place in the queues (one object in all of them), taken when `publish`
+    starts, in call order (the journal's order): it is delivered once its append returned,
+    never before an earlier one."""
 
     __slots__ = ("event", "seq")
 
@@ -102,8 +103,7 @@ class _Queued:
     def backlog(self) -> int:
         return len(self.pending) + self.delivering
 
-    def reserve(self) -> _Slot:
-        slot = _Slot()
+    def reserve(self, slot: _Slot) -> None:
         self.pending.append(slot)
         if not self.full and len(self.pending) + self.delivering >= self.marks.high:
             self.full = True
@@ -111,7 +111,6 @@ class _Queued:
             self.marks.over += 1
             logger.warning("a bus subscriber is {} events behind: publishing waits until it "
                            "is below {}", self.backlog, self.marks.low)
-        return slot
 
     def ready(self) -> None:
         """A slot was filled or taken back: deliver what is now at the front."""
@@ -143,24 +142,25 @@ class _Queued:
             self.open_room()
 
     def _take(self) -> list[Published]:
-        """The delivered-in-order prefix: filled slots up to the first unfilled one."""
+        """A batch: the filled slots up to the first unfilled one."""
         taken = []
         while self.pending and (slot := self.pending[0]).seq is not None:
             self.pending.popleft()
             assert slot.event is not None
             taken.append(Published(slot.seq, slot.event))
-            if self.batch is None:
-                break
         self.delivering = len(taken)
         return taken
 
     async def _consume(self) -> None:
+        pending = self.pending
         try:
-            while taken := self._take():
+            while pending and (first := pending[0]).seq is not None:
                 if self.batch is not None:
-                    await _deliver(self.batch, taken)
+                    await _deliver(self.batch, self._take())
                 else:
-                    await _deliver(self.subscriber, taken[0].event)
+                    pending.popleft()
+                    self.delivering = 1
+                    await _deliver(self.subscriber, first.event)
                 self.delivering = 0
                 self._freed()
         finally:  # the queue is empty, its front still being appended, or we were cancelled
@@ -228,19 +228,22 @@ class EventBus:
         # Places in the queues are taken in call order, which is the journal's order: a later
         # event is never delivered before an earlier one whose append (an intent's commit) is
         # still under way, so a subscriber's "everything up to seq N" holds.
-        slots = [(entry, entry.reserve()) for entry in self._queued]
+        slot, entries = _Slot(), tuple(self._queued)
+        for entry in entries:
+            entry.reserve(slot)
         try:
             seq = await self._append(event)
-        except BaseException:  # not journaled (or not known to be): not delivered
-            for entry, slot in slots:
+        except BaseException:  # not journaled, or cancelled (only an intent's append waits
+            # long enough for that, and an intent has no alert): not delivered
+            for entry in entries:
                 entry.take_back(slot)
             raise
         logger.bind(account=event.account).opt(lazy=True).log(
             "WARNING" if event.severity >= 3 else "INFO" if event.severity else "DEBUG",
             "{} {}", lambda: event.kind,
             lambda: {k: v for k, v in event.payload().items() if k != "at"})
-        for entry, slot in slots:
-            slot.seq, slot.event = seq, event
+        slot.seq, slot.event = seq, event
+        for entry in entries:
             entry.ready()
         for subscriber in list(self._inline):
             await _deliver(subscriber, event)
