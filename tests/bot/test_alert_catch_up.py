@@ -119,8 +119,7 @@ async def test_alerts_journaled_before_a_crash_are_written_once_after_it(
         pass
     for marker in ("written-before", "lost-halt", "lost-hold"):
         assert rows_with(db_path, marker) == [(ADMIN, 1)], marker
-    assert [t for t in api.texts(ADMIN) if "lost-halt" in t] != []
-    assert sum("lost-halt" in t for t in api.texts(ADMIN)) == 1
+    assert sum("lost-halt" in t for t in api.texts(ADMIN)) == 1  # sent once, too
 
 
 async def test_an_event_the_journal_lost_gets_no_alert(db: Database) -> None:
