@@ -1,9 +1,12 @@
 """Alerts: engine events rendered per chat language, written to the durable outbox, and sent.
 
 `on_event` (`on_events`: events raised together) renders for every chat and awaits one outbox
-transaction, so an alert exists before anyone tries to send it (an event still in the bus's
-queue at a crash has no alert: see docs/BENCHMARKS.md, issue 16 item 2); the sender (`run`)
-delivers each chat's due rows critical first, then oldest first:
+transaction, so an alert exists before anyone tries to send it. From the bus (`on_published`)
+it writes a batch only once the journal has committed its events, and records the batch's last
+journal sequence in the same transaction; `catch_up`, on start, turns the journal's events after
+that checkpoint into alerts, so an event journaled before a crash is alerted exactly once and an
+event the crash took from the journal never is (docs/BENCHMARKS.md, issue 16 item 2). The sender
+(`run`) delivers each chat's due rows critical first, then oldest first:
 - every pass reads each chat's own first rows, so one chat's backlog never hides another chat's
   alerts, and chats with a critical alert are served first; a message carries alerts of one
   priority only, so a critical alert never waits behind routine ones;
@@ -60,6 +63,7 @@ from bot.alert_buttons import MAX_PER_MESSAGE, buttons_for, keyboard
 from bot.i18n import user_locale
 from bot.roles import RoleBook
 from bot.split import Chunk, pack, split_message
+from engine.bus import JournalFeed, Published
 from engine.clock import Clock
 from engine.domain.events import Event, Severity
 from engine.outbox import AlertButtons, NewAlert, Outbox, OutboxRow, Priority
@@ -81,6 +85,7 @@ STRANGERS_KEPT = 10_000  # reported strangers remembered (the newest), so memory
 DIGEST_NAMES = 5  # newest strangers named in a digest
 DIGEST_IDS = 20  # newest stranger ids listed in a digest
 EPSILON = 1e-6  # seconds: float and microsecond rounding; a time this close counts as "now"
+CATCH_UP_PAGE = 1000  # journal events read, rendered and written per transaction at start
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +123,8 @@ class Notifier:
                  shutdown_timeout: float = 5.0, rng: random.Random | None = None,
                  routine_max_age: float = ROUTINE_MAX_AGE,
                  stranger_window: float = STRANGER_WINDOW,
-                 strangers_kept: int = STRANGERS_KEPT) -> None:
+                 strangers_kept: int = STRANGERS_KEPT,
+                 journal: JournalFeed | None = None) -> None:
         self.bot = bot
         self.chats = list(chats)
         self.roles = roles
@@ -145,6 +151,9 @@ class Notifier:
         self._paced_until: dict[int, float] = {}  # chat -> monotonic time of its next message
         self._recent: deque[float] = deque()  # monotonic times of the last sends, all chats
         self._parts_sent: dict[int, int] = {}  # row id -> pieces of a giant alert delivered
+        self.journal = journal  # where the bus's events are journaled (None: no catch-up)
+        self._journal_lock = asyncio.Lock()  # catch-up and the bus's batches, one at a time
+        self._consumed = 0  # journal sequence written to the outbox by this process
 
     # ------------------------------------------------------------------ enqueueing
 
@@ -158,31 +167,72 @@ class Notifier:
         identical pending one, then wake the sender."""
         await self._enqueue([_alert(chat_id, text, loud, buttons)])
 
-    async def _enqueue(self, alerts: list[NewAlert]) -> None:
+    async def _enqueue(self, alerts: list[NewAlert], journal_seq: int | None = None) -> None:
         alerts = [a for a in alerts if a.chat_id not in self._blocked]
-        if alerts:  # one transaction for every chat of an alert
-            await self.outbox.enqueue_many(alerts, now=self.clock.now())
+        if alerts or journal_seq is not None:  # one transaction for every chat of an alert
+            await self.outbox.enqueue_many(alerts, now=self.clock.now(), journal_seq=journal_seq)
+        if alerts:
             self._wake.set()
 
     async def on_event(self, event: Event) -> None:
         await self.on_events([event])
 
-    async def on_events(self, events: list[Event]) -> None:
+    async def on_events(self, events: list[Event], *, seq: int | None = None) -> None:
         """Alerts for events raised together (what the bus queued meanwhile), every chat's,
-        written in one outbox transaction."""
+        written in one outbox transaction; with `seq` (the journal sequence of the last of
+        them) that transaction also records that the journal is done up to it."""
         events = [e for e in events if e.severity >= Severity.INFO]
-        if not events:
-            return
-        locales = {chat_id: await self._locale(chat_id) for chat_id in list(self.chats)}
         alerts = []
-        for event in events:  # in publish order, as one at a time would write them
-            loud, buttons = event.severity >= Severity.CRITICAL, buttons_for(event)
-            for chat_id, locale in locales.items():
-                with self.i18n.context(), self.i18n.use_locale(locale):
-                    text = render.event(event)
-                if text:
-                    alerts.append(_alert(chat_id, text, loud, buttons))
-        await self._enqueue(alerts)
+        if events:
+            locales = {chat_id: await self._locale(chat_id) for chat_id in list(self.chats)}
+            for event in events:  # in publish order, as one at a time would write them
+                loud, buttons = event.severity >= Severity.CRITICAL, buttons_for(event)
+                for chat_id, locale in locales.items():
+                    with self.i18n.context(), self.i18n.use_locale(locale):
+                        text = render.event(event)
+                    if text:
+                        alerts.append(_alert(chat_id, text, loud, buttons))
+        await self._enqueue(alerts, seq)
+
+    async def on_published(self, batch: list[Published]) -> None:
+        """The bus's batch subscriber: what `catch_up` already wrote is skipped, and the rest is
+        written only once the journal has committed it (a crash before that commit takes the
+        event from the journal, and then it must have no alert)."""
+        async with self._journal_lock:
+            fresh = [p for p in batch if p.seq > self._consumed]
+            if not fresh:
+                return
+            if self.journal is not None:
+                await self.journal.committed(fresh[-1].seq)
+            await self.on_events([p.event for p in fresh], seq=fresh[-1].seq)
+            self._consumed = fresh[-1].seq
+
+    async def catch_up(self) -> int:
+        """On start: the journal's events after the outbox's checkpoint (journaled, but the
+        process stopped before their alerts were written) go through `on_events`, a page per
+        transaction; returns how many events were read. Subscribe `on_published` first: its
+        batches wait for this and skip what it wrote. A failure is logged and ends the catch-up
+        (start-up goes on: alerts must never keep protection from starting); the events not
+        caught up have no alert, as a failing batch from the bus."""
+        if self.journal is None:
+            return 0
+        read = 0
+        async with self._journal_lock:
+            try:
+                after = max(self._consumed, await self.outbox.journal_checkpoint())
+                while True:
+                    last, page = await self.journal.events_after(after, CATCH_UP_PAGE)
+                    if last == after:
+                        break
+                    await self.on_events([p.event for p in page], seq=last)
+                    read += last - after
+                    after = self._consumed = last
+            except Exception:
+                logger.exception("alerts: catching up with the journal failed after {} events; "
+                                 "the rest have no alert", read)
+        if read:
+            logger.info("alerts: {} journal events after the last checkpoint replayed", read)
+        return read
 
     async def on_stranger(self, user: User) -> None:
         """Admins hear once about each stranger, with the id they need to add them: the first

@@ -45,6 +45,25 @@ class Metrics:
             self._budget_collector_registered = True
 
 
+    def track_bus(self, backlog: Callable[[], int], waits: Callable[[], int]) -> None:
+        """Export the bus's queued backlog and how often publishing waited for it (its
+        back-pressure), read at each scrape."""
+        self.registry.register(_BusCollector(backlog, waits))
+
+
+class _BusCollector(Collector):
+    def __init__(self, backlog: Callable[[], int], waits: Callable[[], int]) -> None:
+        self._backlog, self._waits = backlog, waits
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("vigil_bus_backlog", "Events queued for the bus's queued "
+                                "subscribers (the notifier) or being delivered to them",
+                                value=self._backlog())
+        yield CounterMetricFamily("vigil_bus_publish_waits", "Publishes that waited for a "
+                                  "subscriber over its backlog's high-water mark",
+                                  value=self._waits())
+
+
 class _BudgetCollector(Collector):
     def __init__(self, sources: dict[str, Callable[[], BudgetStats]]) -> None:
         self._sources = sources

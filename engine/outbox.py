@@ -94,8 +94,15 @@ class Outbox(Protocol):
                       dedupe_key: str | None = None, priority: Priority = Priority.ROUTINE,
                       count: int = 1, buttons: AlertButtons | None = None) -> int: ...
 
-    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime) -> list[int]:
-        """`enqueue` for each alert, in order, with one commit; returns their row ids."""
+    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime,
+                           journal_seq: int | None = None) -> list[int]:
+        """`enqueue` for each alert, in order, with one commit; returns their row ids. With
+        `journal_seq`, the journal events up to it are recorded as done in the same commit
+        (also when there are no alerts)."""
+        ...
+
+    async def journal_checkpoint(self) -> int:
+        """The highest journal sequence recorded by `enqueue_many`."""
         ...
 
     async def get(self, row_id: int) -> OutboxRow | None: ...

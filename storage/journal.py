@@ -42,6 +42,7 @@ from typing import Any
 
 from loguru import logger
 
+from engine.bus import Published
 from engine.domain.events import Event, _encode, event_from_payload
 from storage.db import Database
 from storage.repositories import StateRepo
@@ -295,6 +296,26 @@ class Journal:
         if event.durable or not self.background:
             await self._committed_through(row_id)
         return row_id
+
+    async def committed(self, seq: int) -> None:
+        """Return once every row up to `seq` is committed (the notifier writes an alert only
+        for an event that is in the journal); raises `JournalWriteError` if its batch failed."""
+        await self._committed_through(seq)
+
+    async def events_after(self, seq: int, limit: int = VERIFY_PAGE
+                           ) -> tuple[int, list[Published]]:
+        """Up to `limit` events journaled after `seq`, decoded, in order, and the last id read
+        (`seq` when there are none). A row this version cannot decode (an event kind it does
+        not know) is logged and skipped."""
+        events = []
+        rows = await self.rows(since_id=seq, limit=limit)
+        for row in rows:
+            try:
+                events.append(Published(row.id, row.event()))
+            except (KeyError, TypeError, ValueError) as exc:
+                logger.warning("journal row {} ({}) cannot be read back: {!r}", row.id, row.kind,
+                               exc)
+        return (rows[-1].id if rows else seq), events
 
     async def flush(self) -> None:
         """Return once every row appended so far is committed."""

@@ -38,25 +38,36 @@ def _row(r: sqlite3.Row) -> OutboxRow:
 
 _ENQUEUE = (
     "INSERT INTO outbox (chat_id, text, loud, dedupe_key, count, created_at,"
-    " next_attempt_at, status, priority, buttons)"
+    " next_attempt_at, status, priority, buttons, journal_seq)"
     " VALUES (:chat, :text, :loud, :key, :n, :at,"
     "  MAX(:at, COALESCE((SELECT MAX(next_attempt_at) FROM outbox"
     "   WHERE chat_id = :chat AND status = 'pending'), :at)), 'pending', :prio,"
-    "  :buttons)"
+    "  :buttons, :seq)"
     " ON CONFLICT (chat_id, dedupe_key)"
     "  WHERE status = 'pending' AND dedupe_key IS NOT NULL"
     " DO UPDATE SET count = count + excluded.count, loud = MAX(loud, excluded.loud),"
     "  priority = MAX(priority, excluded.priority),"
-    "  buttons = COALESCE(excluded.buttons, buttons)"
+    "  buttons = COALESCE(excluded.buttons, buttons),"
+    "  journal_seq = COALESCE(MAX(journal_seq, excluded.journal_seq), journal_seq,"
+    "   excluded.journal_seq)"
     " RETURNING id")
+# A batch of journal events with nothing to say still moves the notifier's checkpoint.
+_CHECKPOINT = "UPDATE outbox_checkpoint SET journal_seq = MAX(journal_seq, ?)"
+# How far the notifier got: alert rows carry it (no statement of its own per alert), and the
+# checkpoint row has it for batches without alerts and for rows pruned since.
+_READ_CHECKPOINT = ("SELECT MAX((SELECT journal_seq FROM outbox_checkpoint),"
+                    " COALESCE((SELECT MAX(journal_seq) FROM outbox), 0))")
 
 
-def _insert_alerts(params: list[dict[str, object]], conn: sqlite3.Connection) -> list[int]:
+def _insert_alerts(params: list[dict[str, object]], journal_seq: int | None,
+                   conn: sqlite3.Connection) -> list[int]:
     """On the connection's thread: each INSERT ... RETURNING read to its end (no statement left
     open), then one commit. A failure takes back these rows only if the transaction is ours."""
     ours = not conn.in_transaction
     try:
         ids = [int(conn.execute(_ENQUEUE, p).fetchall()[0][0]) for p in params]
+        if not params and journal_seq is not None:
+            conn.execute(_CHECKPOINT, (journal_seq,))
     except BaseException:
         if ours:
             conn.rollback()
@@ -86,18 +97,32 @@ class OutboxRepo:
                                                 buttons)], now=now)
         return ids[0]
 
-    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime) -> list[int]:
+    async def enqueue_many(self, alerts: Sequence[NewAlert], *, now: datetime,
+                           journal_seq: int | None = None) -> list[int]:
         """`enqueue` for each alert in order, in one job on the connection's thread and one
-        commit (an alert for several chats, or alerts raised together)."""
+        commit (an alert for several chats, or alerts raised together). `journal_seq`: the
+        journal events up to this sequence have been turned into these alerts (or into none);
+        recorded in the same transaction (`journal_checkpoint`)."""
         for alert in alerts:
             if alert.count < 1:
                 raise ValueError(f"count must be at least 1, got {alert.count}")
+        if journal_seq is not None and journal_seq < 0:
+            raise ValueError(f"journal_seq must be 0 or more, got {journal_seq}")
         at = to_text(now)
         params = [{"chat": a.chat_id, "text": a.text, "loud": int(a.loud), "key": a.dedupe_key,
                    "at": at, "n": a.count, "prio": int(a.priority),
-                   "buttons": a.buttons.to_json() if a.buttons is not None else None}
+                   "buttons": a.buttons.to_json() if a.buttons is not None else None,
+                   "seq": journal_seq}
                   for a in alerts]
-        return await self.db.run(partial(_insert_alerts, params)) if params else []
+        if not params and journal_seq is None:
+            return []
+        return await self.db.run(partial(_insert_alerts, params, journal_seq))
+
+    async def journal_checkpoint(self) -> int:
+        """The highest journal sequence whose events are in the outbox (as alerts, or as
+        nothing to say): the notifier replays the journal after it on start."""
+        rows = list(await self.db.conn.execute_fetchall(_READ_CHECKPOINT))
+        return int(rows[0][0])
 
     async def get(self, row_id: int) -> OutboxRow | None:
         rows = list(await self.db.conn.execute_fetchall(
@@ -238,7 +263,11 @@ class OutboxRepo:
         return moved
 
     async def prune(self, before: datetime) -> int:
-        """Forget delivered and dropped alerts raised before `before`."""
+        """Forget delivered and dropped alerts raised before `before` (the checkpoint they
+        carry moves to the checkpoint row first, in the same transaction)."""
+        await self.db.conn.execute(
+            "UPDATE outbox_checkpoint SET journal_seq = MAX(journal_seq,"
+            " COALESCE((SELECT MAX(journal_seq) FROM outbox), 0))")
         cur = await self.db.conn.execute(
             "DELETE FROM outbox WHERE status != 'pending' AND created_at < ?", (to_text(before),))
         await self.db.conn.commit()

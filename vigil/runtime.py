@@ -116,6 +116,7 @@ class Engine:
             # queue, so publishing on the protection path never waits for them.
             bus = EventBus(journal.append, queue_subscribers=True, clock=clock)
             state, positions, metrics = StateRepo(db), PositionRepo(db), Metrics()
+            metrics.track_bus(bus.backlog, lambda: bus.waits)
             policy = protection_policy(settings)
             guards: dict[str, AccountGuard] = {}
             venues: dict[str, Venue] = {}
@@ -361,8 +362,12 @@ class Runtime:
                                  outbox=OutboxRepo(engine.db),
                                  stranger_window=t.stranger_window_seconds,
                                  # a terminal has no flood limits: no pacing at the console
-                                 per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL)
-        engine.bus.subscribe(self.notifier.on_event, batch=self.notifier.on_events)
+                                 per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL,
+                                 journal=engine.journal)
+        engine.bus.subscribe(self.notifier.on_event, batch=self.notifier.on_published)
+        # Before the engine runs: alerts for what the journal has past the outbox's checkpoint
+        # (a crash came between the two); the bus's batches wait for it and skip what it wrote.
+        await self.notifier.catch_up()
         approvals = ApprovalService(Approvals(
             ApprovalRepo(engine.db), engine.control, clock=self.clock,
             ttl_seconds=self.settings.approvals.ttl_seconds,

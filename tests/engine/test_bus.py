@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.bus import EventBus
+from engine.bus import EventBus, Published
 from engine.domain import events as ev
 from storage.db import Database
 from storage.journal import Journal, JournalWriteError
@@ -207,8 +207,8 @@ async def test_a_batch_subscriber_gets_what_was_queued_meanwhile_at_once(
     async def one(event: ev.Event) -> None:
         raise AssertionError("a batch subscriber is not called one event at a time")
 
-    async def many(events: list[ev.Event]) -> None:
-        calls.append([e.reason for e in events if isinstance(e, ev.HoldSet)])
+    async def many(events: list[Published]) -> None:
+        calls.append([p.event.reason for p in events if isinstance(p.event, ev.HoldSet)])
         first_in.set()
         await release.wait()
         if len(calls) == 2:
