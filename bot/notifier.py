@@ -214,22 +214,35 @@ class Notifier:
         batches wait for this and skip what it wrote. A failure is logged and ends the catch-up
         (start-up goes on: alerts must never keep protection from starting); the events not
         caught up have no alert, as a failing batch from the bus."""
+        await self._journal_lock.acquire()
+        return await self._catch_up_holding_the_lock()
+
+    async def start_catch_up(self) -> asyncio.Task[int]:
+        """`catch_up` in the background, so the engine protects while old alerts are written:
+        the lock is taken here, before anything new is published, so no live batch can pass
+        (and move the checkpoint beyond) the events still to be replayed."""
+        await self._journal_lock.acquire()
+        return asyncio.create_task(self._catch_up_holding_the_lock(), name="alerts catch-up")
+
+    async def _catch_up_holding_the_lock(self) -> int:
         if self.journal is None:
+            self._journal_lock.release()
             return 0
         read = 0
-        async with self._journal_lock:
-            try:
-                after = max(self._consumed, await self.outbox.journal_checkpoint())
-                while True:
-                    last, page = await self.journal.events_after(after, CATCH_UP_PAGE)
-                    if last == after:
-                        break
-                    await self.on_events([p.event for p in page], seq=last)
-                    read += last - after
-                    after = self._consumed = last
-            except Exception:
-                logger.exception("alerts: catching up with the journal failed after {} events; "
-                                 "the rest have no alert", read)
+        try:
+            after = max(self._consumed, await self.outbox.journal_checkpoint())
+            while True:
+                last, page = await self.journal.events_after(after, CATCH_UP_PAGE)
+                if last == after:
+                    break
+                await self.on_events([p.event for p in page], seq=last)
+                read += last - after
+                after = self._consumed = last
+        except Exception:
+            logger.exception("alerts: catching up with the journal failed after {} events; "
+                             "the rest have no alert", read)
+        finally:
+            self._journal_lock.release()
         if read:
             logger.info("alerts: {} journal events after the last checkpoint replayed", read)
         return read

@@ -365,9 +365,10 @@ class Runtime:
                                  per_chat_interval=0.0 if self.console else PER_CHAT_INTERVAL,
                                  journal=engine.journal)
         engine.bus.subscribe(self.notifier.on_event, batch=self.notifier.on_published)
-        # Before the engine runs: alerts for what the journal has past the outbox's checkpoint
-        # (a crash came between the two); the bus's batches wait for it and skip what it wrote.
-        await self.notifier.catch_up()
+        # Alerts for what the journal has past the outbox's checkpoint (a crash came between the
+        # two), written while the engine already protects: the bus's batches wait for it and
+        # skip what it wrote.
+        self._tasks.append(await self.notifier.start_catch_up())
         approvals = ApprovalService(Approvals(
             ApprovalRepo(engine.db), engine.control, clock=self.clock,
             ttl_seconds=self.settings.approvals.ttl_seconds,
