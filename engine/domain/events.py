@@ -157,6 +157,7 @@ class PositionResized(SymbolEvent):
     severity = Severity.INFO
     old_qty: Decimal
     new_qty: Decimal
+    entry_price: Decimal | None = None  # the venue's average entry after it (None: older rows)
 
 
 @dataclass(frozen=True, kw_only=True)
