@@ -114,6 +114,12 @@ def alert(e: ev.Event) -> str | None:
             return _("🚨 {symbol}: rollback of the entry FAILED ({reason}): {qty} open WITHOUT "
                      "a stop after {n} closes; account HALTED. Act now: /close {symbol}").format(
                 symbol=e.symbol, reason=e.reason, qty=num(e.qty), n=e.attempts)
+        case ev.EntryRestLeft():
+            return _("🚨 {symbol}: account HALTED and the resting limit entry {order} ({side} "
+                     "{qty} @ {price}) could not be cancelled ({reason}). Cancel it on the venue "
+                     "now: what fills of it gets no new stop until /resume.").format(
+                symbol=e.symbol, order=e.order_id, side=side_label(e.side), qty=num(e.qty),
+                price=num(e.price), reason=echo(e.reason))
         case ev.SignalsFailing():
             return _("⚠️ webhook source {source}: {n} signals in a row refused before any order "
                      "(last: {reason}). Check its sender, or who is knocking.").format(
