@@ -8,7 +8,7 @@ from aiogram.types import CallbackQuery, Message, User
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
-from bot import render
+from bot import render, render_entries
 from bot.approvals import ApprovalCallback, ApprovalService
 from bot.commands import role_flag
 from bot.roles import Role
@@ -55,6 +55,11 @@ def build_router() -> Router:
                 reason=render.echo(exc.message or exc.reason.value, render.DETAIL_LIMIT)))
             return
         if not targets:
+            # Nothing filled yet, but a limit entry may rest there: "close" means "I want out".
+            cuts = await control.cancel_resting_entries(args[0])
+            if cuts:
+                await message.answer(render_entries.cut_outcomes(cuts))
+                return
             await message.answer(_("No open position on {symbol}; nothing to close.").format(
                 symbol=render.echo(args[0].upper())))
             return
@@ -67,8 +72,15 @@ def build_router() -> Router:
             await message.answer(_("Usage: /close_all"))
             return
         targets = control.close_targets(None)
+        # Limit entries resting where no position is open are cancelled now (that only reduces
+        # exposure); one where a position is open is cut by that position's close.
+        cuts = await control.cancel_resting_entries(
+            None, skip=frozenset((t.account, t.symbol) for t in targets))
+        if cuts:
+            await message.answer(render_entries.cut_outcomes(cuts))
         if not targets:
-            await message.answer(_("No open positions; nothing to close."))
+            if not cuts:
+                await message.answer(_("No open positions; nothing to close."))
             return
         await ask_to_close(message, approvals, event_from_user, targets)
 

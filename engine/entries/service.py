@@ -90,6 +90,16 @@ class _KeyLock:
 
 
 @dataclass(slots=True)
+class _Resting:
+    """A limit entry running now: a close of its symbol sets `cut`; `ended` is set (with its
+    `result`) when the entry let go of the symbol."""
+
+    cut: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    result: EntryResult | None = None
+
+
+@dataclass(slots=True)
 class _Run:
     """One entry in flight: what the journal and the record need at each step."""
 
@@ -119,7 +129,7 @@ class EntryService:
         # Limit entries running now, by (account, symbol): set by a /close of the symbol, so
         # the resting rest is cancelled at once instead of holding the writer lock (and the
         # close) until its timeout.
-        self._resting: dict[tuple[str, str], asyncio.Event] = {}
+        self._resting: dict[tuple[str, str], _Resting] = {}
         # How each cut-short limit ended (its final order), until the canceller asks
         # (`cut_ended`); at most one per symbol.
         self._cut_ended: dict[tuple[str, str], OrderReport] = {}
@@ -229,30 +239,47 @@ class EntryService:
         """A close of `symbol` is coming: a limit entry resting there cancels its unfilled
         rest now (verified gone, as at its timeout) and protects what filled, then lets the
         close have the symbol. True: one was running."""
-        cut = self._resting.get((account, symbol))
-        if cut is None:
+        resting = self._resting.get((account, symbol))
+        if resting is None:
             return False
         self._cut_ended.pop((account, symbol), None)  # an earlier cut's answer is not this one's
-        cut.set()
+        resting.cut.set()
         return True
+
+    def resting(self) -> list[tuple[str, str]]:
+        """(account, symbol) of every limit entry running now."""
+        return sorted(self._resting)
+
+    async def cancel_resting(self, account: str, symbol: str) -> EntryResult | None:
+        """A close of `symbol` with no position to close: the limit entry resting there cancels
+        its unfilled rest now (`cut_short`) and this waits until it let go of the symbol. Its
+        result says what filled (NOT_FILLED: nothing; PROTECTED: a fill, under its stop).
+        None: no limit entry runs there."""
+        resting = self._resting.get((account, symbol))
+        if resting is None or not self.cut_short(account, symbol):
+            return None
+        await resting.ended.wait()
+        return resting.result
 
     def cut_ended(self, account: str, symbol: str) -> OrderReport | None:
         """The limit entry order a cut ended, as the venue showed it gone (once)."""
         return self._cut_ended.pop((account, symbol), None)
 
     def _cut(self, ctx: AccountContext, run: _Run) -> bool:
-        cut = self._resting.get((ctx.account, run.plan.symbol))
-        return cut is not None and cut.is_set()
+        resting = self._resting.get((ctx.account, run.plan.symbol))
+        return resting is not None and resting.cut.is_set()
 
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         if run.plan.limit_price is None:
             return await self._run_steps(guard, run, first=first)
         key = (guard.account, run.plan.symbol)  # one writer per symbol: one entry at a time
-        self._resting[key] = asyncio.Event()
+        resting = self._resting[key] = _Resting()
         try:
-            return await self._run_steps(guard, run, first=first)
+            resting.result = await self._run_steps(guard, run, first=first)
+            return resting.result
         finally:
             self._resting.pop(key, None)
+            resting.ended.set()
 
     async def _run_steps(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         """The entry as the symbol's writer. A venue that keeps failing a read (past the
@@ -305,6 +332,9 @@ class EntryService:
         there = ctx.view.position(plan.symbol)
         if there is not None:  # appeared since the gates looked
             return _refused(run.key, gates.open_refusal(plan, there.side), plan)
+        if self._cut(ctx, run):  # a close of the symbol came while it waited for the symbol
+            return await self._not_filled(ctx, run, "a /close of the symbol came before the "
+                                          "limit was sent; nothing was sent")
         request = MarketOrderRequest(plan.symbol, plan.side.entry_side, plan.qty, False,
                                      run.entry_cid,
                                      stop_loss=plan.stop_price if plan.attached else None,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.domain.reports import OrderKind
+from engine.domain.reports import OrderKind, OrderStatus
 from tests.bot.conftest import ADMIN, TRADER, VIEWER, Running, running
 from tests.bot.test_approvals_e2e import answer, ask, edited, sim, tap
 from tests.fakes import FakeBotAPI
@@ -134,3 +134,32 @@ async def test_close_while_a_limit_long_rests_cancels_the_rest_then_closes_the_f
     assert "closed 0.004" in (final.text or "")
     assert BTC not in exchange.positions and exchange.open_orders() == []
     await edited(flat, message, "opened; stop 62720")  # the entry ended protected, then closed
+
+
+async def resting_limit_long(r: Running) -> tuple[str, int]:
+    """A confirmed /long @64000 (under the mark): its limit rests, nothing filled."""
+    approval, message = await ask(r, TRADER, "/long BTCUSDT 0.01 @64000 sl 2%")
+    tap(r, TRADER, approval, message)  # its answer comes once the entry has ended
+    for _ in range(500):
+        if [o for o in sim(r).open_orders() if o.kind is OrderKind.LIMIT]:
+            break
+        await asyncio.sleep(0.01)
+    return approval, message
+
+
+@pytest.mark.parametrize("command", ["/close BTCUSDT", "/close_all"])
+async def test_close_while_a_limit_long_rests_unfilled_cancels_it(flat: Running,
+                                                                  command: str) -> None:
+    """Nothing filled yet: no position, but the trader wants out. The resting limit is cancelled
+    at once (verified gone) and the reply says so; before, the reply was "no open position"
+    and the limit kept resting, free to fill a moment later."""
+    _approval, message = await resting_limit_long(flat)
+    [limit] = [o for o in sim(flat).open_orders() if o.kind is OrderKind.LIMIT]
+    started = time.monotonic()
+    text = await reply_to(flat, TRADER, command)
+    assert time.monotonic() - started < 30  # not the limit's 60 s
+    assert "resting limit entry was cancelled" in text and "nothing had filled" in text
+    assert sim(flat).orders[limit.order_id].status is OrderStatus.CANCELLED
+    assert sim(flat).positions == {} and sim(flat).open_orders() == []
+    await edited(flat, message, "Nothing filled")  # the /long's own message ends too
+    assert "No open position" in await reply_to(flat, TRADER, command)  # nothing rests now
