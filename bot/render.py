@@ -304,7 +304,7 @@ def event(e: ev.Event, *, brief: bool = False) -> str | None:
         case ev.EngineStarted():
             return head + _("Vigil started ({mode} mode)").format(mode=e.mode)
         case (ev.EntryProtected() | ev.EntryRolledBack() | ev.EntryRollbackFailed()
-              | ev.SignalsFailing()):
+              | ev.EntryRestLeft() | ev.SignalsFailing()):
             from bot import render_entries  # it builds on this module's helpers
             text = render_entries.alert(e)
             return head + text if text else None

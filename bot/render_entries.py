@@ -98,6 +98,29 @@ def outcome(result: EntryResult) -> str:
     return _("Still in progress; see /positions.")
 
 
+def cut_outcomes(results: list[EntryResult]) -> str:
+    """/close or /close_all of a symbol whose limit entry rested with no position to close."""
+    lines = []
+    for result in results:
+        plan = result.plan
+        where = f"{plan.account} · {plan.symbol}" if plan else result.key
+        symbol = plan.symbol if plan else ""
+        match result.status:
+            case EntryStatus.NOT_FILLED:
+                lines.append(_("✂️ {where}: the resting limit entry was cancelled (verified "
+                               "gone); nothing had filled, so there is no position to close")
+                             .format(where=where))
+            case EntryStatus.PROTECTED:
+                lines.append(_("✂️ {where}: the resting limit entry was cancelled (verified "
+                               "gone); {qty} had filled and its stop rests: /close {symbol} "
+                               "closes it").format(where=where, qty=num(result.filled_qty),
+                                                   symbol=symbol))
+            case _:
+                lines.append(_("⚠️ {where}: the resting limit entry was cut short: {outcome}")
+                             .format(where=where, outcome=outcome(result)))
+    return "\n".join(lines)
+
+
 def alert(e: ev.Event) -> str | None:
     match e:
         case ev.EntryProtected():
@@ -114,6 +137,12 @@ def alert(e: ev.Event) -> str | None:
             return _("🚨 {symbol}: rollback of the entry FAILED ({reason}): {qty} open WITHOUT "
                      "a stop after {n} closes; account HALTED. Act now: /close {symbol}").format(
                 symbol=e.symbol, reason=e.reason, qty=num(e.qty), n=e.attempts)
+        case ev.EntryRestLeft():
+            return _("🚨 {symbol}: account HALTED and the resting limit entry {order} ({side} "
+                     "{qty} @ {price}) could not be cancelled ({reason}). Cancel it on the venue "
+                     "now: what fills of it gets no new stop until /resume.").format(
+                symbol=e.symbol, order=e.order_id, side=side_label(e.side), qty=num(e.qty),
+                price=num(e.price), reason=echo(e.reason))
         case ev.SignalsFailing():
             return _("⚠️ webhook source {source}: {n} signals in a row refused before any order "
                      "(last: {reason}). Check its sender, or who is knocking.").format(

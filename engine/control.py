@@ -236,6 +236,24 @@ class ControlService:
             outcomes.append(replace(outcome, entry_cut=True) if cut else outcome)
         return outcomes
 
+    async def cancel_resting_entries(self, symbol_text: str | None,
+                                     skip: frozenset[tuple[str, str]] = frozenset()
+                                     ) -> list[EntryResult]:
+        """A close (one symbol, or all with None) of symbols with no position to close: each
+        limit entry resting there cancels its unfilled rest now, verified gone, and ends (what
+        filled meanwhile is protected: its result says). Without a Confirm: it only reduces
+        exposure. `skip`: (account, symbol) whose close will cut the entry itself."""
+        wanted = set(self.resolve(symbol_text)) if symbol_text is not None else None
+        results = []
+        for account, symbol in self.entries.resting():
+            if (account, symbol) in skip or (wanted is not None
+                                             and (account, symbol) not in wanted):
+                continue
+            result = await self.entries.cancel_resting(account, symbol)
+            if result is not None:
+                results.append(result)
+        return results
+
     async def resting_orders(self, account: str) -> list[OrderReport]:
         return await self._guards[account].resting_orders()
 

@@ -8,7 +8,7 @@ from aiogram.types import CallbackQuery, Message, User
 from aiogram.utils.i18n import get_i18n
 from aiogram.utils.i18n import gettext as _
 
-from bot import render
+from bot import render, render_entries
 from bot.approvals import ApprovalCallback, ApprovalService
 from bot.commands import role_flag
 from bot.roles import Role
@@ -37,6 +37,19 @@ async def ask_to_close(message: Message, approvals: ApprovalService, user: User,
                               lang=get_i18n().current_locale, targets=targets)
 
 
+async def answer_resting_cuts(message: Message, control: ControlService,
+                              symbol_text: str | None, targets: list[CloseTarget]) -> bool:
+    """Close means "I want out": a limit entry resting where no position is open yet (nothing
+    filled) is cancelled now, without a Confirm (that only reduces exposure), and the reply says
+    so; one where a position is open is cut by that position's close. False: nothing to say
+    (no position and no such entry)."""
+    cuts = await control.cancel_resting_entries(
+        symbol_text, skip=frozenset((t.account, t.symbol) for t in targets))
+    if cuts:
+        await message.answer(render_entries.cut_outcomes(cuts))
+    return bool(cuts or targets)
+
+
 def build_router() -> Router:
     router = Router(name="trading")
 
@@ -54,11 +67,11 @@ def build_router() -> Router:
                 symbol=render.echo(args[0]),
                 reason=render.echo(exc.message or exc.reason.value, render.DETAIL_LIMIT)))
             return
-        if not targets:
+        if not await answer_resting_cuts(message, control, args[0], targets):
             await message.answer(_("No open position on {symbol}; nothing to close.").format(
                 symbol=render.echo(args[0].upper())))
-            return
-        await ask_to_close(message, approvals, event_from_user, targets)
+        if targets:
+            await ask_to_close(message, approvals, event_from_user, targets)
 
     @router.message(Command("close_all"), flags=role_flag("close_all"))
     async def close_all(message: Message, command: CommandObject, control: ControlService,
@@ -67,10 +80,10 @@ def build_router() -> Router:
             await message.answer(_("Usage: /close_all"))
             return
         targets = control.close_targets(None)
-        if not targets:
+        if not await answer_resting_cuts(message, control, None, targets):
             await message.answer(_("No open positions; nothing to close."))
-            return
-        await ask_to_close(message, approvals, event_from_user, targets)
+        if targets:
+            await ask_to_close(message, approvals, event_from_user, targets)
 
     @router.message(Command("cancel_all"), flags=role_flag("cancel_all"))
     async def cancel_all(message: Message, command: CommandObject, control: ControlService,

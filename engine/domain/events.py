@@ -42,6 +42,7 @@ class CancelReason(StrEnum):
     CANCEL_ALL = "cancel_all"
     ENTRY_TIMEOUT = "entry_timeout"  # a limit entry's unfilled rest, at its timeout
     ENTRY_CUT = "entry_cut"  # ... ended early: a /close or /cancel_all of its symbol came
+    ENTRY_HALT = "entry_halt"  # ... ended by a HALT (the one command HALT still sends)
     TAKE_PROFIT_OFF = "take_profit_off"  # the plan has no take-profit (any more)
 
 
@@ -157,6 +158,7 @@ class PositionResized(SymbolEvent):
     severity = Severity.INFO
     old_qty: Decimal
     new_qty: Decimal
+    entry_price: Decimal | None = None  # the venue's average entry after it (None: older rows)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -441,6 +443,21 @@ class EntryRollbackFailed(SymbolEvent):
 
 
 @dataclass(frozen=True, kw_only=True)
+class EntryRestLeft(SymbolEvent):
+    """HALT came while a limit entry rested and its cancel failed: the order still rests on
+    the venue and what fills of it gets no new stop until /resume. A person cancels it there."""
+
+    kind = "entry_rest_left"
+    severity = Severity.CRITICAL
+    key: str
+    order_id: str
+    side: PositionSide
+    price: Decimal | None
+    qty: Decimal  # the unfilled rest
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class EntryRefused(Event):
     """A risk gate said no; the requester is told (journal-only here)."""
 
@@ -513,7 +530,8 @@ EVENT_TYPES: dict[str, type[Event]] = {
         StopMoved, StopMoveFailed,
         StopRejected, StopCannotRest, StopCrossed, CloseIntent, CloseSubmitted, CloseSideGone,
         ZombieCancelled, SlaBreached, EntryIntent, EntryFilled, EntryProtected,
-        EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRefused, SignalsFailing,
+        EntryRollbackStep, EntryRolledBack, EntryRollbackFailed, EntryRestLeft, EntryRefused,
+        SignalsFailing,
         TakeProfitIntent, TakeProfitPlaced, TakeProfitCancelled, TakeProfitRejected,
     )
 }

@@ -11,7 +11,8 @@ guards whatever the entry leaves, the moment the entry lets go):
 
 A limit entry rests instead: each fill seen (the stream-fed view, else a venue look-up) is
 protected at once, the stop following further fills; at the timeout the unfilled rest is
-cancelled and must be gone from the venue (`_rest_limit`).
+cancelled and must be gone from the venue (`_rest_limit`). On HALT the rest is cancelled at once
+(the one command HALT still sends) and nothing else is sent (`_halt_rest`).
 
 Every step is journaled; the record in the state store (scope "entry") says where it stands,
 so a restart resumes a pending entry to protected or verified flat, and the same key never sends
@@ -89,6 +90,16 @@ class _KeyLock:
 
 
 @dataclass(slots=True)
+class _Resting:
+    """A limit entry running now: a close of its symbol sets `cut`; `ended` is set (with its
+    `result`) when the entry let go of the symbol."""
+
+    cut: asyncio.Event = field(default_factory=asyncio.Event)
+    ended: asyncio.Event = field(default_factory=asyncio.Event)
+    result: EntryResult | None = None
+
+
+@dataclass(slots=True)
 class _Run:
     """One entry in flight: what the journal and the record need at each step."""
 
@@ -118,7 +129,7 @@ class EntryService:
         # Limit entries running now, by (account, symbol): set by a /close of the symbol, so
         # the resting rest is cancelled at once instead of holding the writer lock (and the
         # close) until its timeout.
-        self._resting: dict[tuple[str, str], asyncio.Event] = {}
+        self._resting: dict[tuple[str, str], _Resting] = {}
         # How each cut-short limit ended (its final order), until the canceller asks
         # (`cut_ended`); at most one per symbol.
         self._cut_ended: dict[tuple[str, str], OrderReport] = {}
@@ -228,30 +239,47 @@ class EntryService:
         """A close of `symbol` is coming: a limit entry resting there cancels its unfilled
         rest now (verified gone, as at its timeout) and protects what filled, then lets the
         close have the symbol. True: one was running."""
-        cut = self._resting.get((account, symbol))
-        if cut is None:
+        resting = self._resting.get((account, symbol))
+        if resting is None:
             return False
         self._cut_ended.pop((account, symbol), None)  # an earlier cut's answer is not this one's
-        cut.set()
+        resting.cut.set()
         return True
+
+    def resting(self) -> list[tuple[str, str]]:
+        """(account, symbol) of every limit entry running now."""
+        return sorted(self._resting)
+
+    async def cancel_resting(self, account: str, symbol: str) -> EntryResult | None:
+        """A close of `symbol` with no position to close: the limit entry resting there cancels
+        its unfilled rest now (`cut_short`) and this waits until it let go of the symbol. Its
+        result says what filled (NOT_FILLED: nothing; PROTECTED: a fill, under its stop).
+        None: no limit entry runs there."""
+        resting = self._resting.get((account, symbol))
+        if resting is None or not self.cut_short(account, symbol):
+            return None
+        await resting.ended.wait()
+        return resting.result
 
     def cut_ended(self, account: str, symbol: str) -> OrderReport | None:
         """The limit entry order a cut ended, as the venue showed it gone (once)."""
         return self._cut_ended.pop((account, symbol), None)
 
     def _cut(self, ctx: AccountContext, run: _Run) -> bool:
-        cut = self._resting.get((ctx.account, run.plan.symbol))
-        return cut is not None and cut.is_set()
+        resting = self._resting.get((ctx.account, run.plan.symbol))
+        return resting is not None and resting.cut.is_set()
 
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         if run.plan.limit_price is None:
             return await self._run_steps(guard, run, first=first)
         key = (guard.account, run.plan.symbol)  # one writer per symbol: one entry at a time
-        self._resting[key] = asyncio.Event()
+        resting = self._resting[key] = _Resting()
         try:
-            return await self._run_steps(guard, run, first=first)
+            resting.result = await self._run_steps(guard, run, first=first)
+            return resting.result
         finally:
             self._resting.pop(key, None)
+            resting.ended.set()
 
     async def _run_steps(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         """The entry as the symbol's writer. A venue that keeps failing a read (past the
@@ -271,7 +299,7 @@ class EntryService:
                 error = f"{type(exc).__name__}: {exc}"
                 await self.clock.sleep(pause)
                 pause *= 2
-            except AccountHalted as exc:  # no commands now (a limit's rest stays): resumed later
+            except AccountHalted as exc:  # no commands now (but a limit's rest): resumed later
                 return EntryResult(EntryStatus.PENDING, run.key, run.plan,
                                    detail=f"halted: {exc}")
         return EntryResult(EntryStatus.PENDING, run.key, run.plan,
@@ -304,6 +332,9 @@ class EntryService:
         there = ctx.view.position(plan.symbol)
         if there is not None:  # appeared since the gates looked
             return _refused(run.key, gates.open_refusal(plan, there.side), plan)
+        if self._cut(ctx, run):  # a close of the symbol came while it waited for the symbol
+            return await self._not_filled(ctx, run, "a /close of the symbol came before the "
+                                          "limit was sent; nothing was sent")
         request = MarketOrderRequest(plan.symbol, plan.side.entry_side, plan.qty, False,
                                      run.entry_cid,
                                      stop_loss=plan.stop_price if plan.attached else None,
@@ -430,6 +461,8 @@ class EntryService:
         first_fill: float | None = None
         ttp = Decimal(0)
         while True:
+            if ctx.halted:  # no stop, no close now: only the rest's cancel goes
+                return await self._halt_rest(ctx, run, order)
             filled = order.filled_qty
             if filled > covered and not plan.attached:
                 if first_fill is None:
@@ -440,6 +473,8 @@ class EntryService:
                 fresh, reason = await self._cover(ctx, run, stop, filled, first_fill,
                                                   int(filled / lot))
                 if fresh is None and stop is None:  # the first fill cannot be protected
+                    if ctx.halted:
+                        continue  # refused for the HALT: no rollback close either
                     if order.is_resting:
                         order = await self._cancel_rest(ctx, run, order)
                     _snapshot, position = await self._look(ctx, plan, order)
@@ -490,8 +525,8 @@ class EntryService:
             step = min(VIEW_PAUSE, seconds - waited)
             await ctx.clock.sleep(step)
             waited += step
-            if self._cut(ctx, run):
-                return order  # a close waits: the rest is cancelled now
+            if self._cut(ctx, run) or ctx.halted:
+                return order  # a close waits, or a HALT came: the rest is cancelled now
             seen = next((o for o in ctx.view.orders(plan.symbol)
                          if o.client_id == run.entry_cid), None)
             if seen is not None and seen.filled_qty > order.filled_qty:
@@ -537,8 +572,10 @@ class EntryService:
         outcome: the continuation looks again."""
         plan = run.plan
         run.cut = self._cut(ctx, run)
-        reason = ev.CancelReason.ENTRY_CUT if run.cut else ev.CancelReason.ENTRY_TIMEOUT
-        await ctx.orders.cancel(order, reason, self.bus.publish)
+        reason = (ev.CancelReason.ENTRY_CUT if run.cut else ev.CancelReason.ENTRY_HALT
+                  if ctx.halted else ev.CancelReason.ENTRY_TIMEOUT)
+        # sent on HALT too: it only reduces exposure (OrderGateway.cancel_entry_rest)
+        await ctx.orders.cancel_entry_rest(order, reason, self.bus.publish)
         found = await retry_transient(
             lambda: ctx.venue.find_order(plan.symbol, run.entry_cid), ctx.clock, rng=ctx.rng)
         if found is not None and found.is_resting:
@@ -549,6 +586,31 @@ class EntryService:
         await self._step(ctx, run, "limit_cancelled", f"{ended.order_id} filled "
                          f"{ended.filled_qty} of {ended.qty}")
         return ended
+
+    async def _halt_rest(self, ctx: AccountContext, run: _Run,
+                         order: OrderReport) -> EntryResult:
+        """HALT while the limit rests: its unfilled rest is cancelled (the one command HALT
+        still sends), and nothing else is: no stop, no close. Nothing filled: the entry ends.
+        Something filled: it stays pending for after /resume (a stop placed before the HALT
+        stays). A cancel that fails leaves the order resting: a critical alert names it, so a
+        person cancels it on the venue."""
+        plan = run.plan
+        if order.is_resting:
+            try:
+                order = await self._cancel_rest(ctx, run, order)
+            except VenueError as exc:
+                await self.bus.publish(ev.EntryRestLeft(
+                    account=ctx.account, symbol=plan.symbol, key=run.key,
+                    order_id=order.order_id, side=plan.side,
+                    price=order.price or plan.limit_price,
+                    qty=(order.qty or plan.qty) - order.filled_qty,
+                    reason=f"{type(exc).__name__}: {exc}"))
+                raise AccountHalted(f"{ctx.halted}; limit entry {order.order_id} still rests: "
+                                    f"{exc}") from exc
+        if order.filled_qty == 0:
+            return await self._not_filled(ctx, run, f"HALT ({ctx.halted}): the resting limit "
+                                          "was cancelled before anything filled")
+        raise AccountHalted(f"{ctx.halted}; the limit is cancelled, {order.filled_qty} filled")
 
     async def _place_stop(self, ctx: AccountContext, run: _Run, side: PositionSide,
                           qty: Decimal, filled_at: float, seq: int = 0

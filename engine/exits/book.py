@@ -244,6 +244,22 @@ class ExitBook:
         if done and released is not None and released == price:
             del self.released[symbol]
 
+    async def resized(self, known: GuardedPosition) -> None:
+        """The position's size changed: a trail state whose breakeven has not fired yet takes
+        the venue's new average entry (an add at a higher price must not make breakeven lock a
+        loss below the average), and its 1 R while the first stop still stands. A stop already
+        moved never loosens: `wanted` and the last amend stay as they are."""
+        state = self.states.get(known.symbol)
+        if (state is None or state.generation != known.generation or state.side is not known.side
+                or state.breakeven_done or state.entry == known.entry_price):
+            return
+        risk = state.risk
+        if state.last_amend_price is None and known.stop is not None:
+            risk = abs(known.entry_price - known.stop.trigger_price)
+        state = replace(state, entry=known.entry_price, risk=risk)
+        self.states[known.symbol] = state
+        await self._save(known.symbol, state)
+
     async def forget(self, symbol: str) -> None:
         """The position closed: its plan and state go with it."""
         self.plans.pop(symbol, None)

@@ -8,7 +8,8 @@ is updated once. Nothing else in the engine calls a venue's commands.
 Who may call it: a position's supervisor for that symbol's orders, and the account's zombie owner
 for orders on flat symbols. Both hold the symbol's writer lock (`writer(symbol)`) across their
 check and the venue call, so no other writer can act on the symbol in between; the gateway
-refuses a call made without it.
+refuses a call made without it. On HALT it sends nothing, but a limit entry's cancel of its own
+unfilled rest (`cancel_entry_rest`): that only reduces exposure.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from enum import StrEnum
 from engine.bus import EventBus
 from engine.clock import Clock
 from engine.domain import events as ev
+from engine.domain.ids import OrderPurpose, has_purpose
 from engine.domain.reports import (
     MarketOrderRequest,
     OrderKind,
@@ -151,10 +153,28 @@ class OrderGateway:
         is GONE, not an error. Raises Rejected (other reasons), OutcomeUnknown (still in the
         view: the next look decides), Transient past the retries, AccountHalted."""
         self._enter(order.symbol)
+        return await self._cancel(order, reason, publish, by=by, on_halt=False)
+
+    async def cancel_entry_rest(self, order: OrderReport, reason: ev.CancelReason,
+                                publish: Callable[[ev.Event], Awaitable[None]]) -> Cancelled:
+        """HALT's one exception: our own limit entry's unfilled rest is cancelled even on HALT.
+        It can only reduce exposure, and left resting it fills unprotected until /resume.
+        Anything else (a stop, a reduce-only order, a person's order) is refused here."""
+        if (order.kind is not OrderKind.LIMIT or order.reduce_only
+                or not has_purpose(order.client_id, OrderPurpose.ENTRY)):
+            raise ValueError(f"{order.order_id} is not a limit entry of ours")
+        if not self.writer(order.symbol).locked():
+            raise RuntimeError(f"{order.symbol}: order change outside its writer")
+        return await self._cancel(order, reason, publish, by="", on_halt=True)
+
+    async def _cancel(self, order: OrderReport, reason: ev.CancelReason,
+                      publish: Callable[[ev.Event], Awaitable[None]], *, by: str,
+                      on_halt: bool) -> Cancelled:
         await publish(ev.CancelIntent(
             account=self.account, symbol=order.symbol, order_id=order.order_id,
             client_id=order.client_id, reason=reason, by=by))
-        self._still_allowed()  # HALT may have come while the intent was being written
+        if not on_halt:
+            self._still_allowed()  # HALT may have come while the intent was being written
         try:
             await retry_transient(lambda: self.venue.cancel_order(order), self.clock,
                                   rng=self.rng)

@@ -36,6 +36,7 @@ class Resized:
     symbol: str
     old_qty: Decimal
     new_qty: Decimal
+    entry_price: Decimal  # the venue's average entry now: an add moves it (breakeven's base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +196,7 @@ def plan_position(known: GuardedPosition | None, report: PositionReport | None,
     if known is None:
         actions.append(AdoptPosition(report))
     elif known.qty != report.qty:
-        actions.append(Resized(report.symbol, known.qty, report.qty))
+        actions.append(Resized(report.symbol, known.qty, report.qty, report.entry_price))
     # Orders that can never reduce this position go last: protecting it comes first, and a
     # cancel the venue leaves unanswered must not hold the stop back.
     cleanup = [CancelStop(report.symbol, o, "wrong_side") for o in useless]

@@ -323,13 +323,17 @@ class PositionSupervisor:
                 await self._adopt(report)
             case RecordClose(leftovers=leftovers):
                 return await self._record_close(leftovers)
-            case Resized(new_qty=new_qty, old_qty=old_qty):
+            case Resized(new_qty=new_qty, old_qty=old_qty, entry_price=entry_price):
                 assert self.known is not None
                 self.known.qty = new_qty
+                if entry_price > 0:  # an add moves the average: breakeven's base follows it
+                    self.known.entry_price = entry_price
                 await self._publish(ev.PositionResized(
                     account=self.ctx.account, symbol=self.symbol, old_qty=old_qty,
-                    new_qty=new_qty))
+                    new_qty=new_qty, entry_price=self.known.entry_price))
                 await self.ctx.store.save(self.known)
+                if self.ctx.exits is not None:
+                    await self.ctx.exits.resized(self.known)
             case PlaceStop():
                 return await self._place(action)
             case AdoptStop(order=order):

@@ -11,12 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from engine.domain.reports import OrderKind
+from engine.domain.reports import OrderKind, OrderStatus
+from engine.domain.values import PositionSide
+from engine.sim.exchange import HandApi
 from tests.bot.conftest import ADMIN, TRADER, VIEWER, Running, running
 from tests.bot.test_approvals_e2e import answer, ask, edited, sim, tap
 from tests.fakes import FakeBotAPI
 
 BTC = "BTC/USDT:USDT"
+ETH = "ETH/USDT:USDT"
 
 
 @pytest.fixture
@@ -134,3 +137,55 @@ async def test_close_while_a_limit_long_rests_cancels_the_rest_then_closes_the_f
     assert "closed 0.004" in (final.text or "")
     assert BTC not in exchange.positions and exchange.open_orders() == []
     await edited(flat, message, "opened; stop 62720")  # the entry ended protected, then closed
+
+
+async def resting_limit_long(r: Running) -> tuple[str, int]:
+    """A confirmed /long @64000 (under the mark): its limit rests, nothing filled."""
+    approval, message = await ask(r, TRADER, "/long BTCUSDT 0.01 @64000 sl 2%")
+    tap(r, TRADER, approval, message)  # its answer comes once the entry has ended
+    for _ in range(500):
+        if [o for o in sim(r).open_orders() if o.kind is OrderKind.LIMIT]:
+            break
+        await asyncio.sleep(0.01)
+    return approval, message
+
+
+@pytest.mark.parametrize("command", ["/close BTCUSDT", "/close_all"])
+async def test_close_while_a_limit_long_rests_unfilled_cancels_it(flat: Running,
+                                                                  command: str) -> None:
+    """Nothing filled yet: no position, but the trader wants out. The resting limit is cancelled
+    at once (verified gone) and the reply says so; before, the reply was "no open position"
+    and the limit kept resting, free to fill a moment later."""
+    _approval, message = await resting_limit_long(flat)
+    [limit] = [o for o in sim(flat).open_orders() if o.kind is OrderKind.LIMIT]
+    started = time.monotonic()
+    text = await reply_to(flat, TRADER, command)
+    assert time.monotonic() - started < 30  # not the limit's 60 s
+    assert "resting limit entry was cancelled" in text and "nothing had filled" in text
+    assert sim(flat).orders[limit.order_id].status is OrderStatus.CANCELLED
+    assert sim(flat).positions == {} and sim(flat).open_orders() == []
+    await edited(flat, message, "Nothing filled")  # the /long's own message ends too
+    assert "No open position" in await reply_to(flat, TRADER, command)  # nothing rests now
+
+
+async def test_close_all_cancels_an_unfilled_resting_limit_and_asks_for_the_positions(
+        flat: Running) -> None:
+    """/close_all with an ETH position open and a BTC limit resting unfilled: the limit is
+    cancelled at once (said in its own reply), the ETH close still waits for its Confirm."""
+    await resting_limit_long(flat)
+    HandApi(sim(flat)).open(ETH, PositionSide.SHORT, D("1.5"))
+    for _ in range(500):
+        if flat.control.close_targets("ETHUSDT"):
+            break
+        await asyncio.sleep(0.01)
+    approval, message = await ask(flat, TRADER, "/close_all")
+    prompt = flat.api.messages[message]["text"]
+    assert "ETH/USDT:USDT · SHORT 1.5" in prompt and "BTC" not in prompt
+    [cut] = [c for c in flat.api.sent("sendMessage")
+             if "resting limit entry was cancelled" in (c.text or "")]
+    assert "BTC/USDT:USDT" in (cut.text or "") and "nothing had filled" in (cut.text or "")
+    assert [o.kind for o in sim(flat).open_orders()] == [OrderKind.STOP_LOSS]  # ETH's stop
+    assert sim(flat).positions[ETH].qty == D("1.5")  # nothing closed before the Confirm
+    await answer(flat, tap(flat, TRADER, approval, message))
+    await edited(flat, message, "closed 1.5")
+    assert sim(flat).positions == {}

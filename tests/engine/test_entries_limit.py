@@ -10,7 +10,10 @@ from decimal import Decimal as D
 
 import pytest
 
+from bot import render
+from bot.i18n import build_i18n
 from engine.control import CloseStatus, CloseTarget, ControlService
+from engine.domain import events as ev
 from engine.domain.reports import OrderKind, OrderStatus
 from engine.domain.values import PositionSide
 from engine.entries.gates import RiskLimits
@@ -18,6 +21,7 @@ from engine.entries.model import (
     Amount,
     EntryRefused,
     EntryRequest,
+    EntryResult,
     EntrySource,
     EntryStatus,
     PriceKind,
@@ -54,6 +58,20 @@ def limit_long(key: str = "L1", price: D = LIMIT, qty: str = "0.007") -> EntryRe
     return EntryRequest(ACCOUNT, "BTCUSDT", PositionSide.LONG, Amount(SizeKind.QTY, D(qty)),
                         PriceSpec(PriceKind.PERCENT, D(2)), key, EntrySource.WEBHOOK,
                         limit_price=price)
+
+
+def control_of(rig: Rig) -> ControlService:
+    """The bot's door over the rig's guard; a limit rests up to 600 s (no test waits for it)."""
+    return ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
+                          bus=rig.guard.bus, clock=rig.clock, mode="paper",
+                          limits=RiskLimits(limit_timeout_seconds=600))
+
+
+async def resting_entry(rig: Rig, control: ControlService) -> asyncio.Future[EntryResult]:
+    """A limit long opened through `control`, running until its limit rests on the venue."""
+    entry = asyncio.ensure_future(control.open(limit_long()))
+    await eventually(lambda: any(o.kind is OrderKind.LIMIT for o in rig.exchange.orders.values()))
+    return entry
 
 
 def entry_order(rig: Rig):  # type: ignore[no-untyped-def]
@@ -248,24 +266,83 @@ async def test_a_streamed_fill_is_protected_before_the_next_venue_look(
     assert [s.qty for s in rig.stops(BTC)] == [D("0.004")]
 
 
-async def test_halt_while_the_limit_rests_sends_nothing_and_a_resume_ends_it(
-        spy_rig: SpyRigFactory) -> None:
-    rig, spy = await spy_rig()
-    entries = service(rig)
+def halt_at_look(rig: Rig, spy: SpyVenue, look: int, fills: dict[int, D | None]) -> list[str]:
+    """Fill the limit by `fills`, and HALT the account (as guard.halt sets it) at its `look`-th
+    look-up; returns the commands sent from the HALT on."""
+    after: list[str] = []
 
     def halt_then(method: str, looks: int) -> None:
-        if method == "find_order" and looks == 2:
-            rig.guard.flags.halted = "bad keys"  # as guard.halt sets it
-    fills_at(rig, spy, {1: D("0.003")}, halt_then)
-    result = await drive(rig.clock, entries.open(limit_long()))
+        if rig.guard.halted and method not in ("snapshot", "find_order"):
+            after.append(method)
+        if method == "find_order" and looks == look:
+            rig.guard.flags.halted = "bad keys"
+    fills_at(rig, spy, fills, halt_then)
+    return after
+
+
+async def test_halt_while_the_limit_rests_cancels_the_rest_and_sends_nothing_else(
+        spy_rig: SpyRigFactory) -> None:
+    """HALT sends no command, but the limit entry's cancel of its own unfilled rest: left
+    resting, it would fill unprotected until /resume. What filled before keeps its stop; no new
+    stop or close goes; a resume ends the entry."""
+    rig, spy = await spy_rig()
+    entries = service(rig, timeout=600)
+    after = halt_at_look(rig, spy, 2, {1: D("0.003")})
+    result = await drive(rig.clock, entries.open(limit_long()), limit=10)
     assert result.status is EntryStatus.PENDING and "halted" in result.detail
-    assert entry_order(rig).is_resting  # nothing is sent on HALT, not even the cancel
+    order = entry_order(rig)  # cancelled at once, not at the 600 s timeout
+    assert order.status is OrderStatus.CANCELLED and order.filled == D("0.003")
+    assert after == ["cancel_order"]  # the one command sent on HALT
+    assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_halt"]
     assert [s.qty for s in rig.stops(BTC)] == [D("0.003")]  # what filled before is protected
     spy.before = None
     await rig.guard.unhalt()
     [resumed] = await drive(rig.clock, entries.resume())
     assert resumed.status is EntryStatus.PROTECTED and resumed.filled_qty == D("0.003")
-    assert not entry_order(rig).is_resting and spy.commands().count("market_order") == 1
+    assert spy.commands().count("market_order") == 1
+
+
+async def test_halt_before_any_fill_cancels_the_rest_and_ends_the_entry_flat(
+        spy_rig: SpyRigFactory) -> None:
+    rig, spy = await spy_rig()
+    after = halt_at_look(rig, spy, 1, {})
+    result = await drive(rig.clock, service(rig, timeout=600).open(limit_long()), limit=10)
+    assert result.status is EntryStatus.NOT_FILLED and "HALT" in result.detail
+    assert entry_order(rig).status is OrderStatus.CANCELLED
+    assert after == ["cancel_order"]
+    assert rig.exchange.positions == {} and rig.exchange.open_orders() == []
+    assert await rig.rows("entry_rest_left") == []
+
+
+async def test_halt_with_the_rests_cancel_refused_names_the_order_and_sends_nothing_else(
+        spy_rig: SpyRigFactory) -> None:
+    """The venue refuses the cancel: the order still rests, so the critical alert names it (a
+    person cancels it on the venue); nothing else is sent, the entry waits for /resume."""
+    rig, spy = await spy_rig()
+    after = halt_at_look(rig, spy, 2, {1: D("0.003")})
+    hook = spy.before
+    assert hook is not None
+
+    async def refuse_cancels(method: str, arg: object) -> None:
+        await hook(method, arg)
+        if method == "cancel_order":
+            raise Rejected(RejectReason.INVALID_ORDER, "cancel refused")
+    spy.before = refuse_cancels
+    result = await drive(rig.clock, service(rig, timeout=600).open(limit_long()), limit=10)
+    assert result.status is EntryStatus.PENDING and "still rests" in result.detail
+    order = entry_order(rig)
+    assert order.is_resting and order.filled == D("0.003")
+    assert after == ["cancel_order"]  # tried once; no stop, no close
+    [left] = await rig.rows("entry_rest_left")
+    assert left["order_id"] == order.order_id and D(left["qty"]) == D("0.004")
+    assert D(left["price"]) == LIMIT and "cancel refused" in left["reason"]
+    assert [s.qty for s in rig.stops(BTC)] == [D("0.003")]
+    [event] = [e for e in rig.events if isinstance(e, ev.EntryRestLeft)]
+    for lang, words in (("en", "Cancel it on the venue"), ("ru", "Отмените его на бирже")):
+        i18n = build_i18n(lang)
+        with i18n.context(), i18n.use_locale(lang):
+            alert = render.event(event) or ""
+        assert words in alert and order.order_id in alert and "0.004 @ 64000" in alert
 
 
 async def test_a_close_while_the_limit_rests_cancels_the_rest_and_closes_at_once(
@@ -274,9 +351,7 @@ async def test_a_close_while_the_limit_rests_cancels_the_rest_and_closes_at_once
     is cancelled now and seen gone, what filled is protected and handed over, then the close
     runs; nobody waits for the 600 s timeout."""
     rig, spy = await spy_rig()
-    control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
-                             bus=rig.guard.bus, clock=rig.clock, mode="paper",
-                             limits=RiskLimits(limit_timeout_seconds=600))
+    control = control_of(rig)
     fills_at(rig, spy, {2: D("0.003")})
     entry = asyncio.ensure_future(control.open(limit_long()))
     while not rig.stops(BTC):  # the first fill is protected while the rest still rests
@@ -309,11 +384,8 @@ async def test_cancel_all_of_a_resting_limit_entry_does_not_wait_for_its_timeout
     """/cancel_all lists our resting limit entry; its cancel went through the symbol's writer,
     which the entry holds until its timeout. Now the entry cancels its own rest at once."""
     rig, _ = await spy_rig()
-    control = ControlService({ACCOUNT: rig.guard}, venues_testnet={}, state=StateRepo(rig.db),
-                             bus=rig.guard.bus, clock=rig.clock, mode="paper",
-                             limits=RiskLimits(limit_timeout_seconds=600))
-    entry = asyncio.ensure_future(control.open(limit_long()))
-    await eventually(lambda: any(o.kind is OrderKind.LIMIT for o in rig.exchange.orders.values()))
+    control = control_of(rig)
+    entry = await resting_entry(rig, control)
     assert control.entries.cut_short(ACCOUNT, "ETH/USDT:USDT") is False  # nothing rests there
     start = rig.clock.monotonic()
     targets = await control.cancel_targets()
@@ -327,3 +399,48 @@ async def test_cancel_all_of_a_resting_limit_entry_does_not_wait_for_its_timeout
     # the entry's own cancel first; /cancel_all's, under the lock after it, finds it gone
     assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_cut", "cancel_all"]
     assert rig.exchange.positions == {} and rig.exchange.open_orders() == []
+
+
+async def test_a_close_while_the_limit_rests_unfilled_cancels_it_instead_of_no_position(
+        spy_rig: SpyRigFactory) -> None:
+    """/close SYMBOL (and /close_all) with nothing filled yet: there is no position to close,
+    but the trader wants out. The resting entry cancels its rest now (verified gone) and ends
+    as not filled; before, it was "no open position" and the limit kept resting (and could
+    fill a moment later). A symbol being closed anyway is left to its close (`skip`)."""
+    rig, spy = await spy_rig()
+    control = control_of(rig)
+    entry = await resting_entry(rig, control)
+    assert control.close_targets("BTCUSDT") == []  # nothing filled: no position to close
+    assert control.entries.resting() == [(ACCOUNT, BTC)]
+    assert await control.cancel_resting_entries(None, skip=frozenset({(ACCOUNT, BTC)})) == []
+    assert await control.cancel_resting_entries("ETHUSDT") == []
+    assert entry_order(rig).is_resting
+    start = rig.clock.monotonic()
+    [result] = await drive(rig.clock, control.cancel_resting_entries("BTCUSDT"), limit=10)
+    assert rig.clock.monotonic() - start < 5  # at once, not at the limit's timeout
+    assert result.status is EntryStatus.NOT_FILLED and result.filled_qty == 0
+    assert (await drive(rig.clock, entry, limit=1)).status is EntryStatus.NOT_FILLED
+    assert entry_order(rig).status is OrderStatus.CANCELLED
+    assert [r["reason"] for r in await rig.rows("cancel_intent")] == ["entry_cut"]
+    assert spy.commands() == ["market_order", "cancel_order"]  # no stop, no close
+    assert rig.exchange.positions == {} and rig.exchange.open_orders() == []
+    assert control.entries.resting() == []
+    assert await control.cancel_resting_entries(None) == []  # nothing runs any more
+
+
+async def test_a_close_before_the_limit_is_sent_sends_nothing(spy_rig: SpyRigFactory) -> None:
+    """The entry waits for the symbol's writer (another writer holds it) when the close comes:
+    it never sends the limit it would cancel at once."""
+    rig, spy = await spy_rig()
+    control = control_of(rig)
+    async with rig.guard.orders.writer(BTC):
+        entry = asyncio.ensure_future(control.open(limit_long()))
+        await eventually(lambda: control.entries.resting() == [(ACCOUNT, BTC)])
+        cut = asyncio.ensure_future(control.cancel_resting_entries("BTCUSDT"))
+        await asyncio.sleep(0.01)
+        assert not cut.done()  # it waits for the entry to let go of the symbol
+    [result] = await drive(rig.clock, cut, limit=5)
+    assert result.status is EntryStatus.NOT_FILLED and "nothing was sent" in result.detail
+    assert (await drive(rig.clock, entry, limit=1)).status is EntryStatus.NOT_FILLED
+    assert spy.commands() == [] and rig.exchange.orders == {}
+

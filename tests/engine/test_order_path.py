@@ -177,6 +177,13 @@ async def test_the_gateway_sends_nothing_on_halt(rig_factory: RigFactory) -> Non
             await rig.guard.orders.cancel(stop, ev.CancelReason.ZOMBIE, rig.guard.bus.publish)
     assert await rig.kinds() == ["account_halted"]
     assert stop.order_id in {o.order_id for o in rig.exchange.open_orders()}
+    # HALT's one exception is a limit entry's own rest: a stop can never pass for one
+    async with rig.guard.orders.writer(BTC):
+        with pytest.raises(ValueError, match="not a limit entry of ours"):
+            await rig.guard.orders.cancel_entry_rest(stop, ev.CancelReason.ENTRY_HALT,
+                                                     rig.guard.bus.publish)
+    assert await rig.kinds() == ["account_halted"]
+    assert stop.order_id in {o.order_id for o in rig.exchange.open_orders()}
 
 
 async def test_events_are_stamped_by_the_engines_clock(rig_factory: RigFactory) -> None:

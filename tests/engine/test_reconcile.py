@@ -131,7 +131,7 @@ def test_a_re_entry_after_a_stop_out_is_priced_from_its_own_entry() -> None:
     under its own entry, it is not market-closed."""
     k = known(stop=order("5", "58800"))
     reentered = pos(qty="0.3", entry="58500", mark="58500")
-    assert plan(k, reentered, []) == [Resized(BTC, D("0.5"), D("0.3")),
+    assert plan(k, reentered, []) == [Resized(BTC, D("0.5"), D("0.3"), D(58500)),
                                       PlaceStop(BTC, D(57330), D("0.3"))]
     short = known(side=SHORT, stop=order("6", "61200", side=OrderSide.BUY))
     assert plan(short, pos(side=SHORT, entry="61500", mark="61500"), []) == [
@@ -203,13 +203,14 @@ def test_tighten_rounds_strictly_on_the_safe_side_of_the_mark(side: PositionSide
 def test_size_change_resizes_the_stop(new_qty: str) -> None:
     stop = order("7", client_id="vgsX")
     actions = plan(known(stop=stop), pos(qty=new_qty), [stop])
-    assert actions == [Resized(BTC, D("0.5"), D(new_qty)), ResizeStop(BTC, stop, D(new_qty))]
+    assert actions == [Resized(BTC, D("0.5"), D(new_qty), D(60000)),
+                       ResizeStop(BTC, stop, D(new_qty))]
 
 
 def test_a_close_position_stop_without_qty_covers_any_size() -> None:
     stop = order("7", qty=None)
     assert plan(known(qty="0.5", stop=stop), pos(qty="0.9"), [stop]) == [
-        Resized(BTC, D("0.5"), D("0.9"))]
+        Resized(BTC, D("0.5"), D("0.9"), D(60000))]
 
 
 def test_protected_position_needs_nothing() -> None:

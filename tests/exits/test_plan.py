@@ -136,3 +136,21 @@ def test_desired_stop_never_gives_up_a_stop_that_rested() -> None:
     report = PositionReport(BTC, LONG, D(1), D(100), D(107), D(7), None, clock.now())
     assert book.desired_stop(report, None) == D(105)  # cancelled by hand: back at the trail
     assert book.desired_stop(report, D(106)) == D(106)  # a tighter stop stays
+
+
+async def test_a_resize_moves_the_entry_only_while_breakeven_has_not_fired() -> None:
+    """An add at a higher price: breakeven's base becomes the venue's average (and 1 R is
+    measured from it while the first stop stands); once breakeven fired, the entry and the stop
+    it asked for stay (a stop already moved never loosens)."""
+    clock = ManualClock()
+    book = _book(AmendLimits(), clock)
+    known = _known("98")
+    book.states[BTC] = state(risk=D(2))
+    known.entry_price = D(105)
+    await book.resized(known)
+    assert book.states[BTC].entry == D(105) and book.states[BTC].risk == D(7)
+    fired = state(breakeven_done=True, wanted=D("100.15"), last_amend_price=D("100.15"))
+    book.states[BTC] = fired
+    known.entry_price = D(110)
+    await book.resized(known)
+    assert book.states[BTC] is fired
