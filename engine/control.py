@@ -233,7 +233,9 @@ class ControlService:
                 continue
             outcome = _close_outcome(t.account, t.symbol, result.status, result.events,
                                      result.detail)
-            outcomes.append(replace(outcome, entry_cut=True) if cut else outcome)
+            # "cancelled first" only once the venue showed the rest gone (review)
+            gone = cut and self.entries.cut_ended(t.account, t.symbol) is not None
+            outcomes.append(replace(outcome, entry_cut=True) if gone else outcome)
         return outcomes
 
     async def cancel_resting_entries(self, symbol_text: str | None,

@@ -94,7 +94,7 @@ class _Resting:
     """A limit entry running now: a close of its symbol sets `cut`; `ended` is set (with its
     `result`) when the entry let go of the symbol."""
 
-    cut: asyncio.Event = field(default_factory=asyncio.Event)
+    cut: bool = False
     ended: asyncio.Event = field(default_factory=asyncio.Event)
     result: EntryResult | None = None
 
@@ -243,7 +243,7 @@ class EntryService:
         if resting is None:
             return False
         self._cut_ended.pop((account, symbol), None)  # an earlier cut's answer is not this one's
-        resting.cut.set()
+        resting.cut = True
         return True
 
     def resting(self) -> list[tuple[str, str]]:
@@ -267,7 +267,7 @@ class EntryService:
 
     def _cut(self, ctx: AccountContext, run: _Run) -> bool:
         resting = self._resting.get((ctx.account, run.plan.symbol))
-        return resting is not None and resting.cut.is_set()
+        return resting is not None and resting.cut
 
     async def _run(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:
         if run.plan.limit_price is None:
@@ -278,7 +278,8 @@ class EntryService:
             resting.result = await self._run_steps(guard, run, first=first)
             return resting.result
         finally:
-            self._resting.pop(key, None)
+            if self._resting.get(key) is resting:  # a later entry there may have its own
+                del self._resting[key]
             resting.ended.set()
 
     async def _run_steps(self, guard: AccountGuard, run: _Run, *, first: bool) -> EntryResult:

@@ -444,3 +444,4 @@ async def test_a_close_before_the_limit_is_sent_sends_nothing(spy_rig: SpyRigFac
     assert (await drive(rig.clock, entry, limit=1)).status is EntryStatus.NOT_FILLED
     assert spy.commands() == [] and rig.exchange.orders == {}
 
+
