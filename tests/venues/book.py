@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.clock import Clock
 from tests.venues import payloads as p
-from tests.venues.conftest import Harness, Request, build
+from tests.venues.conftest import Harness, Recorder, Request, build
 
 Json = dict[str, Any]
 
@@ -104,7 +104,12 @@ def _id_page(rows: list[Json], request: Request, sizes: tuple[int, int]) -> Json
 
 def serve(harness: Harness, book: Book) -> None:
     """Install the book's routes (markets too: call before `venue.start()`)."""
-    http, positions, stops = harness.http, book.positions(), book.stops()
+    route_book(harness.http, book)
+
+
+def route_book(http: Recorder, book: Book) -> None:
+    """`serve` on a bare exchange (one `intercept` took over)."""
+    positions, stops = book.positions(), book.stops()
     if book.venue == "binance":
         http.route("GET", "/fapi/v1/exchangeInfo", book.markets())
         http.route("GET", "/fapi/v3/positionRisk", positions)
