@@ -56,7 +56,7 @@ from engine.sim.exchange import BYBIT, HandApi, SimExchange
 from tests.fakes import FakeBotAPI
 from vigil.logs import setup_logging
 from vigil.runtime import Engine, Runtime
-from vigil.settings import load_settings
+from vigil.settings import Settings, load_settings
 
 ADMIN = 4242
 ACCOUNT = "paper"
@@ -159,27 +159,35 @@ class Composed:
     and before it starts (markets, rules, the gap watch, positions already open)."""
 
     def __init__(self, workdir: Path, latency_ms: int,
-                 before_start: Callable[[SimExchange], None]) -> None:
+                 before_start: Callable[[SimExchange], None] = lambda _exchange: None) -> None:
         self.workdir = workdir
         self.latency_ms = latency_ms
         self.before_start = before_start
         self.api = FakeBotAPI()
         self.runtime: Runtime | None = None
 
-    async def __aenter__(self) -> Runtime:
-        await self.api.start()
-        settings = load_settings(
+    def settings(self, **overrides: Any) -> Settings:
+        """As `vigil run` reads them, the Telegram token pointed at the fake Bot API."""
+        return load_settings(
             None, data_dir=self.workdir, log_level="INFO",
             telegram={"token": self.api.token, "api_url": self.api.base_url,
                       "admins": [ADMIN], "alert_chats": [ADMIN]},
-            sim={"latency_ms": self.latency_ms, "demo_positions": False,
-                 "price_interval_seconds": 1.0})
+            **overrides or {"sim": {"latency_ms": self.latency_ms, "demo_positions": False,
+                                    "price_interval_seconds": 1.0}})
+
+    def prepare(self, engine: Engine) -> None:
+        """Runs once the engine is built, before it starts."""
+        self.before_start(engine.sims[ACCOUNT])
+
+    async def __aenter__(self) -> Runtime:
+        await self.api.start()
+        settings = self.settings()
         setup_logging(settings.log_level, settings.data_dir, console_chat=False)
         original = Engine.start
-        hook = self.before_start
+        hook = self.prepare
 
         async def start(engine: Engine) -> None:
-            hook(engine.sims[ACCOUNT])
+            hook(engine)
             await original(engine)
 
         Engine.start = start  # type: ignore[method-assign]

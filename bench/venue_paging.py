@@ -27,7 +27,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +47,19 @@ def saw_everything(snapshot: VenueSnapshot, size: int) -> bool:
             and sorted(o.client_id for o in snapshot.orders) == [client_id(i) for i in range(size)])
 
 
+def books(figures: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(venue, one book size's figures) from `figures["venues"][venue][size]`, in order."""
+    for venue, rows in figures["venues"].items():
+        for row in rows.values():
+            yield venue, row
+
+
 async def per_venue(measure: Measure, sizes: list[int], figures: dict[str, Any]) -> None:
     """`figures["venues"][venue][size]` for each venue and book size, and whether every stop
     was seen in all of them."""
     figures["venues"] = {venue: {str(n): await measure(venue, n) for n in sizes}
                          for venue in VENUES}
-    figures["every_stop_seen"] = all(f["every_stop_seen"] for v in figures["venues"].values()
-                                     for f in v.values())
+    figures["every_stop_seen"] = all(f["every_stop_seen"] for _, f in books(figures))
 
 
 def book_parser(doc: str) -> argparse.ArgumentParser:
@@ -104,9 +110,8 @@ def parse() -> argparse.Namespace:
 
 if __name__ == "__main__":
     figures = asyncio.run(main(parse()))
-    for venue, rows in figures["venues"].items():
-        for f in rows.values():
-            print(f"{venue:8s} {f['positions']:5d} positions: {f['calls']:3d} requests, "
-                  f"weight {f['weight']:g}, {f['wall_ms']} ms wall, {f['cpu_ms']} ms CPU, "
-                  f"every stop seen: {f['every_stop_seen']}")
+    for venue, f in books(figures):
+        print(f"{venue:8s} {f['positions']:5d} positions: {f['calls']:3d} requests, "
+              f"weight {f['weight']:g}, {f['wall_ms']} ms wall, {f['cpu_ms']} ms CPU, "
+              f"every stop seen: {f['every_stop_seen']}")
     print(json.dumps(figures, sort_keys=True))

@@ -44,7 +44,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.venue_paging import book_parser, per_venue, saw_everything
+from bench.venue_paging import book_parser, books, per_venue, saw_everything
 from engine.clock import SystemClock
 from engine.venues import ccxt_venue
 from engine.venues.dialects import base
@@ -216,7 +216,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                     sizes, figures)
     figures["largest_answer"] = {venue: json_costs(venue, max(sizes)) for venue in VENUES}
     for key in ("lag_max_ms", "block_max_ms"):
-        figures[key] = max(f[key] for v in figures["venues"].values() for f in v.values())
+        figures[key] = max(f[key] for _, f in books(figures))
     return figures
 
 

@@ -76,6 +76,10 @@ class CcxtVenue:
             self._describe_stream_error, sleep=self._clock.sleep,
             backoff=backoff or Backoff(), rng=rng or random.Random())
         self._marks: MarkWatcher = marks or ExchangeMarkWatcher(exchange)
+        # symbol -> (the ccxt market it was read from, ours): every reconcile asks for each
+        # guarded symbol's market twice, and reading ccxt's numbers into Decimals was a third
+        # of a 2,000-position cycle's planning block
+        self._market_info: dict[str, tuple[dict[str, Any], MarketInfo]] = {}
 
     # --- extras beyond the port ------------------------------------------------------------
     @property
@@ -121,6 +125,14 @@ class CcxtVenue:
     # --- markets ---------------------------------------------------------------------------
     def market(self, symbol: str) -> MarketInfo:
         market = self._perpetual(symbol)
+        cached = self._market_info.get(symbol)
+        if cached is not None and cached[0] is market:  # a reload builds new market dicts
+            return cached[1]
+        info = self._read_market(symbol, market)
+        self._market_info[symbol] = (market, info)
+        return info
+
+    def _read_market(self, symbol: str, market: dict[str, Any]) -> MarketInfo:
         precision = market.get("precision") or {}
         tick, lot = dec(precision.get("price")), dec(precision.get("amount"))
         if not tick or not lot:

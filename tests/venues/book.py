@@ -14,7 +14,7 @@ from typing import Any
 
 from engine.clock import Clock
 from tests.venues import payloads as p
-from tests.venues.conftest import Harness, Request, build
+from tests.venues.conftest import Harness, Recorder, Request, build
 
 Json = dict[str, Any]
 
@@ -41,6 +41,7 @@ def client_id(i: int) -> str:
 class Book:
     venue: str
     size: int
+    protected: bool = True  # False: no position has its stop yet (the venue takes placements)
 
     def markets(self) -> Json:
         """The venue's market listing with the book's markets added (one template copied)."""
@@ -67,8 +68,43 @@ class Book:
 
     def stops(self) -> list[Json]:
         """Newest first, as the paged venues list them."""
+        if not self.protected:
+            return []
         return [p.resting_stop(self.venue, str(FIRST_ORDER_ID + i), client_id(i), base=b)
                 for i, b in reversed(list(enumerate(bases(self.size))))]
+
+
+# where a stop placement carries our client id, size and trigger
+PLACED_FIELDS = {"binance": ("clientAlgoId", "quantity", "triggerPrice"),
+                 "bybit": ("orderLinkId", "qty", "triggerPrice"),
+                 "bitget": ("clientOid", "size", "triggerPrice")}
+
+
+@dataclass(slots=True)
+class Placements:
+    """The venue's side of a stop placement: the stop, as asked, joins the listing of resting
+    stops, and the venue answers as it does. Bitget lists newest first by id (a walk of older
+    pages is not shifted); Bybit's cursor here is an offset, so a new stop goes to the end."""
+
+    venue: str
+    stops: list[Json]
+    next_id: int
+
+    def __call__(self, request: Request) -> Json:
+        key, qty, trigger = (request.params[k] for k in PLACED_FIELDS[self.venue])
+        order_id, self.next_id = str(self.next_id), self.next_id + 1
+        base = str(request.params["symbol"]).removesuffix("USDT")
+        if self.venue == "binance":
+            row = p.binance_algo_order(int(order_id), key, base=base, qty=qty, trigger=trigger)
+            self.stops.append(row)
+            return row  # Binance answers with the algo order itself
+        if self.venue == "bybit":
+            self.stops.append(p.bybit_stop_order(order_id, key, base=base, qty=qty,
+                                                 trigger=trigger))
+        else:
+            self.stops.insert(0, p.bitget_plan_order(order_id, key, base=base, size=qty,
+                                                     trigger=trigger))
+        return p.placed(self.venue, order_id, key)
 
 
 def _limit(request: Request, sizes: tuple[int, int]) -> int:
@@ -104,7 +140,15 @@ def _id_page(rows: list[Json], request: Request, sizes: tuple[int, int]) -> Json
 
 def serve(harness: Harness, book: Book) -> None:
     """Install the book's routes (markets too: call before `venue.start()`)."""
-    http, positions, stops = harness.http, book.positions(), book.stops()
+    route_book(harness.http, book)
+
+
+def route_book(http: Recorder, book: Book) -> None:
+    """`serve` on a bare exchange (one `intercept` took over)."""
+    positions, stops = book.positions(), book.stops()
+    if not book.protected:
+        http.route(*p.PLACE_STOP[book.venue],
+                   Placements(book.venue, stops, FIRST_ORDER_ID + book.size))
     if book.venue == "binance":
         http.route("GET", "/fapi/v1/exchangeInfo", book.markets())
         http.route("GET", "/fapi/v3/positionRisk", positions)

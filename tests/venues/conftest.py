@@ -59,11 +59,15 @@ class Recorder:
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config or {})  # type: ignore[call-arg]
+        self._record()
+
+    def _record(self) -> None:
         self.timeout_on_exit = 0  # ccxt's close() waits 250 ms for aiohttp: nothing to wait for
         self.requests: list[Request] = []
         self.routes: dict[tuple[str, str], Route] = {}
         # False: the answer is ready in the same turn (tests rely on that order of events)
         self.answer_later = False
+        self.latency = 0.0  # seconds each answer takes, as over the network (benchmarks)
 
     def route(self, method: str, path: str, answer: Any) -> None:
         """`answer`: JSON, a Reply, an exception to raise, or a callable(Request) of those."""
@@ -73,7 +77,9 @@ class Recorder:
                     body: Any = None) -> Any:
         request = _parse(url, method, headers, body)
         self.requests.append(request)
-        if self.answer_later:  # in a later turn of the loop, as off the network
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        elif self.answer_later:  # in a later turn of the loop, as off the network
             await asyncio.sleep(0)
         handler = self.routes.get((method, request.path))
         if handler is None:
@@ -165,19 +171,36 @@ def _bitget_routes(http: Recorder, account: Account) -> None:
                lambda _r: p.bitget_ok({"entrustedList": account.stops, "endId": None}))
 
 
+FAKES: dict[str, type[Recorder]] = {"binance": FakeBinance, "bybit": FakeBybit,
+                                    "bitget": FakeBitget}
+ROUTES: dict[str, Callable[[Recorder, Account], None]] = {
+    "binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}
+
+
+def _offline(exchange: Recorder, venue: str) -> Recorder:
+    if venue == "bybit":
+        # offline: ccxt would otherwise ask two private endpoints whether the account is unified
+        exchange.options["enableUnifiedAccount"] = True  # type: ignore[attr-defined]
+        exchange.options["enableUnifiedMargin"] = False  # type: ignore[attr-defined]
+    return exchange
+
+
 def new_exchange(venue: str, *, rate_limit: bool = False) -> Recorder:
     # Off by default: TestClock never advances, so a budget that had to wait would wait forever.
     # The budget tests turn it on (as make_venue does) and stay inside the budget.
-    config: dict[str, Any] = {"enableRateLimit": rate_limit}
-    if venue == "binance":
-        return FakeBinance(config)
-    if venue == "bybit":
-        exchange = FakeBybit(config)
-        # offline: ccxt would otherwise ask two private endpoints whether the account is unified
-        exchange.options["enableUnifiedAccount"] = True
-        exchange.options["enableUnifiedMargin"] = False
-        return exchange
-    return FakeBitget(config)
+    return _offline(FAKES[venue]({"enableRateLimit": rate_limit}), venue)
+
+
+def intercept(exchange: Any, venue: str, account: Account | None = None) -> Recorder:
+    """An exchange built elsewhere (the runtime's `make_venue`, rate limiter and our budget
+    installed) answered from a route table from now on, the account's routes installed: it
+    becomes the venue's fake class in place, so every ccxt method it has keeps running."""
+    fake = FAKES[venue]
+    assert isinstance(exchange, fake.__bases__[1]), f"{type(exchange).__name__} is no {venue}"
+    exchange.__class__ = fake
+    exchange._record()
+    ROUTES[venue](exchange, account or Account())
+    return _offline(exchange, venue)
 
 
 # --- streams ------------------------------------------------------------------------------------
@@ -252,8 +275,7 @@ async def build(venue: str, *, start: bool = True, testnet: bool = False,
     a TestClock)."""
     account = account or Account()
     http = new_exchange(venue, rate_limit=rate_limit)
-    {"binance": _binance_routes, "bybit": _bybit_routes, "bitget": _bitget_routes}[venue](
-        http, account)
+    ROUTES[venue](http, account)
     key, secret, password = CREDENTIALS[venue]
     watcher, clock = FakeWatcher(), clock or TestClock()
     instance = make_venue(f"acct-{venue}", venue, api_key=key, secret=secret, password=password,

@@ -8,6 +8,7 @@ import pytest
 
 from engine.domain.reports import MarketInfo
 from engine.errors import Rejected, RejectReason
+from tests.venues import payloads as p
 from tests.venues.conftest import Harness, build
 
 
@@ -55,3 +56,20 @@ async def test_before_start_symbols_are_refused_with_a_hint() -> None:
     with pytest.raises(Rejected, match="start"):
         harness.venue.resolve_symbol("BTCUSDT")
     await harness.venue.close()
+
+
+async def test_market_follows_a_reload_of_the_venues_markets(binance: Harness) -> None:
+    """market() keeps what it read per loaded market (every reconcile asks twice per symbol),
+    never past a reload: a venue that changed a tick is read afresh."""
+    first = binance.venue.market("BTC/USDT:USDT")
+    assert binance.venue.market("BTC/USDT:USDT") is first  # read once per loaded market
+    info = p.binance_exchange_info()
+    btc = next(s for s in info["symbols"] if s["symbol"] == "BTCUSDT")
+    price_filter = next(f for f in btc["filters"] if f["filterType"] == "PRICE_FILTER")
+    price_filter["tickSize"] = "0.50"
+    binance.http.route("GET", "/fapi/v1/exchangeInfo", info)
+    await binance.http.load_markets(True)  # type: ignore[attr-defined]
+
+    assert binance.venue.market("BTC/USDT:USDT") == MarketInfo(
+        "BTC/USDT:USDT", tick=Decimal("0.5"), lot=first.lot, min_qty=first.min_qty,
+        min_notional=first.min_notional)
